@@ -1,0 +1,137 @@
+"""A LLaMA whose decoder layers may each have their own width, saved as an ordinary checkpoint.
+
+Width pruning leaves layers with different numbers of attention heads, KV heads and MLP channels.
+`PrunedLlamaConfig` records them per layer and `PrunedLlamaForCausalLM` builds each layer at its own
+width, so a pruned model is safetensors + config.json that `AutoModelForCausalLM.from_pretrained` loads
+(after `import rankadaptor`), with no pickles and no trust_remote_code, and that peft and generate() use
+like any LLaMA. Unpruned or depth-only pruned models stay plain `LlamaForCausalLM` checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedModel, PreTrainedTokenizerBase)
+
+from rankadaptor import storage
+from rankadaptor.errors import UserError
+
+LLAMA_TYPES = ("llama", "pruned_llama")
+
+
+@strict
+class PrunedLlamaConfig(LlamaConfig):
+    model_type = "pruned_llama"
+
+    layer_num_attention_heads: list[int] | None = None
+    layer_num_key_value_heads: list[int] | None = None
+    layer_intermediate_size: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        n = self.num_hidden_layers
+        self.layer_num_attention_heads = list(self.layer_num_attention_heads or [self.num_attention_heads] * n)
+        self.layer_num_key_value_heads = list(self.layer_num_key_value_heads or [self.num_key_value_heads] * n)
+        self.layer_intermediate_size = list(self.layer_intermediate_size or [self.intermediate_size] * n)
+        for name in ("layer_num_attention_heads", "layer_num_key_value_heads", "layer_intermediate_size"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} layers")
+
+
+class PrunedLlamaForCausalLM(LlamaForCausalLM):
+    config_class = PrunedLlamaConfig
+
+    def __init__(self, config: PrunedLlamaConfig):
+        super().__init__(config)
+        for layer, heads, kv_heads, width in zip(self.model.layers, config.layer_num_attention_heads,
+                                                 config.layer_num_key_value_heads, config.layer_intermediate_size):
+            resize_layer(layer, config, heads, kv_heads, width)
+        self.post_init()
+
+
+def resize_layer(layer: nn.Module, config: LlamaConfig, heads: int, kv_heads: int, width: int) -> None:
+    """Rebuild one decoder layer's projections at the given widths (new, uninitialised weights)."""
+    attn, mlp, hidden, head_dim = layer.self_attn, layer.mlp, config.hidden_size, attn_head_dim(config)
+    device, dtype = attn.q_proj.weight.device, attn.q_proj.weight.dtype
+
+    def linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
+        return nn.Linear(n_in, n_out, bias=bias, device=device, dtype=dtype)
+
+    attn.q_proj = linear(hidden, heads * head_dim, config.attention_bias)
+    attn.k_proj = linear(hidden, kv_heads * head_dim, config.attention_bias)
+    attn.v_proj = linear(hidden, kv_heads * head_dim, config.attention_bias)
+    attn.o_proj = linear(heads * head_dim, hidden, config.attention_bias)
+    attn.num_key_value_groups = heads // kv_heads
+    mlp.intermediate_size = width
+    mlp.gate_proj = linear(hidden, width, config.mlp_bias)
+    mlp.up_proj = linear(hidden, width, config.mlp_bias)
+    mlp.down_proj = linear(width, hidden, config.mlp_bias)
+
+
+def attn_head_dim(config: LlamaConfig) -> int:
+    return config.head_dim or config.hidden_size // config.num_attention_heads
+
+
+def layer_widths(model: PreTrainedModel) -> list[dict[str, int]]:
+    """Per decoder layer: attention heads, KV heads and MLP channels, read off the weights."""
+    head_dim = attn_head_dim(model.config)
+    return [{"heads": layer.self_attn.q_proj.out_features // head_dim,
+             "kv_heads": layer.self_attn.k_proj.out_features // head_dim,
+             "intermediate": layer.mlp.gate_proj.out_features} for layer in model.model.layers]
+
+
+AutoConfig.register("pruned_llama", PrunedLlamaConfig)
+AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM)
+
+
+def resolve(model_uri: str) -> str:
+    """A local directory or hub id for a model given as a local path, s3:// URI or hub id."""
+    if storage.is_s3(model_uri):
+        return str(storage.local_dir(model_uri, verify_manifest=False))
+    path = Path(model_uri).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model path {model_uri!r} has no config.json: expected a transformers checkpoint "
+                            "directory (config.json + safetensors weights)")
+        return str(path)
+    if model_uri.count("/") == 1 and not model_uri.startswith((".", "/", "~")):
+        return model_uri  # a hub id; resolved by transformers (from its cache when offline)
+    raise UserError(f"model {model_uri!r} not found: expected a local checkpoint directory, an s3:// URI "
+                    "or a hub id like 'org/name'")
+
+
+def load_config(model_uri: str) -> LlamaConfig:
+    source = resolve(model_uri)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as e:  # transformers raises many kinds; the user needs to know which model failed
+        raise UserError(f"cannot read the config of model {model_uri!r}: {e}") from None
+    if config.model_type not in LLAMA_TYPES:
+        raise UserError(f"model {model_uri!r} has architecture {config.model_type!r}; accepted: LLaMA-family "
+                        f"checkpoints with model_type in {list(LLAMA_TYPES)}")
+    return config
+
+
+def load_model(model_uri: str, dtype: torch.dtype = torch.float32,
+               device: str | torch.device = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a (pruned) LLaMA checkpoint and its tokenizer from a path, s3:// URI or hub id."""
+    config = load_config(model_uri)
+    source = resolve(model_uri)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, use_safetensors=True)
+    except Exception as e:
+        raise UserError(f"cannot load the weights of model {model_uri!r} (safetensors expected): {e}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as e:
+        raise UserError(f"cannot load the tokenizer of model {model_uri!r}: {e}") from None
+    if len(tokenizer) > config.vocab_size:
+        raise UserError(f"tokenizer of {model_uri!r} has {len(tokenizer)} tokens but the model's vocab_size is "
+                        f"{config.vocab_size}: tokenizer and model do not match")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
