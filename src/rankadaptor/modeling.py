@@ -116,9 +116,10 @@ def load_config(model_uri: str) -> LlamaConfig:
     return config
 
 
-def load_model(model_uri: str, dtype: torch.dtype = torch.float32,
+def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtype = torch.float32,
                device: str | torch.device = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a (pruned) LLaMA checkpoint and its tokenizer from a path, s3:// URI or hub id."""
+    """Load a (pruned) LLaMA checkpoint and its tokenizer from a path, s3:// URI or hub id,
+    optionally with a LoRA adapter artifact on top (a peft model, unmerged)."""
     config = load_config(model_uri)
     source = resolve(model_uri)
     try:
@@ -134,4 +135,20 @@ def load_model(model_uri: str, dtype: torch.dtype = torch.float32,
                         f"{config.vocab_size}: tokenizer and model do not match")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if adapter_uri is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(storage.local_dir(adapter_uri)))
     return model.to(device).eval(), tokenizer
+
+
+def export_merged(model_uri: str, adapter_uri: str, output_uri: str) -> None:
+    """Write base + adapter merged into one standalone checkpoint (with its tokenizer).
+
+    A width-pruned result loads with `import rankadaptor`; a depth-only pruned one is a plain LLaMA
+    checkpoint that any transformers-compatible server loads."""
+    model, tokenizer = load_model(model_uri, adapter_uri)
+    merged = model.merge_and_unload()
+    with storage.writing_dir(output_uri) as out:
+        merged.save_pretrained(out)
+        tokenizer.save_pretrained(out)
