@@ -88,6 +88,19 @@ AutoConfig.register("pruned_llama", PrunedLlamaConfig)
 AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM)
 
 
+def resolve_device(name: str) -> torch.device:
+    """'auto' means the GPU when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not accepted; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} asked for a GPU but none is available; use auto or cpu")
+    return device
+
+
 def resolve(model_uri: str) -> str:
     """A local directory or hub id for a model given as a local path, s3:// URI or hub id."""
     if storage.is_s3(model_uri):
@@ -152,3 +165,16 @@ def export_merged(model_uri: str, adapter_uri: str, output_uri: str) -> None:
     with storage.writing_dir(output_uri) as out:
         merged.save_pretrained(out)
         tokenizer.save_pretrained(out)
+
+
+def count_parameters(config: LlamaConfig, widths: list[dict[str, int]]) -> int:
+    """Parameters of a LLaMA with the given per-layer widths, by arithmetic (no model needed)."""
+    hidden, head_dim, vocab = config.hidden_size, attn_head_dim(config), config.vocab_size
+    attn_bias, mlp_bias = int(config.attention_bias), int(config.mlp_bias)
+    total = vocab * hidden * (1 if config.tie_word_embeddings else 2) + hidden  # embeddings, head, final norm
+    for w in widths:
+        q, kv = w["heads"] * head_dim, w["kv_heads"] * head_dim
+        total += (hidden + attn_bias) * (q + 2 * kv) + q * hidden + attn_bias * hidden
+        total += (hidden + mlp_bias) * 2 * w["intermediate"] + w["intermediate"] * hidden + mlp_bias * hidden
+        total += 2 * hidden  # the two RMSNorms
+    return total

@@ -152,6 +152,22 @@ def local_dir(uri: str, verify_manifest: bool = True) -> Path:
     return target
 
 
+def local_file(uri: str) -> Path:
+    """A local copy of the single file at uri (downloaded into the cache when on S3)."""
+    if not is_s3(uri):
+        path = Path(uri).expanduser()
+        if not path.is_file():
+            raise UserError(f"no file at {uri!r}: expected a local file or s3://bucket/key")
+        return path
+    bucket, key = split_s3(uri)
+    target = cache_root() / "s3" / bucket / key
+    staging = _ensure(target.parent) / f".{target.name}.tmp-{os.getpid()}"
+    with _s3_errors(uri):
+        s3_client().download_file(bucket, key, str(staging))
+    os.replace(staging, target)
+    return target
+
+
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -1,0 +1,150 @@
+"""The prune stage: a base LLaMA in, a smaller checkpoint + prune_report.json out.
+
+Width mode is LLM-Pruner's block-wise pruning; depth mode is Shortened LLaMA. Everything the user can
+get wrong (ratio, layer range, architecture, paths, calibration length) is checked before the model is
+loaded or any output is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from rankadaptor import storage
+from rankadaptor.config import option
+from rankadaptor.data import calibration_batch, read_texts
+from rankadaptor.errors import UserError, check
+from rankadaptor.modeling import count_parameters, layer_widths, load_config, load_model, resolve_device
+from rankadaptor.perplexity import perplexity
+from rankadaptor.prune.depth import choose_blocks, remove_blocks
+from rankadaptor.prune.importance import (WIDTH_ESTIMATORS, block_ppl_scores, block_taylor_scores,
+                                          calibration_gradients, layer_group_scores)
+from rankadaptor.prune.width import apply_width_pruning, keep_top, pruned_widths
+
+MODES = ("width", "depth")
+BLOCK_ESTIMATORS = ("taylor", "ppl")
+SCOPES = ("global", "layer")
+
+
+@dataclass
+class PruneConfig:
+    model: str = option("", "base model: local checkpoint directory, s3:// URI or hub id")
+    mode: str = option("width", f"one of {MODES}: LLM-Pruner heads/channels, or Shortened-LLaMA blocks")
+    ratio: float = option(0.2, "how much to remove, in [0, 1); see ratio_scope")
+    ratio_scope: str = option("global", "global: fraction of all parameters (converted to a per-layer ratio "
+                                        "or a block count); layer: fraction of each pruned layer's heads and "
+                                        "channels (width mode only)")
+    importance: str = option("element1", f"width-mode importance, one of {WIDTH_ESTIMATORS}")
+    block_importance: str = option("taylor", f"depth-mode block importance, one of {BLOCK_ESTIMATORS}")
+    layer_start: int = option(4, "first pruned layer (width mode), 0-based")
+    layer_end: int | None = option(None, "end of the pruned layer range, exclusive (default: num_layers - 2)")
+    protect_first: int = option(4, "depth mode: never remove the first N blocks")
+    protect_last: int = option(2, "depth mode: never remove the last N blocks")
+    calibration: str = option("", "calibration text: .txt or .jsonl file, local or s3://")
+    num_samples: int = option(10, "calibration samples")
+    seq_len: int = option(64, "tokens per calibration sample")
+    ppl_text: str | None = option(None, "held-out text (.txt/.jsonl) for perplexity before/after")
+    ppl_seq_len: int = option(128, "window length for perplexity")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "seed for calibration sampling")
+
+    def validate(self) -> None:
+        check(bool(self.model), "model is required: a local checkpoint directory, s3:// URI or hub id")
+        check(self.mode in MODES, f"mode={self.mode!r} is not accepted; use one of {MODES}")
+        check(0.0 <= self.ratio < 1.0, f"ratio={self.ratio} is outside [0, 1)")
+        check(self.ratio_scope in SCOPES, f"ratio_scope={self.ratio_scope!r} is not accepted; use one of {SCOPES}")
+        check(not (self.mode == "depth" and self.ratio_scope == "layer"),
+              "ratio_scope='layer' applies to width mode only; depth mode takes a global ratio")
+        check(self.importance in WIDTH_ESTIMATORS,
+              f"importance={self.importance!r} is not accepted; use one of {WIDTH_ESTIMATORS}")
+        check(self.block_importance in BLOCK_ESTIMATORS,
+              f"block_importance={self.block_importance!r} is not accepted; use one of {BLOCK_ESTIMATORS}")
+        check(bool(self.calibration), "calibration is required: a .txt or .jsonl file of text, local or s3://")
+        check(self.num_samples > 0 and self.seq_len > 1,
+              f"num_samples={self.num_samples} and seq_len={self.seq_len} must be positive (seq_len > 1)")
+        check(self.protect_first >= 0 and self.protect_last >= 0, "protect_first/protect_last must be >= 0")
+
+
+def pruned_layers(config: PruneConfig, num_layers: int) -> range:
+    end = num_layers - 2 if config.layer_end is None else config.layer_end
+    if not 0 <= config.layer_start < end <= num_layers:
+        raise UserError(f"layer range [{config.layer_start}, {end}) is outside the model's {num_layers} layers: "
+                        f"need 0 <= layer_start < layer_end <= {num_layers}")
+    return range(config.layer_start, end)
+
+
+def layer_ratio_for_global(model, layers: range, target: float) -> float:
+    """The per-layer ratio whose pruned parameter count is closest to removing `target` of all parameters."""
+    total = count_parameters(model.config, layer_widths(model))
+    grid = [i / 1000 for i in range(1000)]
+    removed = [1 - count_parameters(model.config, pruned_widths(model, layers, r)) / total for r in grid]
+    return min(grid, key=lambda r: abs(removed[grid.index(r)] - target))
+
+
+def blocks_for_global(model, target: float) -> int:
+    """How many (equal-size) decoder blocks to remove to come closest to removing `target` of all parameters."""
+    widths = layer_widths(model)
+    total = count_parameters(model.config, widths)
+    block = [count_parameters(model.config, [w]) - count_parameters(model.config, []) for w in widths]
+    return min(range(len(widths) + 1), key=lambda k: abs(sum(sorted(block)[:k]) / total - target))
+
+
+def prune_model(model, batch: torch.Tensor, config: PruneConfig) -> tuple[torch.nn.Module, dict]:
+    """Prune an in-memory model; returns the pruned model and what was removed and why."""
+    num_layers = len(model.model.layers)
+    if config.mode == "width":
+        layers = pruned_layers(config, num_layers)
+        ratio = config.ratio if config.ratio_scope == "layer" else layer_ratio_for_global(model, layers, config.ratio)
+        grads = None if config.importance == "l2" else calibration_gradients(model, batch, config.importance == "element2")
+        keep, layer_importance = {}, [0.0] * num_layers
+        for i in range(num_layers):
+            head_scores, channel_scores = layer_group_scores(model.model.layers[i], model.config, config.importance, grads)
+            layer_importance[i] = float(head_scores.sum() + channel_scores.sum())
+            if i in layers:
+                keep[i] = (keep_top(head_scores, ratio), keep_top(channel_scores, ratio))
+        return apply_width_pruning(model, keep), {"layer_ratio": ratio, "pruned_layers": list(layers),
+                                                 "layer_importance": layer_importance, "removed_blocks": []}
+    protected = set(range(config.protect_first)) | set(range(num_layers - config.protect_last, num_layers))
+    num_blocks = blocks_for_global(model, config.ratio)
+    # Both scores are higher for a more important block (PPL: the model is worse without it).
+    scores = (block_taylor_scores(model, calibration_gradients(model, batch)) if config.block_importance == "taylor"
+              else block_ppl_scores(model, batch))
+    blocks = choose_blocks(scores, num_blocks, protected)
+    kept = [i for i in range(num_layers) if i not in blocks]
+    return remove_blocks(model, blocks), {"removed_blocks": blocks, "block_scores": scores, "pruned_layers": [],
+                                          "layer_importance": [scores[i] for i in kept]}
+
+
+def run_prune(config: PruneConfig, output_uri: str) -> dict:
+    """Prune config.model and write the checkpoint, tokenizer and prune_report.json to output_uri."""
+    config.validate()
+    base_config = load_config(config.model)
+    if config.mode == "width":
+        pruned_layers(config, base_config.num_hidden_layers)
+    texts = read_texts(config.calibration)
+    ppl_texts = read_texts(config.ppl_text) if config.ppl_text else None
+    model, tokenizer = load_model(config.model, device=resolve_device(config.device))
+    batch = calibration_batch(tokenizer, texts, config.num_samples, config.seq_len, config.seed,
+                              source=f"calibration file {config.calibration!r}")
+    started = time.time()
+    widths_before = layer_widths(model)
+    params_before = sum(p.numel() for p in model.parameters())
+    ppl_before = perplexity(model, tokenizer, ppl_texts, config.ppl_seq_len) if ppl_texts else None
+    pruned, details = prune_model(model, batch, config)
+    params_after = sum(p.numel() for p in pruned.parameters())
+    report = {
+        "model": config.model, "mode": config.mode, "config": vars(config).copy(),
+        "params_before": params_before, "params_after": params_after,
+        "removed_fraction": 1 - params_after / params_before,
+        "widths_before": widths_before, "widths_after": layer_widths(pruned),
+        "ppl_before": ppl_before,
+        "ppl_after": perplexity(pruned, tokenizer, ppl_texts, config.ppl_seq_len) if ppl_texts else None,
+        "seconds": time.time() - started, **details,
+    }
+    with storage.writing_dir(output_uri) as out:
+        pruned.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        storage.write_json_atomic(out / "prune_report.json", report)
+    return report
