@@ -217,6 +217,20 @@ def _upload_dir(directory: Path, uri: str) -> None:
         client.upload_file(str(directory / MANIFEST), bucket, f"{key}/{MANIFEST}")
 
 
+def remove(uri: str) -> None:
+    """Delete the artifact at uri (its manifest first, so no reader sees it half-deleted)."""
+    if not is_s3(uri):
+        shutil.rmtree(Path(uri).expanduser(), ignore_errors=True)
+        return
+    bucket, key = split_s3(uri)
+    client = s3_client()
+    with _s3_errors(uri):
+        client.delete_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/"):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write one JSON file in place by rename (for files inside a directory being written or local state)."""
     path.parent.mkdir(parents=True, exist_ok=True)

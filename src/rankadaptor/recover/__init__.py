@@ -1,0 +1,157 @@
+"""The recover stage: LoRA fine-tuning of a pruned model with one rank per decoder layer.
+
+Methods: `lora` with a rank vector (or a uniform rank, or the paper's increasing schedule) and `adalora`
+(peft AdaLoRA, budget reallocated during training, target average rank = `rank`). Output artifact:
+the peft adapter (safetensors), rank_vector.json (ranks, exact trainable parameters, the uniform-rank-8
+budget on the same model) and train_metrics.json (loss per step, tokens/s, seconds).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from peft import AdaLoraConfig, LoraConfig, get_peft_model
+
+from rankadaptor import storage
+from rankadaptor.config import option
+from rankadaptor.errors import check
+from rankadaptor.modeling import load_config, load_model, resolve_device
+from rankadaptor.recover.batches import load_examples
+from rankadaptor.recover.ranks import (CANDIDATES, TARGET_MODULES, check_rank_vector, cost_per_rank,
+                                       increasing_schedule, lora_parameters, rank_patterns)
+from rankadaptor.recover.train import TrainSettings, step_plan, train
+
+METHODS = ("lora", "adalora")
+SCHEDULES = ("uniform", "increasing")
+
+
+@dataclass
+class RecoverConfig:
+    data: str = option("", "training data: Alpaca JSON/JSONL (instruction/input/output) or text "
+                           "(.txt, or .jsonl with a text field), local or s3://")
+    method: str = option("lora", f"one of {METHODS}")
+    rank_vector: list[int] | None = option(None, "one LoRA rank per decoder layer (method lora); "
+                                                 "default: the schedule")
+    schedule: str = option("uniform", f"rank layout without a rank_vector, one of {SCHEDULES}: uniform = "
+                                      "`rank` everywhere, increasing = the paper's 4/6/10/12 by quarters")
+    rank: int = option(8, "uniform rank; AdaLoRA's target average rank")
+    candidates: list[int] = option(CANDIDATES, "ranks a rank vector may use")
+    alpha_ratio: float = option(2.0, "lora_alpha = alpha_ratio * rank in every layer (LLM-Pruner: r 8, alpha 16)")
+    rslora: bool = option(False, "rank-stabilised LoRA scaling alpha/sqrt(r)")
+    dropout: float = option(0.05, "LoRA dropout")
+    lr: float = option(1e-4, "peak learning rate (AdamW)")
+    epochs: int = option(2, "passes over the data")
+    batch_size: int = option(64, "examples per optimizer step")
+    micro_batch_size: int = option(4, "examples per forward pass (batch_size must be a multiple)")
+    cutoff: int = option(256, "maximum tokens per example")
+    warmup_ratio: float = option(0.06, "fraction of steps of linear warm-up")
+    max_grad_norm: float = option(1.0, "gradient clipping")
+    max_steps: int | None = option(None, "stop after this many optimizer steps (default: all epochs)")
+    save_steps: int = option(50, "checkpoint every N optimizer steps")
+    checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)")
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "seed for adapter init, dropout and data order")
+
+    def validate(self) -> None:
+        check(bool(self.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
+        check(self.method in METHODS, f"method={self.method!r} is not accepted; use one of {METHODS}")
+        check(self.schedule in SCHEDULES, f"schedule={self.schedule!r} is not accepted; use one of {SCHEDULES}")
+        check(bool(self.candidates) and all(r > 0 for r in self.candidates),
+              f"candidates={self.candidates} must be positive ranks")
+        check(self.rank in self.candidates or self.method == "adalora",
+              f"rank={self.rank} is not in the candidate set {self.candidates}")
+        check(0 < self.lr < 1, f"lr={self.lr} is outside (0, 1)")
+        check(1 <= self.epochs <= 100, f"epochs={self.epochs} is outside [1, 100]")
+        check(self.micro_batch_size > 0 and self.batch_size % self.micro_batch_size == 0,
+              f"batch_size={self.batch_size} must be a positive multiple of micro_batch_size={self.micro_batch_size}")
+        check(self.cutoff > 1, f"cutoff={self.cutoff} must be > 1")
+        check(0 <= self.dropout < 1, f"dropout={self.dropout} is outside [0, 1)")
+        check(0 <= self.warmup_ratio < 1, f"warmup_ratio={self.warmup_ratio} is outside [0, 1)")
+        check(self.alpha_ratio > 0 and self.max_grad_norm > 0, "alpha_ratio and max_grad_norm must be positive")
+        check(self.save_steps > 0 and (self.max_steps is None or self.max_steps > 0),
+              "save_steps and max_steps must be positive")
+        check(self.rank_vector is None or self.method == "lora", "rank_vector applies to method 'lora' only")
+
+
+def resolve_rank_vector(config: RecoverConfig, num_layers: int) -> list[int]:
+    if config.rank_vector is not None:
+        rank_vector = list(config.rank_vector)
+    elif config.schedule == "increasing":
+        rank_vector = increasing_schedule(num_layers)
+    else:
+        rank_vector = [config.rank] * num_layers
+    check_rank_vector(rank_vector, num_layers, config.candidates)
+    return rank_vector
+
+
+def adapter_config(config: RecoverConfig, rank_vector: list[int], steps: int):
+    if config.method == "adalora":
+        return AdaLoraConfig(target_r=config.rank, init_r=max(config.candidates), lora_alpha=config.alpha_ratio * config.rank,
+                             lora_dropout=config.dropout, target_modules=TARGET_MODULES, total_step=steps,
+                             tinit=steps // 10, tfinal=steps // 5, deltaT=max(1, steps // 20), task_type="CAUSAL_LM")
+    ranks, alphas = rank_patterns(rank_vector, config.alpha_ratio)
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha_ratio * config.rank, rank_pattern=ranks,
+                      alpha_pattern=alphas, lora_dropout=config.dropout, target_modules=TARGET_MODULES,
+                      use_rslora=config.rslora, task_type="CAUSAL_LM")
+
+
+def adapt(model, config: RecoverConfig, rank_vector: list[int], steps: int):
+    """The model wrapped with freshly initialised adapters (seeded)."""
+    torch.manual_seed(config.seed)
+    return get_peft_model(model, adapter_config(config, rank_vector, steps))
+
+
+def allocated_ranks(rank_pattern: dict[str, list[bool]], num_layers: int) -> list[float]:
+    """AdaLoRA's final mean rank per decoder layer (over its seven projections)."""
+    per_layer = [[] for _ in range(num_layers)]
+    for name, mask in rank_pattern.items():
+        per_layer[int(name.split("layers.")[1].split(".")[0])].append(sum(mask))
+    return [sum(r) / len(r) if r else 0.0 for r in per_layer]
+
+
+def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
+    """Fine-tune adapters on the pruned model at model_uri and write the adapter artifact to output_uri."""
+    config.validate()
+    num_layers = load_config(model_uri).num_hidden_layers
+    rank_vector = resolve_rank_vector(config, num_layers)
+    device = resolve_device(config.device)
+    model, tokenizer = load_model(model_uri, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+                                  device=device)
+    examples = load_examples(config.data, tokenizer, config.cutoff)
+    settings = TrainSettings(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
+                             micro_batch_size=config.micro_batch_size, warmup_steps=0,
+                             max_grad_norm=config.max_grad_norm, save_steps=config.save_steps, seed=config.seed,
+                             max_steps=config.max_steps, group_by_length=config.group_by_length)
+    steps = len(step_plan(examples, settings))
+    settings.warmup_steps = int(config.warmup_ratio * steps)
+    costs = cost_per_rank(model)
+    peft_model = adapt(model, config, rank_vector, steps)
+    checkpoint_uri = config.checkpoint or f"{output_uri.rstrip('/')}.ckpt"
+    started = time.time()
+    log = train(peft_model, examples, settings, tokenizer.pad_token_id, checkpoint_uri,
+                adalora=config.method == "adalora")
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    allocated = peft_model.peft_config["default"].rank_pattern if config.method == "adalora" else None
+    ranks = {
+        "method": config.method,
+        "rank_vector": rank_vector if config.method == "lora" else None,
+        "trainable_params": trainable,
+        "lora_params": lora_parameters(rank_vector, costs) if config.method == "lora" else trainable,
+        "uniform8_params": lora_parameters([8] * num_layers, costs),
+        "cost_per_rank": costs,
+        "allocated_ranks": None if allocated is None else allocated_ranks(allocated, num_layers),
+    }
+    metrics = {"losses": log.losses, "steps": log.step, "examples": len(examples), "seconds": time.time() - started,
+               "train_seconds": log.seconds, "real_tokens": log.real_tokens, "padded_tokens": log.padded_tokens,
+               "tokens_per_second": log.real_tokens / max(log.seconds, 1e-9), "resumed_from": log.resumed_from,
+               "device": str(device)}
+    print(f"trainable LoRA parameters: {ranks['lora_params']:,} (uniform rank 8 budget: {ranks['uniform8_params']:,})")
+    with storage.writing_dir(output_uri) as out:
+        peft_model.save_pretrained(out)
+        storage.write_json_atomic(out / "rank_vector.json", ranks)
+        storage.write_json_atomic(out / "train_metrics.json", metrics)
+    storage.remove(checkpoint_uri)
+    return {**ranks, **metrics}

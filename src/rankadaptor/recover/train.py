@@ -1,0 +1,141 @@
+"""The recovery training loop: AdamW with warmup, gradient accumulation, bf16 autocast on GPU, and
+checkpoints that make a killed run resume to the same result as an uninterrupted one.
+
+The loss of an optimizer step is the mean over all label tokens of its micro-batches (each micro-batch's
+mean loss weighted by its token count), so accumulation does not change what is optimised. A checkpoint
+holds the trainable weights, optimizer and scheduler state, RNG state and (for AdaLoRA) the rank
+allocator's importance averages; the batch order is a function of (seed, epoch), so a resumed run trains
+on exactly the batches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from rankadaptor import storage
+from rankadaptor.recover.batches import IGNORE, collate, epoch_batches
+
+
+@dataclass
+class TrainSettings:
+    lr: float
+    epochs: int
+    batch_size: int
+    micro_batch_size: int
+    warmup_steps: int
+    max_grad_norm: float
+    save_steps: int
+    seed: int
+    max_steps: int | None = None
+    group_by_length: bool = True
+
+
+@dataclass
+class TrainLog:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    seconds: float = 0.0
+    resumed_from: int | None = None
+
+
+def _warmup_linear(warmup: int, total: int):
+    return lambda step: min((step + 1) / max(1, warmup), max(0.0, (total - step) / max(1, total - warmup)))
+
+
+def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog) -> None:
+    trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    allocator = getattr(model.base_model, "rankallocator", None)
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "cpu_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+             "allocator": None if allocator is None else
+             {k: getattr(allocator, k) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")}}
+    with storage.writing_dir(uri) as out:
+        save_file(trainable, out / "trainable.safetensors")
+        torch.save(state, out / "state.pt")
+        (out / "log.json").write_text(json.dumps(vars(log)))
+
+
+def _load_checkpoint(uri: str, model, optimizer, scheduler) -> TrainLog | None:
+    if not storage.exists(uri):
+        return None
+    directory = storage.local_dir(uri)
+    trainable = load_file(directory / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in trainable.items():
+            params[name].copy_(value)
+    state = torch.load(directory / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["cpu_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if state["allocator"] is not None:
+        for key, value in state["allocator"].items():
+            setattr(model.base_model.rankallocator, key, value)
+    log = TrainLog(**json.loads((directory / "log.json").read_text()))
+    log.resumed_from = log.step
+    return log
+
+
+def step_plan(examples: list[dict], settings: TrainSettings) -> list[list[list[int]]]:
+    """Per optimizer step, its micro-batches of example indices; an epoch's last step may be smaller."""
+    accum = settings.batch_size // settings.micro_batch_size
+    plan = []
+    for epoch in range(settings.epochs):
+        batches = epoch_batches(examples, settings.micro_batch_size, settings.seed, epoch, settings.group_by_length)
+        plan.extend(batches[i:i + accum] for i in range(0, len(batches), accum))
+    return plan[:settings.max_steps] if settings.max_steps else plan
+
+
+def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, checkpoint_uri: str,
+          adalora: bool = False) -> TrainLog:
+    """Train the model's trainable (adapter) parameters in place; resumes from checkpoint_uri if present."""
+    device = model.device
+    on_gpu = device.type == "cuda"
+    plan = step_plan(examples, settings)
+    steps = len(plan)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                                  weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_linear(settings.warmup_steps, steps))
+    torch.manual_seed(settings.seed)
+    log = _load_checkpoint(checkpoint_uri, model, optimizer, scheduler) or TrainLog()
+    model.train()
+    bar = tqdm(total=steps, initial=log.step, desc="recover", unit="step")
+    for step in range(log.step, steps):
+        started = time.time()
+        batches = [collate([examples[i] for i in batch], pad_id, multiple_of=8 if on_gpu else 1) for batch in plan[step]]
+        n_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        step_loss = 0.0
+        for batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            weight = int((batch["labels"][:, 1:] != IGNORE).sum()) / n_targets
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                loss = model(**batch, use_cache=False).loss * weight
+            loss.backward()
+            step_loss += loss.item()
+            log.real_tokens += int(batch["attention_mask"].sum())
+            log.padded_tokens += batch["input_ids"].numel()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        if adalora:
+            model.base_model.update_and_allocate(step)
+        optimizer.zero_grad(set_to_none=True)
+        log.step, log.seconds = step + 1, log.seconds + time.time() - started
+        log.losses.append(step_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{log.real_tokens / max(log.seconds, 1e-9):.0f}")
+        if log.step % settings.save_steps == 0 and log.step < steps:
+            _save_checkpoint(checkpoint_uri, model, optimizer, scheduler, log)
+    bar.close()
+    model.eval()
+    return log

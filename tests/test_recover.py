@@ -1,0 +1,178 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file
+
+from rankadaptor.config import from_dict
+from rankadaptor.data import read_texts, sample_corpus
+from rankadaptor.errors import UserError
+from rankadaptor.modeling import load_model
+from rankadaptor.perplexity import perplexity
+from rankadaptor.prune import PruneConfig, run_prune
+from rankadaptor.recover import RecoverConfig, adapt, run_recover
+from rankadaptor.recover.batches import IGNORE, instruction_example
+from rankadaptor.recover.ranks import TARGET_MODULES, cost_per_rank, increasing_schedule, lora_parameters
+
+FAST = dict(cutoff=64, batch_size=8, micro_batch_size=4, epochs=1, lr=2e-3, save_steps=100)
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_model_dir, tmp_path_factory):
+    """Self-distillation text of the unpruned tiny model: train and held-out files."""
+    model, tokenizer = load_model(str(tiny_model_dir))
+    docs = sample_corpus(model, tokenizer, num_docs=64, max_new_tokens=96, seed=0)
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "train.txt").write_text("\n\n".join(docs[:48]))
+    (root / "heldout.txt").write_text("\n\n".join(docs[48:]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def pruned_dir(tiny_model_dir, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned") / "model"
+    run_prune(from_dict(PruneConfig, dict(model=str(tiny_model_dir), calibration=str(corpus / "train.txt"),
+                                          layer_start=1, layer_end=3, ratio=0.2)), str(out))
+    return out
+
+
+def recover_config(data, **overrides):
+    return from_dict(RecoverConfig, {"data": str(data), **FAST, **overrides})
+
+
+def lora_shapes(model):
+    return {n: tuple(p.shape) for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_rank_vector_of_eights_equals_uniform_lora(pruned_dir, corpus):
+    model, _ = load_model(str(pruned_dir))
+    ours = adapt(model, recover_config(corpus / "train.txt", rank_vector=[8, 8, 8, 8]), [8, 8, 8, 8], steps=1)
+    model, _ = load_model(str(pruned_dir))
+    plain = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGET_MODULES))
+    assert lora_shapes(ours) == lora_shapes(plain) and len(lora_shapes(ours)) == 4 * 7 * 2
+    assert {m.scaling["default"] for m in ours.modules() if isinstance(m, LoraLayer)} == {2.0}
+
+
+def test_rank_vector_gives_per_layer_ranks_and_exact_count(pruned_dir, corpus):
+    model, _ = load_model(str(pruned_dir))
+    costs = cost_per_rank(model)
+    peft_model = adapt(model, recover_config(corpus / "train.txt"), [2, 12, 6, 8], steps=1)
+    shapes = lora_shapes(peft_model)
+    assert shapes["base_model.model.model.layers.1.self_attn.q_proj.lora_A.default.weight"][0] == 12
+    assert shapes["base_model.model.model.layers.0.mlp.down_proj.lora_B.default.weight"][1] == 2
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert trainable == lora_parameters([2, 12, 6, 8], costs)
+    # every layer keeps LoRA's scale alpha/r = 2
+    assert {m.scaling["default"] for m in peft_model.modules() if isinstance(m, LoraLayer)} == {2.0}
+
+
+@pytest.mark.parametrize("rank_vector, match", [
+    ([8, 8, 8], r"rank vector has 3 entries but the model has 4 decoder layers"),
+    ([8, 8, 8, 7], r"rank\(s\) \[7\] in the rank vector are not in the candidate set \[2, 4, 6, 8, 10, 12\]"),
+])
+def test_bad_rank_vector_is_refused(pruned_dir, corpus, tmp_path, rank_vector, match):
+    with pytest.raises(UserError, match=match):
+        run_recover(recover_config(corpus / "train.txt", rank_vector=rank_vector), str(pruned_dir), str(tmp_path / "a"))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"lr": -1.0}, r"lr=-1.0 is outside \(0, 1\)"),
+    ({"batch_size": 6, "micro_batch_size": 4}, r"batch_size=6 must be a positive multiple of micro_batch_size=4"),
+    ({"method": "dora"}, r"method='dora' is not accepted"),
+])
+def test_bad_hyperparameters_are_refused(corpus, overrides, match):
+    with pytest.raises(UserError, match=match):
+        recover_config(corpus / "train.txt", **overrides)
+
+
+def test_empty_or_malformed_data_is_refused(pruned_dir, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text('{"instruction": "x", "output"\n')
+    for name, match in (("empty.jsonl", "is empty"), ("bad.jsonl", "is not valid JSONL")):
+        with pytest.raises(UserError, match=match):
+            run_recover(recover_config(tmp_path / name), str(pruned_dir), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_increasing_schedule_is_the_papers():
+    assert increasing_schedule(32) == [4] * 8 + [6] * 8 + [10] * 8 + [12] * 8
+
+
+def test_alpaca_prompt_is_masked(tiny_model_dir):
+    _, tokenizer = load_model(str(tiny_model_dir))
+    example = instruction_example(tokenizer, {"instruction": "Say hi", "input": "", "output": "hi there"}, cutoff=256)
+    n_prompt = sum(1 for label in example["labels"] if label == IGNORE)
+    assert example["labels"][:n_prompt] == [IGNORE] * n_prompt and n_prompt > 10
+    assert example["labels"][n_prompt:] == example["input_ids"][n_prompt:]
+    assert example["labels"][-1] == tokenizer.eos_token_id
+    assert len(instruction_example(tokenizer, {"instruction": "Say hi", "output": "hi"}, cutoff=12)["input_ids"]) == 12
+
+
+@pytest.mark.slow
+def test_recovery_improves_heldout_perplexity(pruned_dir, corpus, tmp_path):
+    result = run_recover(recover_config(corpus / "train.txt", rank_vector=[8, 4, 12, 8], epochs=2),
+                         str(pruned_dir), str(tmp_path / "adapter"))
+    heldout = read_texts(str(corpus / "heldout.txt"))
+    pruned, tokenizer = load_model(str(pruned_dir))
+    recovered, _ = load_model(str(pruned_dir), str(tmp_path / "adapter"))
+    ppl_pruned, ppl_recovered = perplexity(pruned, tokenizer, heldout), perplexity(recovered, tokenizer, heldout)
+    print(f"held-out perplexity: pruned {ppl_pruned:.2f}, recovered {ppl_recovered:.2f}")
+    assert ppl_recovered < 0.9 * ppl_pruned
+    saved = json.loads((tmp_path / "adapter" / "rank_vector.json").read_text())
+    assert saved["rank_vector"] == [8, 4, 12, 8] and saved["lora_params"] == result["trainable_params"]
+    assert saved["uniform8_params"] == lora_parameters([8] * 4, saved["cost_per_rank"])
+    assert not (tmp_path / "adapter.ckpt").exists()  # the checkpoint is removed once the adapter is written
+
+
+@pytest.mark.slow
+def test_adalora_reallocates_ranks(pruned_dir, corpus, tmp_path):
+    result = run_recover(recover_config(corpus / "train.txt", method="adalora", epochs=2), str(pruned_dir),
+                         str(tmp_path / "ada"))
+    allocated = result["allocated_ranks"]
+    assert len(allocated) == 4 and max(allocated) <= 12 and min(allocated) < 12  # pruned from init_r 12
+    model, _ = load_model(str(pruned_dir), str(tmp_path / "ada"))
+    assert any(p.shape[0] < 12 for n, p in model.named_parameters() if "lora_A" in n)
+
+
+def _recover_cli(pruned_dir, data, output):
+    return [sys.executable, "-m", "rankadaptor.cli", "recover", "--model", str(pruned_dir), "--data", str(data),
+            "--output", str(output), "--cutoff", "32", "--batch-size", "4", "--micro-batch-size", "2",
+            "--epochs", "1", "--save-steps", "1", "--lr", "0.002"]
+
+
+@pytest.mark.slow
+def test_killed_recovery_resumes_to_the_same_result(pruned_dir, corpus, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_recover_cli(pruned_dir, corpus / "train.txt", reference), check=True, env=env,
+                   capture_output=True)
+
+    output = tmp_path / "killed"
+    checkpoint_log = tmp_path / "killed.ckpt" / "log.json"
+    proc = subprocess.Popen(_recover_cli(pruned_dir, corpus / "train.txt", output), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (checkpoint_log.exists() and json.loads(checkpoint_log.read_text())["step"] >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not output.exists(), "the run finished before it could be killed"
+    killed_at = json.loads(checkpoint_log.read_text())["step"]
+
+    rerun = subprocess.run(_recover_cli(pruned_dir, corpus / "train.txt", output), check=True, env=env,
+                           capture_output=True, text=True)
+    resumed = json.loads(rerun.stdout[rerun.stdout.index("{"):])
+    assert resumed["resumed_from"] >= killed_at >= 3
+    assert resumed["steps"] > resumed["resumed_from"]
+    ours, theirs = (load_file(d / "adapter_model.safetensors") for d in (output, reference))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-6)
