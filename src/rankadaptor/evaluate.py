@@ -1,0 +1,250 @@
+"""The evaluate stage: zero-shot accuracy on the paper's seven tasks with lm-eval's official prompts and
+metrics, on a held-out or a search split of the rows, with per-row correctness for paired statistics.
+
+Prompts and metrics come from lm-eval's own built-in task YAMLs, read at runtime; only the data source
+may be swapped for local or s3:// JSONL files (`<task>_<split>.jsonl`), so scores stay comparable with
+published numbers. Rows are chosen with the `samples` argument of lm-eval's evaluator, which works for
+hub and local data alike. Speed matters because the search pays one evaluation per trial: lm-eval already
+sorts requests by length, so batching them (instead of lm-eval's default batch_size=1) is the main gain,
+and it leaves the scores unchanged (benchmarks/evaluate_throughput.py checks both).
+
+A model whose context is shorter than some answer (the 128-token test model on a few PIQA/HellaSwag rows)
+cannot score that row; lm-eval would stop with an assertion, here the row is listed as skipped instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rankadaptor import storage
+from rankadaptor.config import option, to_dict
+from rankadaptor.data import read_texts
+from rankadaptor.errors import UserError, check
+from rankadaptor.modeling import load_model, resolve_device
+from rankadaptor.perplexity import perplexity
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("select", "report", "all")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    yaml: str  # built-in lm-eval config, relative to lm_eval/tasks/
+    split: str  # the split lm-eval evaluates (and the suffix of the local data file)
+    metric: str  # the reported metric, by this line of work's convention
+    fields: tuple[str, ...]  # what each data row needs for the official prompt
+
+
+_ARC_FIELDS = ("question", "choices", "answerKey")
+TASKS: dict[str, TaskSpec] = {
+    "boolq": TaskSpec("super_glue/boolq/default.yaml", "validation", "acc", ("passage", "question", "label")),
+    "piqa": TaskSpec("piqa/piqa.yaml", "validation", "acc", ("goal", "sol1", "sol2", "label")),
+    "hellaswag": TaskSpec("hellaswag/hellaswag.yaml", "validation", "acc_norm",
+                          ("activity_label", "ctx_a", "ctx_b", "endings", "label")),
+    "winogrande": TaskSpec("winogrande/default.yaml", "validation", "acc", ("sentence", "option1", "option2", "answer")),
+    "arc_easy": TaskSpec("arc/arc_easy.yaml", "test", "acc", _ARC_FIELDS),
+    "arc_challenge": TaskSpec("arc/arc_challenge.yaml", "test", "acc_norm", _ARC_FIELDS),
+    "openbookqa": TaskSpec("openbookqa/openbookqa.yaml", "test", "acc_norm", ("question_stem", "choices", "answerKey")),
+}
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = option(list(TASKS), f"lm-eval tasks to run, any of {list(TASKS)}")
+    data_dir: str | None = option(None, "directory (local or s3://) of <task>_<split>.jsonl files, e.g. "
+                                        "boolq_validation.jsonl, arc_easy_test.jsonl; default: the hub datasets")
+    split: str = option("select", f"rows to evaluate, one of {SPLITS}: 'select' drives the search, 'report' is "
+                                  "held out from it and reported to the user")
+    select_fraction: float = option(0.5, "fraction of each task's rows in the 'select' split, in (0, 1)")
+    limit: int | None = option(None, "at most this many rows per task after the split (cheap search trials)")
+    batch_size: int = option(32, "requests per forward pass (lm-eval's default is 1)")
+    max_length: int | None = option(None, "context length in tokens (default: the model's max_position_embeddings)")
+    seed: int = option(0, "seed of the select/report split and of the row order under limit")
+    ppl_text: str | None = option(None, "also report perplexity on this .txt/.jsonl file (local or s3://)")
+    ppl_seq_len: int = option(128, "window length for perplexity (at most max_length)")
+    device: str = option("auto", "run_evaluate only: auto, cpu, cuda or cuda:N")
+
+    def validate(self) -> None:
+        check(bool(self.tasks), f"tasks is empty; choose from {list(TASKS)}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        check(not unknown, f"unknown task(s) {unknown}; accepted: {list(TASKS)}")
+        check(len(set(self.tasks)) == len(self.tasks), f"tasks={self.tasks} lists a task twice")
+        check(self.split in SPLITS, f"split={self.split!r} is not accepted; use one of {SPLITS}")
+        check(0.0 < self.select_fraction < 1.0, f"select_fraction={self.select_fraction} is outside (0, 1)")
+        for name in ("limit", "max_length"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"{name}={value} must be a positive integer (or null)")
+        for name in ("batch_size", "ppl_seq_len"):
+            check(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be a positive integer")
+        check(self.max_length is None or self.ppl_seq_len <= self.max_length,
+              f"ppl_seq_len={self.ppl_seq_len} is longer than max_length={self.max_length}")
+
+
+def data_files(data_dir: str, tasks: list[str]) -> dict[str, Path]:
+    """Local copies of each task's JSONL file under data_dir, each checked to hold the rows its prompt needs."""
+    files = {}
+    for name in tasks:
+        spec = TASKS[name]
+        uri = storage.join(data_dir, f"{name}_{spec.split}.jsonl")
+        try:
+            path = storage.local_file(uri)
+        except UserError:
+            raise UserError(f"task {name!r} needs the file {name}_{spec.split}.jsonl in data_dir={data_dir!r}: "
+                            f"not found at {uri!r}") from None
+        _check_rows(path, uri, spec)
+        files[name] = path.resolve()  # the json loader resolves relative paths against the CWD
+    return files
+
+
+def _check_rows(path: Path, uri: str, spec: TaskSpec) -> None:
+    n = 0
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{uri!r} line {line_no} is not valid JSON: {e}") from None
+            missing = [k for k in spec.fields if not isinstance(row, dict) or k not in row]
+            check(not missing, f"{uri!r} line {line_no} lacks field(s) {missing}; each row needs {list(spec.fields)}")
+            n += 1
+    check(n > 0, f"data file {uri!r} is empty: expected one JSON object per line with {list(spec.fields)}")
+
+
+def task_config(name: str, data_file: Path | None = None) -> dict:
+    """lm-eval's built-in config of a task (prompts, metrics, process_docs), reading data_file if given."""
+    import lm_eval
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    spec = TASKS[name]
+    # Loaded from its own path so that `!function utils.process_docs` resolves next to the built-in YAML.
+    config = load_yaml(Path(lm_eval.__file__).parent / "tasks" / spec.yaml)
+    if data_file is not None:
+        config.update(dataset_path="json", dataset_name=None, training_split=None, fewshot_split=None,
+                      validation_split=spec.split if spec.split == "validation" else None,
+                      test_split=spec.split if spec.split == "test" else None,
+                      dataset_kwargs={"data_files": {spec.split: str(data_file)}})
+    return config
+
+
+def split_rows(name: str, n: int, split: str, select_fraction: float, seed: int,
+               limit: int | None = None) -> list[int]:
+    """The row indices of one task's split, sorted (lm-eval's `samples` needs ascending indices).
+
+    One seeded permutation per task cuts the rows into 'select' (the first round(n * fraction)) and
+    'report' (the rest); `limit` keeps the first rows of that permuted order, so smaller limits are
+    subsets of larger ones and the rows kept are a random sample, not the start of the file."""
+    order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(n)
+    cut = round(n * select_fraction)
+    rows = {"select": order[:cut], "report": order[cut:], "all": order}[split]
+    return sorted(int(i) for i in rows[:limit])
+
+
+def _lm_class():
+    """lm-eval's HFLM, except that a request whose answer alone is longer than the context is left unscored
+    (HFLM truncates contexts only, and asserts on such answers) and remembered, so that evaluate() can
+    report its row as skipped and leave it out of the scores. Other requests are scored by HFLM unchanged."""
+    from lm_eval.models.huggingface import HFLM
+
+    class ContextBoundHFLM(HFLM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.unscorable: set[tuple[str, str]] = set()
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
+            fits = [len(continuation) <= self.max_length for _, _, continuation in requests]
+            self.unscorable.update(req[0] for req, ok in zip(requests, fits) if not ok)
+            scored = iter(super()._loglikelihood_tokens([r for r, ok in zip(requests, fits) if ok],
+                                                        disable_tqdm=disable_tqdm, override_bs=override_bs))
+            return [next(scored) if ok else (-math.inf, False) for ok in fits]
+
+    return ContextBoundHFLM
+
+
+def evaluate(model, tokenizer, config: EvalConfig) -> dict:
+    """Evaluate an in-memory model (plain, pruned or peft-wrapped) and return the metrics.json content:
+    per task the metric, its value and lm-eval's stderr over the evaluated rows, n, and the 0/1
+    correctness of every row with its row id (for paired bootstrap tests); the mean over tasks."""
+    import lm_eval.evaluator
+    from lm_eval.api.metrics import mean, mean_stderr
+    from lm_eval.tasks import TaskManager
+
+    config.validate()
+    files = data_files(config.data_dir, config.tasks) if config.data_dir else {}
+    ppl_texts = read_texts(config.ppl_text) if config.ppl_text else None
+    max_length = config.max_length or model.config.max_position_embeddings
+    check(not ppl_texts or config.ppl_seq_len <= max_length,
+          f"ppl_seq_len={config.ppl_seq_len} is longer than the context max_length={max_length}")
+    start = time.perf_counter()
+    # An empty TaskManager: the tasks come in as config dicts, so lm-eval's 14k-task index is never built.
+    manager, task_configs = TaskManager(include_defaults=False), [task_config(n, files.get(n)) for n in config.tasks]
+    try:
+        tasks = manager.load(task_configs)["tasks"]
+    except Exception as e:  # datasets raises many kinds (offline hub, bad schema); name the cause
+        where = f"data_dir={config.data_dir!r}" if config.data_dir else "the hub (offline? pass data_dir)"
+        raise UserError(f"cannot load the task data from {where}: {type(e).__name__}: {e}") from None
+    samples = {name: split_rows(name, len(task.eval_docs), config.split, config.select_fraction, config.seed,
+                                config.limit) for name, task in tasks.items()}
+    empty = [name for name, rows in samples.items() if not rows]
+    check(not empty, f"split {config.split!r} of task(s) {empty} has no rows: too few rows for "
+                     f"select_fraction={config.select_fraction}")
+
+    was_training, used_cache = model.training, model.config.use_cache
+    model.config.use_cache = False  # no KV cache is needed to score whole sequences
+    try:
+        lm = _lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, max_length=max_length)
+        # lm-eval's evaluate() rather than simple_evaluate(): the latter also probes the environment (`pip
+        # list` and more in subprocesses: over a second per call) and reseeds the global RNGs of the caller.
+        # What else it does for these tasks is the zero-shot setting, done here.
+        for task in tasks.values():
+            task.set_config(key="num_fewshot", value=0)
+            task.set_fewshot_seed(seed=config.seed)
+        with torch.inference_mode():
+            results = lm_eval.evaluator.evaluate(lm=lm, task_dict={"tasks": tasks}, samples=samples)
+            perplexity_value = (perplexity(model, tokenizer, ppl_texts, config.ppl_seq_len, config.batch_size)
+                                if ppl_texts else None)
+    finally:
+        model.config.use_cache = used_cache
+        model.train(was_training)
+
+    metrics: dict = {"tasks": {}, "split": config.split, "config": to_dict(config)}
+    for name in config.tasks:
+        metric = TASKS[name].metric
+        logged = sorted(results["samples"][name], key=lambda s: s["doc_id"])
+        scored = [not any(tuple(args) in lm.unscorable for args in s["arguments"]) for s in logged]
+        rows = [int(s[metric]) for s, ok in zip(logged, scored) if ok]
+        check(bool(rows), f"no row of task {name!r} fits in max_length={max_length} tokens")
+        # value and stderr are lm-eval's own aggregation (mean, mean_stderr) over the scored rows
+        metrics["tasks"][name] = {
+            "metric": metric, "value": mean(rows), "stderr": mean_stderr(rows) if len(rows) > 1 else None,
+            "n": len(rows), "rows": rows, "row_ids": [s["doc_id"] for s, ok in zip(logged, scored) if ok],
+            "skipped": [s["doc_id"] for s, ok in zip(logged, scored) if not ok],
+        }
+    metrics["mean"] = float(np.mean([t["value"] for t in metrics["tasks"].values()]))
+    if perplexity_value is not None:
+        metrics["perplexity"] = perplexity_value
+    metrics["seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def run_evaluate(config: EvalConfig, model_uri: str, output_uri: str, adapter_uri: str | None = None) -> dict:
+    """The stage: load the model (and adapter), evaluate, write metrics.json as an artifact at output_uri."""
+    config.validate()
+    device = resolve_device(config.device)
+    model, tokenizer = load_model(model_uri, adapter_uri, device=device)
+    metrics = evaluate(model, tokenizer, config)
+    with storage.writing_dir(output_uri) as out:
+        storage.write_json_atomic(out / "metrics.json", metrics)
+    log.info("evaluated %s on %s: mean %.4f", model_uri, config.split, metrics["mean"])
+    return metrics
