@@ -1,0 +1,261 @@
+"""RankAdaptor's search: propose a rank vector under a LoRA-parameter budget, measure it, update, repeat.
+
+The paper's Iteration phase samples many rank vectors from the candidate set, lets the performance model
+pick the best, really fine-tunes and evaluates it, feeds the result back, and stops (Convergence) when
+the prediction for the chosen vector is within a threshold of its measurement. `propose` and `update` are
+separate plain functions over a serialisable `SearchState` because the Kubeflow pipeline runs them as
+separate steps with the trial in between; `run_loop` composes them for local use and the benchmarks.
+
+Budget: a rank vector r trains sum_i r_i * c_i LoRA parameters, c_i being layer i's cost per unit of
+rank (sum over its 7 projections of in + out features). The default budget is what LoRA at rank 8 on
+every layer of the same model trains, the paper's "same level as standard LoRA".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rankadaptor import config as cfg
+from rankadaptor import storage
+from rankadaptor.config import option
+from rankadaptor.errors import UserError, check
+from rankadaptor.surrogate import (Observation, SurrogateState, adapt, predict, read_surrogate_files,
+                                   write_surrogate_files)
+
+BASELINE_RANK = 8  # standard LoRA recovery rank (LLM-Pruner): the default budget is this rank everywhere
+SEARCH_FILE = "search.json"
+SURROGATE_DIR = "surrogate"
+NUM_PARENTS = 3  # best measured vectors that local samples mutate
+
+
+@dataclass
+class SearchConfig:
+    candidates: list[int] = option([2, 4, 6, 8, 10, 12], "LoRA ranks a searched layer may take")
+    num_samples: int = option(10000, "rank vectors sampled and scored by the surrogate per proposal")
+    budget: int | None = option(None, "most LoRA parameters a rank vector may train; default: rank 8 on every layer")
+    searched_layers: list[int] | None = option(
+        None, "0-based layers whose rank is searched (default all); the others get fixed_rank")
+    fixed_rank: int = option(8, "rank of the layers that are not searched (the paper keeps them at 8)")
+    local_fraction: float = option(0.5, "share of num_samples drawn as mutations (a few searched layers redrawn) "
+                                        "of the best measured vectors; 0 = the paper's purely random sampling")
+    kappa: float = option(0.0, "exploration bonus: pick by mean + kappa * ensemble std (0 = the paper's greedy pick)")
+    threshold: float = option(0.005, "converged when |predicted - measured| < threshold, in score units "
+                                     "(0.005 = half a point of accuracy)")
+    max_iterations: int = option(20, "most trials (fine-tune + evaluate) one search runs")
+    seed: int = option(0, "seed of the sampler")
+
+    def validate(self) -> None:
+        check(len(self.candidates) >= 1 and all(1 <= r <= 4096 for r in self.candidates),
+              f"candidates={self.candidates!r} must be a non-empty list of ranks in [1, 4096]")
+        check(len(set(self.candidates)) == len(self.candidates), f"candidates={self.candidates!r} has duplicates")
+        check(1 <= self.num_samples <= 1_000_000, f"num_samples={self.num_samples} must be in [1, 1000000]")
+        check(self.budget is None or self.budget > 0, f"budget={self.budget} must be a positive parameter count or null")
+        if self.searched_layers is not None:
+            check(len(self.searched_layers) >= 1 and min(self.searched_layers) >= 0
+                  and len(set(self.searched_layers)) == len(self.searched_layers),
+                  f"searched_layers={self.searched_layers!r} must be distinct non-negative layer indices")
+        check(0 <= self.local_fraction <= 1, f"local_fraction={self.local_fraction} must be in [0, 1]")
+        check(1 <= self.fixed_rank <= 4096, f"fixed_rank={self.fixed_rank} must be in [1, 4096]")
+        check(math.isfinite(self.kappa) and self.kappa >= 0, f"kappa={self.kappa} must be a finite number >= 0")
+        check(math.isfinite(self.threshold) and self.threshold > 0,
+              f"threshold={self.threshold} can never be met: |predicted - measured| < threshold needs a finite "
+              "threshold > 0 (in score units, e.g. 0.005)")
+        check(1 <= self.max_iterations <= 10_000, f"max_iterations={self.max_iterations} must be in [1, 10000]")
+
+
+@dataclass
+class Proposal:
+    rank_vector: list[int] = option([], "full rank vector, one rank per decoder layer")
+    predicted: float = option(float("nan"), "surrogate's predicted score (ensemble mean)")
+    predicted_std: float = option(0.0, "ensemble spread of the prediction")
+    trainable_params: int = option(0, "LoRA parameters this rank vector trains")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Proposal:
+        return cfg.from_dict(cls, values)
+
+
+@dataclass
+class Outcome:
+    converged: bool
+    abs_error: float
+    best: Observation  # best measured trial of the task so far
+
+
+@dataclass
+class SearchState:
+    """What one search carries between steps: the surrogate and the target task's measured trials."""
+
+    task: str
+    surrogate: SurrogateState
+    cost_per_rank: list[int]  # LoRA parameters per unit of rank of each decoder layer (see lora_cost_per_rank)
+    layer_features: list[list[float]] | None = None  # the pruned model's structure (surrogate.structure_features)
+    observations: list[Observation] = dataclasses.field(default_factory=list)
+
+    def measured(self) -> list[Observation]:
+        return [o for o in self.observations if o.task == self.task]
+
+
+def lora_cost_per_rank(widths: list[dict[str, int]], hidden_size: int, head_dim: int) -> list[int]:
+    """Per layer, LoRA parameters per unit of rank on q,k,v,o,gate,up,down: sum of in + out features.
+
+    widths is `modeling.layer_widths(model)`."""
+    return [7 * hidden_size + 2 * w["heads"] * head_dim + 2 * w["kv_heads"] * head_dim + 3 * w["intermediate"]
+            for w in widths]
+
+
+def trainable_params(rank_vector: list[int], cost_per_rank: list[int]) -> int:
+    return int(np.dot(np.asarray(rank_vector, np.int64), np.asarray(cost_per_rank, np.int64)))
+
+
+def resolve_budget(config: SearchConfig, cost_per_rank: list[int]) -> int:
+    return config.budget if config.budget is not None else BASELINE_RANK * int(sum(cost_per_rank))
+
+
+def _searched(config: SearchConfig, num_layers: int) -> np.ndarray:
+    if config.searched_layers is None:
+        return np.arange(num_layers)
+    check(max(config.searched_layers) < num_layers,
+          f"searched_layers={config.searched_layers!r} names a layer >= {num_layers}, the model's layer count")
+    return np.asarray(sorted(config.searched_layers))
+
+
+def sample_rank_vectors(config: SearchConfig, cost_per_rank: list[int], rng: np.random.Generator,
+                        parents: list[list[int]] | None = None) -> np.ndarray:
+    """Distinct full rank vectors [M, L], M <= num_samples, each within the budget.
+
+    Searched layers draw uniformly from the candidates, except a local_fraction of the draws, which copy
+    a random parent (the best measured vectors) and redraw a few (two on average) of its searched layers: uniform samples of
+    6^26 vectors rarely land near the optimum, while the surrogate is most trustworthy next to measured
+    points. A vector over budget is repaired by lowering a random searched layer one candidate step at a
+    time until it fits: rejection alone would leave few or no vectors for tight budgets, and repair keeps
+    every draw and lands on vectors that use the budget."""
+    cost = np.asarray(cost_per_rank, np.int64)
+    check(len(cost) >= 1 and bool((cost > 0).all()), "cost_per_rank must be one positive count per layer")
+    searched = _searched(config, len(cost))
+    fixed = np.setdiff1d(np.arange(len(cost)), searched)
+    candidates = np.sort(np.asarray(config.candidates, np.int64))
+    budget = resolve_budget(config, cost_per_rank)
+    room = budget - config.fixed_rank * int(cost[fixed].sum())  # what the searched layers may spend
+    cheapest = int(candidates[0] * cost[searched].sum())
+    check(cheapest <= room, f"budget={budget} LoRA parameters cannot be met: the smallest rank vector (searched layers "
+                            f"at rank {candidates[0]}, others at fixed_rank={config.fixed_rank}) needs "
+                            f"{cheapest + budget - room}; raise the budget or lower fixed_rank/candidates")
+    searched_cost = cost[searched]
+    idx = rng.integers(0, len(candidates), size=(config.num_samples, len(searched)))
+    seeds = np.asarray([[int(np.searchsorted(candidates, p[i])) for i in searched] for p in parents or []
+                        if len(p) == len(cost) and all(p[i] in candidates for i in searched)], np.int64)
+    local = int(round(config.local_fraction * config.num_samples)) if len(seeds) else 0
+    if local:
+        copies = seeds[rng.integers(0, len(seeds), size=local)]
+        redraw = rng.random((local, len(searched))) < 1.0 / len(searched)
+        redraw[np.arange(local), rng.integers(0, len(searched), size=local)] = True  # at least one layer changes
+        idx[:local] = np.where(redraw, idx[:local], copies)
+    over = candidates[idx] @ searched_cost > room
+    while over.any():
+        rows = np.flatnonzero(over)
+        pick = rng.random((len(rows), len(searched)))
+        pick[idx[rows] == 0] = -1.0  # only layers that can still go lower
+        idx[rows, pick.argmax(axis=1)] -= 1
+        over[rows] = candidates[idx[rows]] @ searched_cost > room
+    vectors = np.full((config.num_samples, len(cost)), config.fixed_rank, np.int64)
+    vectors[:, searched] = candidates[idx]
+    return np.unique(vectors, axis=0)
+
+
+def _rng(config: SearchConfig, state: SearchState) -> np.random.Generator:
+    """Seeded by the config seed and the trial count: propose is deterministic and keeps no RNG state."""
+    return np.random.default_rng([config.seed, len(state.measured())])
+
+
+def propose(state: SearchState, config: SearchConfig) -> Proposal:
+    """The next rank vector to measure: the best by mean + kappa * std among num_samples budget-respecting
+    vectors (random, and mutations of the best measured ones) not measured yet."""
+    config.validate()
+    ranked = sorted(state.measured(), key=lambda o: -o.score)
+    parents = [o.rank_vector for o in ranked[:NUM_PARENTS]]
+    samples = sample_rank_vectors(config, state.cost_per_rank, _rng(config, state), parents)
+    measured = {tuple(o.rank_vector) for o in ranked}
+    fresh = np.asarray([tuple(row) not in measured for row in samples.tolist()], bool)
+    check(bool(fresh.any()), f"all {len(samples)} sampled rank vectors were measured already: the search space "
+                             f"({len(measured)} trials) is exhausted; stop or widen candidates/searched_layers")
+    samples = samples[fresh]
+    mean, std = predict(state.surrogate, samples, state.layer_features, state.task)
+    best = int(np.argmax(mean + config.kappa * std))
+    vector = [int(r) for r in samples[best]]
+    return Proposal(vector, float(mean[best]), float(std[best]), trainable_params(vector, state.cost_per_rank))
+
+
+def update(state: SearchState, proposal: Proposal, score: float, config: SearchConfig,
+           cost: float | None = None, artifact: str | None = None) -> tuple[SearchState, Outcome]:
+    """Record the measured score of a proposal, adapt the surrogate online, and say whether the search
+    converged (|predicted - measured| < threshold) and which trial is best so far."""
+    config.validate()
+    vector = [int(r) for r in proposal.rank_vector]
+    check(len(vector) == len(state.cost_per_rank),
+          f"rank vector has {len(vector)} layers; this search's model has {len(state.cost_per_rank)}")
+    check(math.isfinite(score), f"measured score={score!r} must be a finite number")
+    check(vector not in [o.rank_vector for o in state.measured()],
+          f"rank vector {vector} was measured already for task {state.task!r}; a search never re-runs a trial")
+    observation = Observation(state.task, vector, float(score), state.layer_features, cost, proposal.predicted,
+                              artifact)
+    observations = [*state.observations, observation]
+    new_state = dataclasses.replace(state, observations=observations,
+                                    surrogate=adapt(state.surrogate, observations, state.task))
+    abs_error = abs(proposal.predicted - float(score))
+    best = max(new_state.measured(), key=lambda o: o.score)
+    return new_state, Outcome(bool(abs_error < config.threshold), abs_error, best)
+
+
+def run_loop(trial_fn: Callable[[list[int]], float], state: SearchState, config: SearchConfig,
+             progress: bool = True) -> tuple[SearchState, list[dict[str, Any]]]:
+    """Propose -> trial -> update until converged or max_iterations; returns the final state and one
+    history row per trial (iteration, rank_vector, predicted, predicted_std, measured, abs_error, best)."""
+    config.validate()
+    history: list[dict[str, Any]] = []
+    bar = tqdm(range(1, config.max_iterations + 1), desc="rank search", disable=not progress)
+    for iteration in bar:
+        proposal = propose(state, config)
+        start = time.perf_counter()
+        score = float(trial_fn(list(proposal.rank_vector)))
+        state, outcome = update(state, proposal, score, config, cost=time.perf_counter() - start)
+        history.append({"iteration": iteration, "rank_vector": proposal.rank_vector, "predicted": proposal.predicted,
+                        "predicted_std": proposal.predicted_std, "measured": score, "abs_error": outcome.abs_error,
+                        "best": outcome.best.score, "trainable_params": proposal.trainable_params})
+        bar.set_postfix(best=f"{outcome.best.score:.4g}", abs_error=f"{outcome.abs_error:.3g}")
+        if outcome.converged:
+            break
+    return state, history
+
+
+def save_search(state: SearchState, uri: str) -> None:
+    """One artifact for a search in progress: surrogate/ (as save_surrogate writes it) + search.json."""
+    with storage.writing_dir(uri) as directory:
+        (directory / SURROGATE_DIR).mkdir()
+        write_surrogate_files(state.surrogate, directory / SURROGATE_DIR)
+        storage.write_json_atomic(directory / SEARCH_FILE, {
+            "task": state.task, "cost_per_rank": state.cost_per_rank, "layer_features": state.layer_features,
+            "observations": [o.to_dict() for o in state.observations]})
+
+
+def load_search(uri: str) -> SearchState:
+    directory: Path = storage.local_dir(uri)
+    check((directory / SEARCH_FILE).is_file(), f"{uri!r} is not a search artifact: no {SEARCH_FILE}")
+    meta = storage.read_json(directory / SEARCH_FILE)
+    try:
+        observations = [Observation.from_dict(o) for o in meta["observations"]]
+    except UserError as e:
+        raise UserError(f"search artifact {uri!r} holds a bad observation: {e}") from None
+    return SearchState(meta["task"], read_surrogate_files(directory / SURROGATE_DIR, uri),
+                       [int(c) for c in meta["cost_per_rank"]], meta["layer_features"], observations)

@@ -1,0 +1,144 @@
+"""The performance model: data model, meta-pretraining, online adaptation, storage, ranking quality."""
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankadaptor.errors import UserError
+from rankadaptor.search import SearchConfig, sample_rank_vectors
+from rankadaptor.surrogate import (Observation, SurrogateConfig, adapt, load_surrogate, meta_pretrain, new_surrogate,
+                                   predict, predict_observations, ranking_quality, save_surrogate)
+
+CANDIDATES = [2, 4, 6, 8, 10, 12]
+SYNTHETIC = Path(__file__).resolve().parents[1] / "benchmarks" / "search_synthetic.py"
+
+
+def synthetic():
+    """The benchmark's family of hidden score functions (one definition for benchmark and tests)."""
+    spec = importlib.util.spec_from_file_location("search_synthetic", SYNTHETIC)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def family(seed, layers=8, source_tasks=3, source_obs=30):
+    bench = synthetic()
+    args = argparse.Namespace(layers=layers, fixed=2, source_tasks=source_tasks, source_obs=source_obs, noise=0.1,
+                              task_spread=0.4)
+    config = SearchConfig(num_samples=400, searched_layers=list(range(2, layers - 1)), seed=seed)
+    return bench.make_family(seed, args, config), config
+
+
+def target_trials(fam, config, n, seed):
+    rng = np.random.default_rng(seed)
+    vectors = sample_rank_vectors(config, fam.target.cost_per_rank, rng)[:n]
+    return [Observation("target", [int(r) for r in v], fam.target.measure(v, rng), fam.target.features) for v in vectors]
+
+
+def test_observation_round_trips_through_json_and_is_checked():
+    obs = Observation("boolq", [8, 4, 12], 0.61, [[1.0, 0.5], [0.7, 0.5], [1.0, 1.0]], cost=3.5, predicted=0.6)
+    assert Observation.from_dict(json.loads(json.dumps(obs.to_dict()))) == obs
+    with pytest.raises(UserError, match="score"):
+        Observation.from_dict({"task": "boolq", "rank_vector": [8], "score": float("nan")})
+    with pytest.raises(UserError, match="layer_features"):
+        Observation.from_dict({"task": "boolq", "rank_vector": [8, 8], "score": 0.5, "layer_features": [[1.0]]})
+    with pytest.raises(UserError, match="unknown option"):
+        Observation.from_dict({"task": "boolq", "rank_vector": [8], "score": 0.5, "acc": 1})
+
+
+@pytest.mark.parametrize("values, match", [({"feature_mode": "rank"}, "feature_mode"), ({"hidden": []}, "hidden"),
+                                           ({"ensemble": 0}, "ensemble"), ({"inner_lr": 0.0}, "inner_lr")])
+def test_config_rejects_bad_values(values, match):
+    from rankadaptor.config import from_dict
+
+    with pytest.raises(UserError, match=match):
+        from_dict(SurrogateConfig, values)
+
+
+@pytest.mark.slow
+def test_meta_pretraining_ranks_a_new_related_task_better_than_no_meta_pretraining():
+    gains = []
+    for seed in (0, 1):
+        fam, config = family(seed)
+        taus = {}
+        for meta in (False, True):
+            state = new_surrogate(SurrogateConfig(seed=seed, meta_iterations=80), CANDIDATES,
+                                  num_features=len(fam.target.features[0]))
+            if meta:
+                state = meta_pretrain(state, fam.source_observations, progress=False)
+                assert state.source_tasks == ["task0", "task1", "task2"] and state.fit_loss < 1.0
+            trials = target_trials(fam, config, 66, seed)
+            for n in range(1, 7):  # online, one trial at a time as in the search
+                state = adapt(state, trials[:n], "target")
+            taus[meta] = ranking_quality(state, trials[6:], "target")["kendall_tau"]
+        gains.append(taus[True] - taus[False])
+    assert np.mean(gains) > 0.1, gains
+
+
+def test_online_adaptation_moves_the_prediction_towards_the_observed_point():
+    fam, config = family(3)
+    state = new_surrogate(SurrogateConfig(seed=3, meta_iterations=40), CANDIDATES, num_features=4)
+    state = meta_pretrain(state, fam.source_observations, progress=False)
+    trials = target_trials(fam, config, 6, 3)
+    state = adapt(state, trials[:5], "target")
+    spread = state.task_stats["target"][1]
+    surprise = Observation("target", trials[5].rank_vector, trials[5].score + 3 * spread, fam.target.features)
+    before = predict_observations(state, [surprise])[0]
+    stats_only = adapt(state, [*trials[:5], surprise], "target", steps=0)  # renormalised, weights unchanged
+    adapted = adapt(state, [*trials[:5], surprise], "target")
+    after, after_stats_only = (predict_observations(s, [surprise])[0] for s in (adapted, stats_only))
+    assert abs(after - surprise.score) < 0.9 * abs(after_stats_only - surprise.score)
+    assert abs(after - surprise.score) < abs(before - surprise.score)
+    assert adapted.task_stats["target"][2] == 6
+
+
+@pytest.mark.parametrize("mode", ["ranks", "ranks+structure"])
+def test_save_load_round_trip_gives_identical_predictions(tmp_path, mode):
+    fam, config = family(4, source_obs=10)
+    state = new_surrogate(SurrogateConfig(feature_mode=mode, meta_iterations=5), CANDIDATES, num_layers=8,
+                          num_features=4)
+    state = adapt(meta_pretrain(state, fam.source_observations, progress=False), target_trials(fam, config, 3, 4),
+                  "target")
+    save_surrogate(state, str(tmp_path / "surrogate"))
+    assert sorted(p.name for p in (tmp_path / "surrogate").iterdir()) == [
+        "manifest.json", "surrogate.json", "surrogate.safetensors"]
+    meta = json.loads((tmp_path / "surrogate" / "surrogate.json").read_text())
+    assert meta["config"]["feature_mode"] == mode and meta["input_scaling"]["rank_range"] == [2, 12]
+    assert meta["source_tasks"] == ["task0", "task1", "task2"] and set(meta["normalisation"]) >= {"target", "task0"}
+    loaded = load_surrogate(str(tmp_path / "surrogate"))
+    vectors = sample_rank_vectors(config, fam.target.cost_per_rank, np.random.default_rng(0))
+    for a, b in zip(predict(state, vectors, fam.target.features, "target"),
+                    predict(loaded, vectors, fam.target.features, "target")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_refuses_what_is_not_a_surrogate(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(UserError):
+        load_surrogate(str(tmp_path / "x"))
+
+
+def test_structure_input_transfers_across_layer_counts_and_ranks_input_says_it_cannot():
+    rng = np.random.default_rng(0)
+
+    def observations(task, layers, n):
+        features = rng.random((layers, 2)).round(3).tolist()
+        return [Observation(task, rng.choice(CANDIDATES, layers).tolist(), float(rng.random()), features)
+                for _ in range(n)]
+
+    mixed = observations("a", 6, 8) + observations("b", 9, 8)
+    state = meta_pretrain(new_surrogate(SurrogateConfig(meta_iterations=5), CANDIDATES, num_features=2), mixed,
+                          progress=False)
+    mean, std = predict(state, rng.choice(CANDIDATES, (4, 7)), rng.random((7, 2)))
+    assert mean.shape == std.shape == (4,) and np.isfinite(mean).all() and (std >= 0).all()
+    ranks_only = new_surrogate(SurrogateConfig(feature_mode="ranks", meta_iterations=5), CANDIDATES, num_layers=6)
+    with pytest.raises(UserError, match="ranks\\+structure"):
+        meta_pretrain(ranks_only, mixed, progress=False)
+    with pytest.raises(UserError, match="structural features"):
+        predict(state, rng.choice(CANDIDATES, (4, 7)))
