@@ -1,0 +1,258 @@
+"""The observation bank: every real trial (rank vector -> measured score) as one MLflow run.
+
+The bank is what the performance model learns from, so it must only hold complete, trusted rows and
+never pay twice for the same trial:
+- one run per trial in one experiment; a run is created, logged with one batch and ended FINISHED in one
+  go. A crash mid-log leaves a FAILED (or, if the process died, RUNNING) run that readers ignore.
+- the tag `trial_id` is the sha256 of every input that determines the result (`TrialKey`), so a rerun
+  finds the finished run and returns it instead of writing a duplicate.
+- `load_observations` returns plain dicts (task, rank_vector, score, layer_features, cost, predicted) so
+  the surrogate module does not depend on MLflow.
+
+Where: an explicit tracking URI, else MLFLOW_TRACKING_URI, else an embedded `sqlite:///<root>/mlflow.db`
+with artifacts in `<root>/artifacts`. Outages: MLflow retries HTTP requests with exponential backoff
+(MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7; MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, default 2 s;
+MLFLOW_HTTP_REQUEST_TIMEOUT, default 120 s: about 4 minutes in all); after that a UserError names the
+tracking server. Credentials (AWS secret, MLflow password/token) never reach a param, tag or message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from rankadaptor.errors import UserError, check
+
+DEFAULT_EXPERIMENT = "rankadaptor-bank"
+DEFAULT_ROOT = "mlflow"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit; longer values would be silently truncated, corrupting the JSON
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+OBSERVATION_FIELDS = ("task", "rank_vector", "score", "layer_features", "cost", "predicted", "artifact")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tracking server: where, and what its failures look like to a user
+
+
+def default_tracking_uri(root: str | Path = DEFAULT_ROOT) -> str:
+    """The embedded store: a sqlite database under root (artifacts go to root/artifacts)."""
+    return f"sqlite:///{Path(root).expanduser().resolve() / 'mlflow.db'}"
+
+
+def configure(tracking_uri: str | None = None, root: str | Path = DEFAULT_ROOT) -> str:
+    """Point MLflow at tracking_uri, else MLFLOW_TRACKING_URI, else the embedded store under root."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def redact(text: str) -> str:
+    """text with the values of the credential variables in the environment, and URI passwords, masked."""
+    for name in SECRET_ENV:
+        secret = os.environ.get(name, "")
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return re.sub(r"(\w+://[^/:@\s]+):[^/@\s]+@", r"\1:***@", text)
+
+
+@contextlib.contextmanager
+def tracking_errors(tracking_uri: str) -> Iterator[None]:
+    """Turn MLflow, HTTP and S3 failures (after MLflow's own retries) into a UserError naming the server."""
+    import requests
+    from botocore.exceptions import BotoCoreError, ClientError
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, requests.RequestException, BotoCoreError, ClientError, OSError) as e:
+        detail = redact(str(getattr(e, "message", None) or e)).strip()
+        if len(detail) > 600:
+            detail = detail[:600] + " ..."
+        raise UserError(f"MLflow tracking server {redact(tracking_uri)!r} failed: {detail} "
+                        "(requests are retried with backoff per MLFLOW_HTTP_REQUEST_MAX_RETRIES)") from None
+
+
+def ensure_experiment(name: str, tracking_uri: str) -> str:
+    """The id of experiment `name`, created if missing (artifacts beside an embedded sqlite store)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        check(experiment.lifecycle_stage == "active",
+              f"MLflow experiment {name!r} is deleted: restore it or choose another experiment name")
+        return experiment.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Trials
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialKey:
+    """Every input that determines a trial's result; its sha256 is the trial id."""
+
+    base_model: str
+    base_checksum: str
+    pruning: dict[str, Any]
+    task: str
+    split: str
+    rank_vector: list[int]
+    recovery: dict[str, Any]
+    data_checksum: str
+    seed: int
+
+    def params(self) -> dict[str, str]:
+        """The MLflow params, as strings (dicts and lists as canonical JSON)."""
+        return {f.name: v if isinstance(v := getattr(self, f.name), str) else canonical_json(v)
+                for f in dataclasses.fields(self)}
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(canonical_json(self.params()).encode()).hexdigest()
+
+    def validate(self) -> None:
+        check(bool(self.rank_vector) and all(isinstance(r, int) and not isinstance(r, bool) and r >= 0
+                                             for r in self.rank_vector),
+              f"rank_vector={self.rank_vector!r} must be a non-empty list of non-negative ints (one rank per layer)")
+        check(isinstance(self.pruning, dict) and isinstance(self.recovery, dict),
+              "pruning and recovery must be config mappings")
+        check(bool(self.task) and bool(self.split), f"task={self.task!r} and split={self.split!r} must be non-empty")
+
+
+def _client(tracking_uri: str | None):
+    from mlflow import MlflowClient
+
+    uri = configure(tracking_uri)
+    return MlflowClient(uri), uri
+
+
+def record_trial(key: TrialKey, *, score: float, scores: dict[str, float] | None = None,
+                 predicted: float | None = None, trainable_params: int | None = None,
+                 seconds: float | None = None, layer_features: list[list[float]] | None = None,
+                 stage: str = "search", artifact: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                 tracking_uri: str | None = None) -> dict[str, Any]:
+    """Store one finished trial, or return the run already holding it (then `reused` is True).
+
+    score is the value the search optimises (on key.split); scores holds per-task/metric detail.
+    stage tags the row ("search", "bootstrap" for the random vectors that seed an empty bank, ...);
+    artifact (tag) is the URI of the trial's adapter, so a later search can reuse the trial whole.
+    Returns find_trial's dict plus `reused`."""
+    key.validate()
+    check(isinstance(score, (int, float)), f"score={score!r} must be a number")
+    params = key.params()
+    if layer_features is not None:
+        params["layer_features"] = canonical_json(layer_features)
+    params = {k: redact(v) for k, v in params.items()}
+    too_long = sorted(k for k, v in params.items() if len(v) > MAX_PARAM_LENGTH)
+    check(not too_long, f"param(s) {too_long} exceed MLflow's {MAX_PARAM_LENGTH}-character limit")
+    metrics = {"score": float(score), **{f"score.{k}": float(v) for k, v in (scores or {}).items()}}
+    for name, value in (("predicted", predicted), ("trainable_params", trainable_params), ("seconds", seconds)):
+        if value is not None:
+            metrics[name] = float(value)
+
+    client, uri = _client(tracking_uri)
+    with tracking_errors(uri):
+        existing = find_trial(key.id, experiment, uri)
+        if existing is not None:
+            return {**existing, "reused": True}
+        run = client.create_run(ensure_experiment(experiment, uri), run_name=f"trial-{key.id[:12]}",
+                                tags={"trial_id": key.id, "stage": stage, **({"artifact": artifact} if artifact else {})})
+        try:
+            _log_all(client, run.info.run_id, params, metrics)
+            client.set_terminated(run.info.run_id, "FINISHED")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.set_terminated(run.info.run_id, "FAILED")
+            raise
+        return {**_trial(client.get_run(run.info.run_id)), "reused": False}
+
+
+def _log_all(client, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
+    """Params and metrics in one request, so a run holds all of them or (if this fails) is marked FAILED."""
+    from mlflow.entities import Metric, Param
+
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                     metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+
+
+def find_trial(trial_id: str, experiment: str = DEFAULT_EXPERIMENT,
+               tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """The finished run holding trial_id (the earliest, if a race wrote two), or None."""
+    client, uri = _client(tracking_uri)
+    check(re.fullmatch(r"[0-9a-f]{64}", trial_id) is not None, f"trial_id={trial_id!r} is not a sha256 hex digest")
+    with tracking_errors(uri):
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = client.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+                                  filter_string=f"tags.trial_id = '{trial_id}' and attributes.status = 'FINISHED'")
+        return _trial(runs[0]) if runs else None
+
+
+def _trial(run) -> dict[str, Any]:
+    params, metrics = run.data.params, run.data.metrics
+    return {"run_id": run.info.run_id, "trial_id": run.data.tags["trial_id"], "stage": run.data.tags.get("stage"),
+            "split": params["split"], "seed": int(params["seed"]), "trainable_params": metrics.get("trainable_params"),
+            "scores": {k[len("score."):]: v for k, v in metrics.items() if k.startswith("score.")},
+            **_observation(run)}
+
+
+def _observation(run) -> dict[str, Any]:
+    """One bank row in the surrogate's terms (surrogate.Observation): cost is the trial's seconds."""
+    params, metrics = run.data.params, run.data.metrics
+    features = params.get("layer_features")
+    return {"task": params["task"], "rank_vector": json.loads(params["rank_vector"]), "score": metrics["score"],
+            "layer_features": None if features is None else json.loads(features),
+            "cost": metrics.get("seconds"), "predicted": metrics.get("predicted"),
+            "artifact": run.data.tags.get("artifact")}
+
+
+def load_observations(experiment: str = DEFAULT_EXPERIMENT, *, base_model: str | None = None,
+                      base_checksum: str | None = None, pruning: dict[str, Any] | None = None,
+                      task: str | None = None, split: str | None = None,
+                      tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every finished trial matching the filters (None: any), oldest first, one row per trial id.
+
+    Rows have exactly OBSERVATION_FIELDS (the fields of surrogate.Observation). Unfinished and failed runs are never returned."""
+    wanted = {"base_model": base_model, "base_checksum": base_checksum, "task": task, "split": split,
+              "pruning": None if pruning is None else canonical_json(pruning)}
+    wanted = {k: v for k, v in wanted.items() if v is not None}
+    client, uri = _client(tracking_uri)
+    rows, seen, page_token = [], set(), None
+    with tracking_errors(uri):
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        while True:
+            page = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                      order_by=["attributes.start_time ASC"], max_results=1000,
+                                      page_token=page_token)
+            for run in page:
+                trial_id = run.data.tags.get("trial_id")
+                if trial_id is None or trial_id in seen or any(run.data.params.get(k) != v
+                                                               for k, v in wanted.items()):
+                    continue  # not a bank row, a duplicate from a race, or filtered out
+                seen.add(trial_id)
+                rows.append(_observation(run))
+            page_token = page.token
+            if not page_token:
+                return rows

@@ -1,0 +1,207 @@
+"""Register a recovered model in the MLflow model registry and move the champion alias only when it wins.
+
+A model version is the pyfunc "model from code" of `pyfunc_model.py` (no pickle) with the adapter
+artifact, its rank vector, the evaluation report and a reference to the pruned base model (URI + checksum)
+as artifacts. By default the pruned base is only referenced, not copied: a 7B base is ~10 GB, identical for
+every adapter trained on it, and already lives at a durable URI (s3://) with a checksum that the model
+verifies at load. With `include_base=True` the base is copied into the version's artifacts, so the version
+serves from anywhere the registry is reachable, at the price of one base copy per version.
+
+Lineage is kept in version tags: tasks, scores, the selection score, rank vector, pruning report, pruned
+model URI + checksum, adapter URI + checksum, the evaluation report, and caller lineage (pipeline run id,
+bank trial ids, budget). A version either gets everything (tags are part of its creation, and any failure
+after creation deletes it) or does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any
+
+from rankadaptor import storage
+from rankadaptor.bank import canonical_json, configure, ensure_experiment, redact, tracking_errors
+from rankadaptor.config import option
+from rankadaptor.errors import UserError, check
+
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+MAX_TAG_LENGTH = 100_000  # MLflow's model-registry tag value limit
+REQUIREMENTS = ("torch", "transformers", "peft", "safetensors", "boto3", "mlflow", "rankadaptor")
+
+
+@dataclasses.dataclass
+class RegistryConfig:
+    model_name: str = option("rankadaptor", "registered model name in the MLflow model registry")
+    tracking_uri: str = option("", "MLflow tracking/registry URI; empty: MLFLOW_TRACKING_URI, else the embedded "
+                                   "sqlite store under ./mlflow")
+    champion_alias: str = option("champion", "alias that points at the best version on the held-out split")
+    selection_metric: str = option("report_mean", "score deciding the champion: <split>_mean or <split>_<task>, "
+                                                  "read from the evaluation report of that split")
+    include_base: bool = option(False, "copy the pruned base model into the version (self-contained serving; "
+                                       "heavy for 7B) instead of referencing it by URI + checksum")
+    experiment: str = option("rankadaptor-registry", "MLflow experiment of the runs that log registered models")
+
+    def validate(self) -> None:
+        check(re.fullmatch(r"[\w.\-]+", self.model_name) is not None,
+              f"model_name={self.model_name!r} must be non-empty letters, digits, '_', '-', '.'")
+        check(re.fullmatch(r"[\w\-]+", self.champion_alias) is not None and self.champion_alias.lower() != "latest"
+              and re.fullmatch(r"v\d+", self.champion_alias) is None,
+              f"champion_alias={self.champion_alias!r} must be letters, digits, '_' or '-' (not 'latest' or v<N>)")
+        check(re.fullmatch(r"[a-z0-9]+_\w+", self.selection_metric) is not None,
+              f"selection_metric={self.selection_metric!r} must look like <split>_mean or <split>_<task>, "
+              "e.g. 'report_mean'")
+        check(bool(self.experiment), "experiment must be non-empty")
+
+
+def selection_score(report: dict[str, Any], metric: str) -> float:
+    """The value of `<split>_mean` / `<split>_<task>` from an evaluation report (metrics.json) of that split."""
+    split, _, name = metric.partition("_")
+    check(isinstance(report, dict) and isinstance(report.get("tasks"), dict),
+          "report must be an evaluation report: {tasks: {name: {metric, value, ...}}, mean, split}")
+    check(report.get("split") == split, f"selection_metric {metric!r} needs a report of split {split!r}, "
+                                        f"got split {report.get('split')!r}")
+    if name == "mean":
+        value = report.get("mean")
+    else:
+        check(name in report["tasks"], f"selection_metric {metric!r}: task {name!r} is not in the report; "
+                                       f"accepted: {[f'{split}_mean'] + [f'{split}_{t}' for t in report['tasks']]}")
+        value = report["tasks"][name].get("value")
+    check(isinstance(value, (int, float)) and not isinstance(value, bool),
+          f"selection_metric {metric!r}: the report holds no numeric value ({value!r})")
+    return float(value)
+
+
+def register(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any], config: RegistryConfig,
+             lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Register adapter + pruned base as a new version; move the champion alias if it beats the champion.
+
+    lineage: extra version tags (e.g. pipeline_run_id, trial_ids, budget); values other than strings are
+    stored as JSON. Returns {version, champion_moved, previous_champion} (versions as ints, None if none).
+    Inputs are all checked before anything is written."""
+    config.validate()
+    score = selection_score(report, config.selection_metric)
+    adapter_dir, base_dir = storage.local_dir(adapter_uri), storage.local_dir(pruned_model_uri)
+    check((adapter_dir / "rank_vector.json").is_file(),
+          f"adapter {adapter_uri!r} has no rank_vector.json: expected an adapter artifact written by recover")
+    rank_vector = storage.read_json(adapter_dir / "rank_vector.json")["rank_vector"]
+    base_ref = {"uri": _absolute(pruned_model_uri), "checksum": storage.checksum(base_dir)}
+    tags = version_tags(report, score, config.selection_metric, rank_vector, base_dir, base_ref,
+                        _absolute(adapter_uri), storage.checksum(adapter_dir), config.include_base, lineage or {})
+
+    uri = configure(config.tracking_uri or None)
+    with tracking_errors(uri):
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        model_info = _log_model(adapter_dir, base_dir, base_ref, rank_vector, report, config, uri)
+        _ensure_registered_model(client, config.model_name)
+        created = client.create_model_version(config.model_name, source=model_info.model_uri,
+                                              run_id=model_info.run_id, tags=tags, model_id=model_info.model_id)
+        try:
+            moved, previous = _maybe_move_champion(client, config, int(created.version), score)
+        except BaseException:
+            client.delete_model_version(config.model_name, created.version)
+            raise
+    return {"version": int(created.version), "champion_moved": moved, "previous_champion": previous}
+
+
+def _absolute(uri: str) -> str:
+    """A URI that means the same from another working directory (local paths made absolute)."""
+    return uri if storage.is_s3(uri) else str(Path(uri).expanduser().resolve())
+
+
+def _ensure_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def version_tags(report: dict[str, Any], score: float, metric: str, rank_vector: list[int], base_dir: Path,
+                 base_ref: dict[str, str], adapter_uri: str, adapter_checksum: str, include_base: bool,
+                 lineage: dict[str, Any]) -> dict[str, str]:
+    tags = {
+        "tasks": ",".join(sorted(report["tasks"])),
+        "split": str(report["split"]),
+        "scores": canonical_json({t: r.get("value") for t, r in report["tasks"].items()}),
+        metric: repr(score),
+        "selection_metric": metric,
+        "rank_vector": canonical_json(rank_vector),
+        "pruned_model_uri": base_ref["uri"],
+        "pruned_model_checksum": base_ref["checksum"],
+        "adapter_uri": adapter_uri,
+        "adapter_checksum": adapter_checksum,
+        "base_included": str(include_base).lower(),
+        "evaluation_report": canonical_json(report),
+    }
+    if (base_dir / "prune_report.json").is_file():
+        tags["pruning"] = canonical_json(storage.read_json(base_dir / "prune_report.json"))
+    clash = sorted(set(lineage) & set(tags))
+    check(not clash, f"lineage keys {clash} are reserved; reserved tags: {sorted(tags)}")
+    tags.update({k: v if isinstance(v, str) else canonical_json(v) for k, v in lineage.items()})
+    tags = {k: redact(v) for k, v in tags.items()}
+    too_long = sorted(k for k, v in tags.items() if len(v) > MAX_TAG_LENGTH)
+    check(not too_long, f"version tag(s) {too_long} exceed MLflow's {MAX_TAG_LENGTH}-character limit")
+    return tags
+
+
+def _log_model(adapter_dir: Path, base_dir: Path, base_ref: dict[str, str], rank_vector: list[int],
+               report: dict[str, Any], config: RegistryConfig, tracking_uri: str):
+    """Log the pyfunc model in its own run (ended FAILED if logging fails); returns MLflow's ModelInfo."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="rankadaptor-register-") as tmp:
+        files = {"base_model_ref": base_ref, "rank_vector": {"rank_vector": rank_vector}, "evaluation_report": report}
+        artifacts = {"adapter": str(adapter_dir)}
+        for name, content in files.items():
+            storage.write_json_atomic(Path(tmp, f"{name}.json"), content)
+            artifacts[name] = str(Path(tmp, f"{name}.json"))
+        if config.include_base:
+            artifacts["base_model"] = str(base_dir)
+        with mlflow.start_run(experiment_id=ensure_experiment(config.experiment, tracking_uri),
+                              run_name=f"register-{config.model_name}", nested=True):
+            return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE), artifacts=artifacts,
+                                           signature=signature(), pip_requirements=requirements())
+
+
+def _maybe_move_champion(client, config: RegistryConfig, version: int, score: float) -> tuple[bool, int | None]:
+    """Point the alias at `version` if there is no champion or the new score is strictly higher."""
+    champion_version = client.get_registered_model(config.model_name).aliases.get(config.champion_alias)
+    if champion_version is None:
+        client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
+        return True, None
+    champion = client.get_model_version(config.model_name, str(champion_version))
+    champion_score = champion.tags.get(config.selection_metric)
+    try:
+        champion_score = float(champion_score)
+    except (TypeError, ValueError):
+        raise UserError(f"current {config.champion_alias!r} of {config.model_name!r} (version {champion.version}) "
+                        f"has no numeric tag {config.selection_metric!r} ({champion_score!r}): cannot compare; set "
+                        "that tag or move the alias by hand") from None
+    if score > champion_score:
+        client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
+        return True, int(champion.version)
+    return False, int(champion.version)
+
+
+def signature():
+    """Input: prompts (column `prompt`); output: generated texts; params: max_new_tokens, temperature."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from rankadaptor.pyfunc_model import DEFAULT_MAX_NEW_TOKENS
+
+    return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]),
+                          params=ParamSchema([ParamSpec("max_new_tokens", "long", DEFAULT_MAX_NEW_TOKENS),
+                                              ParamSpec("temperature", "double", 0.0)]))
+
+
+def requirements() -> list[str]:
+    """Pinned to what registered the model (so MLflow does not infer them by loading the model)."""
+    return [f"{name}=={installed_version(name)}" for name in REQUIREMENTS]
