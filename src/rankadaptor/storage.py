@@ -23,12 +23,15 @@ from rankadaptor.errors import UserError
 MANIFEST = "manifest.json"
 
 
+S3_SCHEMES = ("s3://", "minio://")  # Kubeflow's artifact store URIs name MinIO/SeaweedFS buckets as minio://
+
+
 def is_s3(uri: str) -> bool:
-    return str(uri).startswith("s3://")
+    return str(uri).startswith(S3_SCHEMES)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = str(uri)[len("s3://"):].partition("/")
+    bucket, _, key = str(uri).split("://", 1)[1].partition("/")
     if not bucket:
         raise UserError(f"S3 URI {uri!r} has no bucket: expected s3://bucket/key")
     return bucket, key.strip("/")
@@ -45,7 +48,8 @@ def s3_client():
     from botocore.config import Config
 
     retries = int(os.environ.get("RANKADAPTOR_S3_RETRIES", "5"))
-    return boto3.client("s3", config=Config(retries={"max_attempts": retries, "mode": "standard"}))
+    # A fresh session reads the credentials in the environment now (the default session caches them).
+    return boto3.session.Session().client("s3", config=Config(retries={"max_attempts": retries, "mode": "standard"}))
 
 
 def _s3_errors(uri: str):

@@ -1,0 +1,31 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components import CPU_IMAGE, GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def bootstrap(job: str, pruned_model: Input[Model], data: Input[Dataset], trials: Output[Artifact]):
+    """Seed an empty observation bank: random rank vectors measured on the source tasks."""
+    from rankadaptor.workflow import bootstrap_step, job_from_json
+
+    trials.metadata["trials_run"] = bootstrap_step(job_from_json(job), pruned_model.uri, data.path, trials.uri)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def bootstrap_vectors(job: str, pruned_model: Input[Model]) -> list:
+    """The bootstrap pipeline's random rank vectors (fixed by the seed, within the budget)."""
+    from rankadaptor.workflow import bootstrap_vectors as vectors, job_from_json
+
+    return vectors(job_from_json(job), pruned_model.path)
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def bootstrap_trial(job: str, pruned_model: Input[Model], data: Input[Dataset], rank_vector: list,
+                    work_uri: str = "") -> bool:
+    """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result."""
+    from rankadaptor import storage
+    from rankadaptor.workflow import bootstrap_trial as trial, job_from_json
+
+    root = work_uri or storage.join(pruned_model.uri.rsplit("/", 2)[0], "bootstrap")
+    return trial(job_from_json(job), pruned_model.path, data.path, [int(r) for r in rank_vector], root)

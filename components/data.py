@@ -1,0 +1,12 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def prepare_data(job: str, data: Output[Dataset]):
+    """The recovery data, or a self-distillation corpus sampled from the base model."""
+    from rankadaptor.workflow import job_from_json, prepare_data as step
+
+    data.metadata.update(step(job_from_json(job), data.path))

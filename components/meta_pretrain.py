@@ -1,0 +1,13 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def meta_pretrain(job: str, pruned_model: Input[Model], data: Input[Dataset], search_state: Output[Artifact]):
+    """Meta-pretrain the surrogate on the bank's other tasks; start the search state."""
+    from rankadaptor.workflow import job_from_json, meta_pretrain_step
+
+    search_state.metadata.update(meta_pretrain_step(job_from_json(job), pruned_model.path, data.path,
+                                                    search_state.path))

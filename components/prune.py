@@ -1,0 +1,15 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def prune(job: str, data: Input[Dataset], pruned_model: Output[Model], metrics: Output[Metrics]):
+    """LLM-Pruner width or Shortened-LLaMA depth pruning of the base model."""
+    from rankadaptor.workflow import job_from_json, prune_step
+
+    report = prune_step(job_from_json(job), data.path, pruned_model.path)
+    for name in ("params_before", "params_after", "removed_fraction", "ppl_before", "ppl_after"):
+        if report[name] is not None:
+            metrics.log_metric(name, report[name])

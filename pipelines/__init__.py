@@ -1,0 +1,1 @@
+"""Kubeflow pipeline definitions (DAG wiring) over the components."""

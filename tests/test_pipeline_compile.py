@@ -1,0 +1,93 @@
+"""The compiled pipelines: committed YAML equals a fresh compile, fits cluster limits, and carries the GPU
+placement, secrets by name, and no secret value."""
+
+import os
+
+import pytest
+import yaml
+
+from pipelines.cluster import COMPILED, compile_all
+from pipelines.rankadaptor import DEFAULT_MAX_ITERATIONS, PIPELINES, build
+
+# Argo keeps the workflow spec in an annotation limited to 256 KiB (kubeflow/pipelines#10968).
+SIZE_BUDGET = 256 * 1024
+
+
+SECRET_SENTINEL = "do-not-leak-8f3a1c"
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """A fresh compile, with credentials in the environment that must not end up in the YAML."""
+    directory = tmp_path_factory.mktemp("compiled")
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_PASSWORD", "HF_TOKEN"):
+            env.setenv(name, SECRET_SENTINEL)
+        compile_all(directory)
+    return directory
+
+
+def _documents(path):
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_committed_yaml_matches_a_fresh_compile(fresh, name):
+    # Compared as YAML: KFP's header comments order dict defaults by Python's hash seed.
+    committed = COMPILED / f"{name}.yaml"
+    assert committed.exists(), "run `rankadaptor compile` and commit pipelines/compiled/"
+    assert _documents(committed) == _documents(fresh / f"{name}.yaml"), \
+        f"{committed.name} is stale: run `rankadaptor compile` and commit the result"
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_compiled_size_is_within_budget(fresh, name):
+    assert os.path.getsize(fresh / f"{name}.yaml") < SIZE_BUDGET
+
+
+def test_size_budget_catches_a_long_unroll(tmp_path):
+    from kfp import compiler
+
+    compiler.Compiler().compile(build(max_iterations=20), str(tmp_path / "long.yaml"))
+    assert os.path.getsize(tmp_path / "long.yaml") > SIZE_BUDGET
+
+
+def test_gpu_steps_request_gpus_on_the_gpu_pool(fresh):
+    spec, platform = _documents(fresh / "rankadaptor.yaml")
+    executors = spec["deploymentSpec"]["executors"]
+    gpu_executors = {name for name, e in executors.items()
+                     if e["container"].get("resources", {}).get("accelerator", {}).get("resourceType") == "nvidia.com/gpu"}
+    for step in ("prune", "recover", "evaluate", "baselines", "bootstrap", "register", "prepare-data"):
+        assert any(step in name for name in gpu_executors), step
+    for step in ("propose", "update", "converged", "meta-pretrain", "configure"):
+        assert not any(step in name for name in gpu_executors), step
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in gpu_executors:
+        config = k8s[name]
+        assert "nodeSelector" in config and "tolerations" in config
+        assert any(m["mountPath"] == "/dev/shm" and m.get("medium") == "Memory" for m in config["emptyDirMounts"])
+        assert len(config["secretAsEnv"]) == 2
+
+
+def test_credentials_come_from_secrets_never_as_values(fresh):
+    text = "".join((fresh / f"{name}.yaml").read_text() for name in PIPELINES)
+    assert SECRET_SENTINEL not in text
+    platform = _documents(fresh / "rankadaptor.yaml")[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    env_from_secrets = {e["envVar"] for config in platform.values() for s in config.get("secretAsEnv", [])
+                        for e in s["keyToEnv"]}
+    assert {"AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"} <= env_from_secrets
+
+
+def test_every_ui_parameter_has_a_description(fresh):
+    spec = _documents(fresh / "rankadaptor.yaml")[0]
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert len(parameters) >= 15
+    for name, definition in parameters.items():
+        assert definition.get("description"), name
+        assert name == "base_model" or "defaultValue" in definition or definition.get("isOptional"), name
+
+
+def test_loop_is_unrolled_to_max_iterations(fresh):
+    text = (fresh / "rankadaptor.yaml").read_text()
+    assert f"continue-after-{DEFAULT_MAX_ITERATIONS - 1}" in text
+    assert f"continue-after-{DEFAULT_MAX_ITERATIONS}" not in text
