@@ -5,9 +5,10 @@ from components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def meta_pretrain(job: str, pruned_model: Input[Model], data: Input[Dataset], search_state: Output[Artifact]):
+def meta_pretrain(job: str, pruned_model: Input[Model], data: Input[Dataset], baselines: Input[Artifact],
+                  search_state: Output[Artifact]):
     """Meta-pretrain the surrogate on the bank's other tasks; start the search state."""
     from rankadaptor.workflow import job_from_json, meta_pretrain_step
 
     search_state.metadata.update(meta_pretrain_step(job_from_json(job), pruned_model.path, data.path,
-                                                    search_state.path))
+                                                    baselines.uri, search_state.path))

@@ -127,7 +127,7 @@ def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
         pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
         baseline = gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu).output
         seeded = gpu_step(bootstrap(job=job, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
-        state = with_credentials(meta_pretrain(job=job, pruned_model=pruned, data=corpus).after(seeded),
+        state = with_credentials(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
                                  s3_secret, mlflow_secret).set_caching_options(False).output
 
         def finish(search_state):

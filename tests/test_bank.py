@@ -38,7 +38,7 @@ def runs(uri, experiment=bank.DEFAULT_EXPERIMENT):
 
 def test_trials_round_trip_as_observations(uri):
     first = bank.record_trial(key(), score=0.61, scores={"boolq": 0.61}, predicted=0.6, trainable_params=1234,
-                              seconds=2.5, layer_features=[[1.0, 0.5]] * 4, tracking_uri=uri)
+                              seconds=2.5, layer_features=[[1.0, 0.5]] * 4, artifact="s3://b/trial-1", tracking_uri=uri)
     bank.record_trial(key(rank_vector=[2, 2, 2, 2]), score=0.55, stage="bootstrap", tracking_uri=uri)
     bank.record_trial(key(task="piqa"), score=0.7, tracking_uri=uri)
     bank.record_trial(key(pruning={**PRUNING, "ratio": 0.5}), score=0.4, tracking_uri=uri)
@@ -48,10 +48,12 @@ def test_trials_round_trip_as_observations(uri):
     rows = bank.load_observations(tracking_uri=uri, pruning=PRUNING, task="boolq")
     assert rows == [
         {"task": "boolq", "rank_vector": [8, 2, 4, 8], "score": 0.61, "layer_features": [[1.0, 0.5]] * 4,
-         "cost": 2.5, "predicted": 0.6},
+         "cost": 2.5, "predicted": 0.6, "artifact": "s3://b/trial-1"},
         {"task": "boolq", "rank_vector": [2, 2, 2, 2], "score": 0.55, "layer_features": None, "cost": None,
-         "predicted": None},
+         "predicted": None, "artifact": None},
     ]
+    assert bank.load_observations(tracking_uri=uri, task="boolq", seed=1) == []
+    assert len(bank.load_observations(tracking_uri=uri, task="boolq", seed=0, split="select")) == 3
     assert len(bank.load_observations(tracking_uri=uri)) == 4
     assert [r["task"] for r in bank.load_observations(tracking_uri=uri, task="piqa")] == ["piqa"]
     assert bank.load_observations(tracking_uri=uri, base_model="other/model") == []

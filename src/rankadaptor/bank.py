@@ -228,13 +228,16 @@ def _observation(run) -> dict[str, Any]:
 
 def load_observations(experiment: str = DEFAULT_EXPERIMENT, *, base_model: str | None = None,
                       base_checksum: str | None = None, pruning: dict[str, Any] | None = None,
-                      task: str | None = None, split: str | None = None,
+                      task: str | None = None, split: str | None = None, data_checksum: str | None = None,
+                      recovery: dict[str, Any] | None = None, seed: int | None = None,
                       tracking_uri: str | None = None) -> list[dict[str, Any]]:
     """Every finished trial matching the filters (None: any), oldest first, one row per trial id.
 
     Rows have exactly OBSERVATION_FIELDS (the fields of surrogate.Observation). Unfinished and failed runs are never returned."""
     wanted = {"base_model": base_model, "base_checksum": base_checksum, "task": task, "split": split,
-              "pruning": None if pruning is None else canonical_json(pruning)}
+              "data_checksum": data_checksum, "seed": None if seed is None else canonical_json(seed),
+              "pruning": None if pruning is None else canonical_json(pruning),
+              "recovery": None if recovery is None else canonical_json(recovery)}
     wanted = {k: v for k, v in wanted.items() if v is not None}
     client, uri = _client(tracking_uri)
     rows, seen, page_token = [], set(), None

@@ -315,28 +315,33 @@ def _observations(rows: list[dict]) -> list[Observation]:
     return [Observation(**{**row, "layer_features": row["layer_features"] or None}) for row in rows]
 
 
-def meta_pretrain_step(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: str) -> dict:
+def meta_pretrain_step(job: JobConfig, pruned_uri: str, data_uri: str, baselines_uri: str, output_uri: str) -> dict:
     """The search's starting state: a surrogate meta-pretrained on every other task's trials in the bank,
-    then adapted to the target task's trials already measured on this model (a rerun continues there)."""
+    then adapted to the target task's trials on this model, data and recovery setting: the uniform-rank
+    baseline (banked here as the first trial: it anchors the surrogate to the target's score level) and
+    any trial an earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
     data, structure = data_paths(data_uri), model_structure(pruned_uri, job.base_model)
-    surrogate_config = stage(job, "surrogate", SurrogateConfig)
-    search_config = stage(job, "search", SearchConfig)
+    surrogate_config, search_config = stage(job, "surrogate", SurrogateConfig), stage(job, "search", SearchConfig)
     sources = [o for o in _observations(bank.load_observations(job.experiment, tracking_uri=job.tracking_uri()))
                if o.task != job.target_task]
     surrogate = new_surrogate(surrogate_config, search_config.candidates, structure["num_layers"],
                               len(structure["layer_features"][0]))
     if sources:
         surrogate = meta_pretrain(surrogate, sources)
-    measured = _observations(bank.load_observations(job.experiment, base_checksum=structure["checksum"],
-                                                    task=job.target_task, split="select",
-                                                    tracking_uri=job.tracking_uri()))
-    measured = [o for o in measured if o.artifact and storage.exists(o.artifact)]  # reusable only with its adapter
-    state = SearchState(job.target_task, surrogate, structure["cost_per_rank"], structure["layer_features"], [])
-    if measured:
-        state = dataclasses.replace(state, observations=measured, surrogate=adapt(surrogate, measured, job.target_task))
+    uniform = [stage(job, "recover", RecoverConfig).rank] * structure["num_layers"]
+    baseline_score = _read(baselines_uri, "baselines.json")["lora_r8"]["select"]["scores"][job.target_task]
+    _record(job, structure, data, job.target_task, "select", uniform, baseline_score, "baseline",
+            adapter_uri=storage.join(baselines_uri, "lora_r8"))
+    key = trial_key(job, structure, data, job.target_task, "select", uniform)
+    rows = bank.load_observations(job.experiment, base_checksum=key.base_checksum, task=job.target_task,
+                                  split="select", data_checksum=key.data_checksum, recovery=key.recovery,
+                                  seed=key.seed, tracking_uri=job.tracking_uri())
+    measured = [o for o in _observations(rows) if o.artifact and storage.exists(o.artifact)]
+    state = SearchState(job.target_task, adapt(surrogate, measured, job.target_task), structure["cost_per_rank"],
+                        structure["layer_features"], measured)
     save_search(state, output_uri)
     return {"source_observations": len(sources), "source_tasks": sorted({o.task for o in sources}),
-            "reused_target_trials": len(measured)}
+            "target_trials": len(measured)}
 
 
 def propose_step(job: JobConfig, state_uri: str, output_uri: str) -> dict:
@@ -434,8 +439,9 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
                f"RankAdaptor does NOT significantly beat uniform LoRA r=8 on held-out {target}: "
                f"{versus_lora['diff']:+.4f} (95% CI {versus_lora['low']:.4f} .. {versus_lora['high']:.4f} includes 0)")
 
+    searched = [o for o in trials if o.predicted is not None]  # the baseline anchor has no prediction
     history = [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
-                "abs_error": abs(o.predicted - o.score)} for i, o in enumerate(trials) if o.predicted is not None]
+                "abs_error": abs(o.predicted - o.score)} for i, o in enumerate(searched)]
     tau = kendall_tau([h["predicted"] for h in history], [h["measured"] for h in history]) if len(history) >= 3 else None
     # The registry's champion rule compares `report_mean`: here that is the held-out target score.
     registration_report = {**_slim(ours["report"]), "mean": ours["report"]["scores"][target]}

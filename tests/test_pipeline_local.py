@@ -1,0 +1,61 @@
+"""The main pipeline end to end under kfp.local on the bundled tiny model: the loop stops at the right
+iteration both when it converges early and when it reaches max_iterations. The local runner silently
+skips a condition on a named output of a multi-output task, so these runs also prove the gates run:
+a skipped gate would register nothing (neither branch) and the report would be missing."""
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.local import run_local
+from rankadaptor import bank
+from rankadaptor.workflow import load_job
+
+TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"],
+        "recover": {"cutoff": 96, "batch_size": 16, "micro_batch_size": 8, "epochs": 1, "lr": 0.002},
+        "evaluate": {"limit": 10, "batch_size": 32}, "surrogate": {"meta_iterations": 20, "ensemble": 2}}
+
+
+def run(tmp_path, monkeypatch, threshold, max_iterations, bootstrap_trials, report_tasks):
+    tracking_uri = bank.default_tracking_uri(tmp_path / "mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    job = load_job(None, {**TINY, "bootstrap_trials": bootstrap_trials, "report_tasks": report_tasks,
+                          "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500},
+                          "registry": {"model_name": "tiny"}})
+    report_dir = run_local(job, tmp_path / "run")
+    return json.loads((report_dir / "report.json").read_text()), report_dir, MlflowClient(tracking_uri)
+
+
+def search_trials(client):
+    experiment = client.get_experiment_by_name(bank.DEFAULT_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    return [r for r in runs if r.data.tags.get("stage") == "search"]
+
+
+@pytest.mark.slow
+def test_converges_at_the_first_iteration(tmp_path, monkeypatch):
+    report, report_dir, client = run(tmp_path, monkeypatch, threshold=1e9, max_iterations=3, bootstrap_trials=0,
+                                    report_tasks=[])
+    assert report["iterations"] == 1 and len(search_trials(client)) == 1
+    assert report_dir.parent.name == "register"  # the branch of gate 1, not the end of the unrolled loop
+    assert int(client.get_model_version_by_alias("tiny", "champion").version) == 1
+    for plot in ("ranks.png", "predicted_vs_measured.png", "convergence.png"):
+        assert (report_dir / plot).stat().st_size > 1000
+    assert [row["method"] for row in report["table"]] == ["pruned", "lora_r8", "rankadaptor"]
+
+
+@pytest.mark.slow
+def test_stops_at_max_iterations(tmp_path, monkeypatch):
+    report, report_dir, client = run(tmp_path, monkeypatch, threshold=1e-12, max_iterations=2, bootstrap_trials=3,
+                                    report_tasks=["boolq"])
+    assert report["iterations"] == 2
+    trials = search_trials(client)
+    assert len(trials) == 2 and len({t.data.params["rank_vector"] for t in trials}) == 2
+    bootstrap = [r for r in client.search_runs([client.get_experiment_by_name(bank.DEFAULT_EXPERIMENT).experiment_id])
+                 if r.data.tags.get("stage") == "bootstrap"]
+    assert len(bootstrap) == 3  # one source task x 3 random vectors, used for meta-pretraining
+    budget = report["budget_uniform8"]
+    assert all(h["rank_vector"] != [8, 8, 8, 8] for h in report["history"])
+    assert report["best"]["trainable_params"] <= budget
+    assert "significantly" in report["verdict"]
