@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rankadaptor.search import (SearchConfig, SearchState, lora_cost_per_rank, resolve_budget, run_loop,
-                                sample_rank_vectors)
+from rankadaptor.modeling import lora_cost_per_rank
+from rankadaptor.search import SearchConfig, SearchState, resolve_budget, run_loop, sample_rank_vectors
 from rankadaptor.surrogate import (Observation, SurrogateConfig, adapt, meta_pretrain, new_surrogate,
                                    ranking_quality, structure_features)
 

@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from rankadaptor.config import from_dict
 from rankadaptor.data import read_texts, sample_corpus
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import load_model
+from rankadaptor.modeling import attn_head_dim, layer_widths, load_model, lora_cost_per_rank, lora_parameters
 from rankadaptor.perplexity import perplexity
 from rankadaptor.prune import PruneConfig, run_prune
 from rankadaptor.recover import RecoverConfig, adapt, run_recover
 from rankadaptor.recover.batches import IGNORE, instruction_example
-from rankadaptor.recover.ranks import TARGET_MODULES, cost_per_rank, increasing_schedule, lora_parameters
+from rankadaptor.recover.ranks import TARGET_MODULES, increasing_schedule
 
 FAST = dict(cutoff=64, batch_size=8, micro_batch_size=4, epochs=1, lr=2e-3, save_steps=100)
 
@@ -62,7 +62,7 @@ def test_rank_vector_of_eights_equals_uniform_lora(pruned_dir, corpus):
 
 def test_rank_vector_gives_per_layer_ranks_and_exact_count(pruned_dir, corpus):
     model, _ = load_model(str(pruned_dir))
-    costs = cost_per_rank(model)
+    costs = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))
     peft_model = adapt(model, recover_config(corpus / "train.txt"), [2, 12, 6, 8], steps=1)
     shapes = lora_shapes(peft_model)
     assert shapes["base_model.model.model.layers.1.self_attn.q_proj.lora_A.default.weight"][0] == 12

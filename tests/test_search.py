@@ -10,8 +10,9 @@ import pytest
 
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
-from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, lora_cost_per_rank, propose,
-                                resolve_budget, run_loop, sample_rank_vectors, save_search, trainable_params, update)
+from rankadaptor.modeling import lora_cost_per_rank, lora_parameters
+from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose, resolve_budget, run_loop,
+                                sample_rank_vectors, save_search, update)
 from rankadaptor.surrogate import SurrogateConfig, meta_pretrain, new_surrogate
 
 COST = [100, 60, 40, 80, 50, 100]  # LoRA parameters per unit rank of 6 layers
@@ -54,7 +55,7 @@ def test_loop_proposes_only_budgeted_new_vectors_and_stops_at_max_iterations():
     seen = []
 
     def trial(vector):
-        assert trainable_params(vector, COST) <= config.budget and set(vector) <= set(config.candidates)
+        assert lora_parameters(vector, COST) <= config.budget and set(vector) <= set(config.candidates)
         seen.append(tuple(vector))
         return float(np.dot(vector, [3, 1, 2, 1, 1, 2]) / 100)
 
@@ -110,7 +111,7 @@ def test_lora_cost_per_rank_counts_what_peft_trains(tiny_model_dir):
                       rank_pattern={rf"model\.layers\.{i}\.({modules})": r for i, r in enumerate(ranks)})
     peft_model = get_peft_model(model, lora)
     trained = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    assert trained == trainable_params(ranks, cost)
+    assert trained == lora_parameters(ranks, cost)
 
 
 @pytest.mark.slow

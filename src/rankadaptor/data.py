@@ -18,17 +18,25 @@ from rankadaptor import storage
 from rankadaptor.errors import UserError
 
 
+def read_text(uri: str) -> str:
+    """The text of a UTF-8 file, local or s3://."""
+    try:
+        return storage.local_file(uri).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"data file {uri!r} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                        "convert it to UTF-8") from None
+
+
 def read_records(uri: str) -> list[dict]:
     """Records of a .json (a list) or .jsonl file, local or s3://."""
-    path = storage.local_file(uri)
-    text = path.read_text()
+    text, is_json = read_text(uri), Path(uri).suffix == ".json"
     try:
-        if path.suffix == ".json":
+        if is_json:
             records = json.loads(text)
         else:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as e:
-        raise UserError(f"data file {uri!r} is not valid JSON{'L' if path.suffix != '.json' else ''}: {e}") from None
+        raise UserError(f"data file {uri!r} is not valid JSON{'' if is_json else 'L'}: {e}") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise UserError(f"data file {uri!r} must hold a list of JSON objects (one per line for .jsonl)")
     if not records:
@@ -36,21 +44,22 @@ def read_records(uri: str) -> list[dict]:
     return records
 
 
-def record_text(record: dict) -> str:
+def record_text(record: dict, uri: str | None = None) -> str:
+    """The text of one record; uri (the file it came from) is named in the error."""
     if "text" in record:
         return str(record["text"])
     if "instruction" in record:
         return "\n".join(str(record[k]) for k in ("instruction", "input", "output") if record.get(k))
-    raise UserError(f"record {str(record)[:80]!r} has neither a 'text' field nor Alpaca fields "
-                    "(instruction/input/output)")
+    raise UserError(f"{f'data file {uri!r}: ' if uri else ''}record {str(record)[:80]!r} has neither a 'text' "
+                    "field nor Alpaca fields (instruction/input/output)")
 
 
 def read_texts(uri: str) -> list[str]:
     """Documents of a text or JSON(L) file."""
     if Path(uri).suffix in (".json", ".jsonl"):
-        texts = [record_text(r) for r in read_records(uri)]
+        texts = [record_text(r, uri) for r in read_records(uri)]
     else:
-        texts = [t.strip() for t in storage.local_file(uri).read_text().split("\n\n") if t.strip()]
+        texts = [t.strip() for t in read_text(uri).split("\n\n") if t.strip()]
     if not texts:
         raise UserError(f"text file {uri!r} holds no text")
     return texts

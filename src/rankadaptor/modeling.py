@@ -76,6 +76,15 @@ def attn_head_dim(config: LlamaConfig) -> int:
     return config.head_dim or config.hidden_size // config.num_attention_heads
 
 
+def config_widths(config: LlamaConfig) -> list[dict[str, int]]:
+    """Per decoder layer: attention heads, KV heads and MLP channels, read off a (pruned) config."""
+    n = config.num_hidden_layers
+    heads = getattr(config, "layer_num_attention_heads", None) or [config.num_attention_heads] * n
+    kv_heads = getattr(config, "layer_num_key_value_heads", None) or [config.num_key_value_heads] * n
+    widths = getattr(config, "layer_intermediate_size", None) or [config.intermediate_size] * n
+    return [{"heads": h, "kv_heads": k, "intermediate": i} for h, k, i in zip(heads, kv_heads, widths)]
+
+
 def layer_widths(model: PreTrainedModel) -> list[dict[str, int]]:
     """Per decoder layer: attention heads, KV heads and MLP channels, read off the weights."""
     head_dim = attn_head_dim(model.config)
@@ -117,10 +126,12 @@ def resolve(model_uri: str) -> str:
                     "or a hub id like 'org/name'")
 
 
-def load_config(model_uri: str) -> LlamaConfig:
-    source = resolve(model_uri)
+def load_config(model_uri: str, source: str | None = None) -> LlamaConfig:
+    """The checked config of a LLaMA-family model (source: model_uri already resolved)."""
+    source = source or resolve(model_uri)
     try:
-        config = AutoConfig.from_pretrained(source)
+        # Explicitly False: left unset, transformers asks on stdin whether to run a checkpoint's own code.
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
     except Exception as e:  # transformers raises many kinds; the user needs to know which model failed
         raise UserError(f"cannot read the config of model {model_uri!r}: {e}") from None
     if config.model_type not in LLAMA_TYPES:
@@ -133,14 +144,19 @@ def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtyp
                device: str | torch.device = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a (pruned) LLaMA checkpoint and its tokenizer from a path, s3:// URI or hub id,
     optionally with a LoRA adapter artifact on top (a peft model, unmerged)."""
-    config = load_config(model_uri)
     source = resolve(model_uri)
+    if not storage.is_s3(model_uri) and (Path(source) / storage.MANIFEST).is_file():
+        # A local artifact written by rankadaptor (e.g. a pruned model): refuse it if changed or corrupt,
+        # as local_dir does for one fetched from S3.
+        storage.verify(Path(source), model_uri)
+    config = load_config(model_uri, source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, use_safetensors=True,
+                                                     trust_remote_code=False)
     except Exception as e:
         raise UserError(f"cannot load the weights of model {model_uri!r} (safetensors expected): {e}") from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except Exception as e:
         raise UserError(f"cannot load the tokenizer of model {model_uri!r}: {e}") from None
     if len(tokenizer) > config.vocab_size:
@@ -151,7 +167,12 @@ def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtyp
     if adapter_uri is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(storage.local_dir(adapter_uri)))
+        adapter_dir = storage.local_dir(adapter_uri)
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
+        except Exception as e:  # e.g. an adapter trained on another model: shapes differ
+            raise UserError(f"cannot load the adapter {adapter_uri!r} on model {model_uri!r}: "
+                            f"{type(e).__name__}: {str(e)[:500]}") from None
     return model.to(device).eval(), tokenizer
 
 
@@ -165,6 +186,18 @@ def export_merged(model_uri: str, adapter_uri: str, output_uri: str) -> None:
     with storage.writing_dir(output_uri) as out:
         merged.save_pretrained(out)
         tokenizer.save_pretrained(out)
+
+
+def lora_cost_per_rank(widths: list[dict[str, int]], hidden_size: int, head_dim: int) -> list[int]:
+    """Per layer, LoRA parameters per unit of rank on q,k,v,o,gate,up,down: the sum of in + out features
+    (a rank-r LoRA on an in -> out projection trains r * (in + out) parameters)."""
+    return [7 * hidden_size + 2 * w["heads"] * head_dim + 2 * w["kv_heads"] * head_dim + 3 * w["intermediate"]
+            for w in widths]
+
+
+def lora_parameters(rank_vector: list[int], cost_per_rank: list[int]) -> int:
+    """Trainable LoRA parameters of a rank vector (one rank per layer)."""
+    return int(sum(int(r) * int(c) for r, c in zip(rank_vector, cost_per_rank)))
 
 
 def count_parameters(config: LlamaConfig, widths: list[dict[str, int]]) -> int:

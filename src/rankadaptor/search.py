@@ -27,6 +27,7 @@ from rankadaptor import config as cfg
 from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
+from rankadaptor.modeling import lora_parameters
 from rankadaptor.surrogate import (Observation, SurrogateState, adapt, predict, read_surrogate_files,
                                    write_surrogate_files)
 
@@ -99,24 +100,12 @@ class SearchState:
 
     task: str
     surrogate: SurrogateState
-    cost_per_rank: list[int]  # LoRA parameters per unit of rank of each decoder layer (see lora_cost_per_rank)
+    cost_per_rank: list[int]  # LoRA parameters per unit of rank of each decoder layer (modeling.lora_cost_per_rank)
     layer_features: list[list[float]] | None = None  # the pruned model's structure (surrogate.structure_features)
     observations: list[Observation] = dataclasses.field(default_factory=list)
 
     def measured(self) -> list[Observation]:
         return [o for o in self.observations if o.task == self.task]
-
-
-def lora_cost_per_rank(widths: list[dict[str, int]], hidden_size: int, head_dim: int) -> list[int]:
-    """Per layer, LoRA parameters per unit of rank on q,k,v,o,gate,up,down: sum of in + out features.
-
-    widths is `modeling.layer_widths(model)`."""
-    return [7 * hidden_size + 2 * w["heads"] * head_dim + 2 * w["kv_heads"] * head_dim + 3 * w["intermediate"]
-            for w in widths]
-
-
-def trainable_params(rank_vector: list[int], cost_per_rank: list[int]) -> int:
-    return int(np.dot(np.asarray(rank_vector, np.int64), np.asarray(cost_per_rank, np.int64)))
 
 
 def resolve_budget(config: SearchConfig, cost_per_rank: list[int]) -> int:
@@ -194,7 +183,7 @@ def propose(state: SearchState, config: SearchConfig) -> Proposal:
     mean, std = predict(state.surrogate, samples, state.layer_features, state.task)
     best = int(np.argmax(mean + config.kappa * std))
     vector = [int(r) for r in samples[best]]
-    return Proposal(vector, float(mean[best]), float(std[best]), trainable_params(vector, state.cost_per_rank))
+    return Proposal(vector, float(mean[best]), float(std[best]), lora_parameters(vector, state.cost_per_rank))
 
 
 def update(state: SearchState, proposal: Proposal, score: float, config: SearchConfig,

@@ -62,8 +62,12 @@ def _s3_errors(uri: str):
             yield
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchBucket",):
+            # A HEAD request has no body, so S3 answers a missing bucket or key with a bare 404.
+            if code == "NoSuchBucket" or (code in ("404", "NotFound") and e.operation_name == "HeadBucket"):
                 raise UserError(f"S3 bucket of {uri!r} does not exist") from None
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise UserError(f"nothing at {uri!r} on S3 ({code}): the file is missing, or the artifact was never "
+                                f"completed (a directory artifact exists only once its {MANIFEST} is uploaded)") from None
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
                 raise UserError(f"S3 refused access to {uri!r} ({code}): check the AWS_* credentials") from None
             raise UserError(f"S3 request for {uri!r} failed: {code or e}") from None
@@ -114,13 +118,13 @@ def exists(uri: str) -> bool:
         bucket, key = split_s3(uri)
         from botocore.exceptions import ClientError
 
-        try:
-            s3_client().head_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                return False
-            with _s3_errors(uri):
+        with _s3_errors(uri):  # an outage (after retries) is an error, not a missing artifact
+            try:
+                s3_client().head_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")
+                return True
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    return False
                 raise
     return (Path(uri) / MANIFEST).exists()
 

@@ -31,12 +31,13 @@ from rankadaptor.config import option
 from rankadaptor.data import read_records, read_texts, sample_corpus
 from rankadaptor.errors import UserError, check
 from rankadaptor.evaluate import TASKS, EvalConfig, data_files, evaluate, split_rows
-from rankadaptor.modeling import attn_head_dim, layer_widths, load_config, load_model, resolve_device
+from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, load_model, lora_cost_per_rank,
+                                  lora_parameters, resolve_device)
 from rankadaptor.perplexity import document_log_likelihoods
 from rankadaptor.prune import PruneConfig, run_prune
 from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.registry import RegistryConfig, register
-from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, lora_cost_per_rank, propose,
+from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose,
                                 sample_rank_vectors, save_search, update)
 from rankadaptor.surrogate import Observation, SurrogateConfig, adapt, meta_pretrain, new_surrogate, structure_features
 
@@ -213,13 +214,7 @@ def model_structure(pruned_uri: str, base_model: str) -> dict:
     """What the search needs of the pruned model: LoRA cost per unit rank and per-layer features."""
     config, base = load_config(pruned_uri), load_config(base_model)
     directory = storage.local_dir(pruned_uri)
-    heads = config.layer_num_attention_heads if hasattr(config, "layer_num_attention_heads") else \
-        [config.num_attention_heads] * config.num_hidden_layers
-    kv = config.layer_num_key_value_heads if hasattr(config, "layer_num_key_value_heads") else \
-        [config.num_key_value_heads] * config.num_hidden_layers
-    inter = config.layer_intermediate_size if hasattr(config, "layer_intermediate_size") else \
-        [config.intermediate_size] * config.num_hidden_layers
-    widths = [{"heads": h, "kv_heads": k, "intermediate": i} for h, k, i in zip(heads, kv, inter)]
+    widths = config_widths(config)
     costs = lora_cost_per_rank(widths, config.hidden_size, attn_head_dim(config))
     report = storage.read_json(directory / "prune_report.json")
     importance = report.get("layer_importance") or None
@@ -241,7 +236,7 @@ def _record(job, structure, data, task, split, rank_vector, score, stage_name, p
             adapter_uri: str | None = None) -> dict:
     return bank.record_trial(trial_key(job, structure, data, task, split, rank_vector), score=score,
                              predicted=predicted, seconds=seconds, layer_features=structure["layer_features"],
-                             trainable_params=int(np.dot(rank_vector, structure["cost_per_rank"])),
+                             trainable_params=lora_parameters(rank_vector, structure["cost_per_rank"]),
                              stage=stage_name, artifact=adapter_uri, experiment=job.experiment,
                              tracking_uri=job.tracking_uri())
 
@@ -408,7 +403,7 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
     model, tokenizer = load_model(pruned_uri, best.artifact)
     ours = {split: measure(model, tokenizer, [target, *job.report_tasks], split, data, job)
             for split in ("select", "report")}
-    best_params = int(np.dot(best.rank_vector, state.cost_per_rank))
+    best_params = lora_parameters(best.rank_vector, state.cost_per_rank)
     order = [m for m in ("pruned", "lora_r8", "adalora") if m in baselines]
     methods = {**{m: baselines[m] for m in order}, "rankadaptor": {**ours, "trainable_params": best_params}}
 

@@ -17,10 +17,10 @@ from peft import AdaLoraConfig, LoraConfig, get_peft_model
 from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import check
-from rankadaptor.modeling import load_config, load_model, resolve_device
+from rankadaptor.modeling import (attn_head_dim, layer_widths, load_config, load_model, lora_cost_per_rank,
+                                  lora_parameters, resolve_device)
 from rankadaptor.recover.batches import load_examples
-from rankadaptor.recover.ranks import (CANDIDATES, TARGET_MODULES, check_rank_vector, cost_per_rank,
-                                       increasing_schedule, lora_parameters, rank_patterns)
+from rankadaptor.recover.ranks import CANDIDATES, TARGET_MODULES, check_rank_vector, increasing_schedule, rank_patterns
 from rankadaptor.recover.train import TrainSettings, step_plan, train
 
 METHODS = ("lora", "adalora")
@@ -127,7 +127,7 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
                              max_steps=config.max_steps, group_by_length=config.group_by_length)
     steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
-    costs = cost_per_rank(model)
+    costs = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))
     peft_model = adapt(model, config, rank_vector, steps)
     checkpoint_uri = config.checkpoint or f"{output_uri.rstrip('/')}.ckpt"
     started = time.time()

@@ -3,16 +3,13 @@
 A rank vector r gives every LoRA-targeted projection of layer i the rank r[i]. peft expresses that with
 `rank_pattern` / `alpha_pattern` (regex keys matched against full module names, first match wins), and
 alpha = alpha_ratio * r[i] keeps LoRA's scale alpha/r the same in every layer (LLM-Pruner: r=8, alpha=16).
-The LoRA parameter count of a projection (in -> out) at rank r is r * (in + out), so the trainable
-parameters of a rank vector are sum_i r[i] * cost_per_rank[i].
+Parameter accounting (modeling.lora_cost_per_rank / lora_parameters): a rank-r LoRA on an in -> out
+projection trains r * (in + out) parameters.
 """
 
 from __future__ import annotations
 
-from torch import nn
-
 from rankadaptor.errors import check
-from rankadaptor.prune.importance import projections
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CANDIDATES = [2, 4, 6, 8, 10, 12]
@@ -26,16 +23,6 @@ def layer_key(layer: int) -> str:
 def rank_patterns(rank_vector: list[int], alpha_ratio: float) -> tuple[dict[str, int], dict[str, float]]:
     ranks = {layer_key(i): r for i, r in enumerate(rank_vector)}
     return ranks, {key: alpha_ratio * r for key, r in ranks.items()}
-
-
-def cost_per_rank(model: nn.Module) -> list[int]:
-    """LoRA parameters per unit of rank, per decoder layer, on this (pruned) model's shapes."""
-    return [sum(lin.in_features + lin.out_features for lin in projections(layer).values())
-            for layer in model.model.layers]
-
-
-def lora_parameters(rank_vector: list[int], costs: list[int]) -> int:
-    return sum(r * c for r, c in zip(rank_vector, costs))
 
 
 def increasing_schedule(num_layers: int, ranks: tuple[int, ...] = (4, 6, 10, 12)) -> list[int]:
