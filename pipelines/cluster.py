@@ -36,19 +36,22 @@ def client(host: str):
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
 
-def submit(host: str, pipeline: str, arguments: dict, experiment: str, run_name: str) -> str:
+def submit(host: str, pipeline: str, arguments: dict, experiment: str, run_name: str,
+           service_account: str | None = None) -> str:
     """Start one run; returns its run id."""
     run = client(host).create_run_from_pipeline_package(str(COMPILED / f"{pipeline}.yaml"), arguments=arguments,
-                                                        run_name=run_name, experiment_name=experiment)
+                                                        run_name=run_name, experiment_name=experiment,
+                                                        service_account=service_account)
     return run.run_id
 
 
 def schedule(host: str, pipeline: str, arguments: dict, experiment: str, name: str, cron: str,
-             max_concurrency: int = 1) -> str:
+             service_account: str | None = None, max_concurrency: int = 1) -> str:
     """A recurring run (cron with seconds: '0 0 2 * * *' = 02:00 daily); returns its id."""
     c = client(host)
     experiment_id = c.create_experiment(experiment).experiment_id
     recurring = c.create_recurring_run(experiment_id=experiment_id, job_name=name, cron_expression=cron,
                                        pipeline_package_path=str(COMPILED / f"{pipeline}.yaml"), params=arguments,
-                                       max_concurrency=max_concurrency, no_catchup=True)
+                                       max_concurrency=max_concurrency, no_catchup=True,
+                                       service_account=service_account)
     return recurring.recurring_run_id

@@ -176,3 +176,21 @@ def test_killed_recovery_resumes_to_the_same_result(pruned_dir, corpus, tmp_path
     assert ours.keys() == theirs.keys()
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-6)
+
+
+def test_merged_export_gives_the_adapted_logits(pruned_dir, corpus, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from rankadaptor.modeling import export_merged
+
+    run_recover(recover_config(corpus / "train.txt", rank_vector=[4, 12, 2, 8], max_steps=2), str(pruned_dir),
+                str(tmp_path / "adapter"))
+    export_merged(str(pruned_dir), str(tmp_path / "adapter"), str(tmp_path / "merged"))
+    adapted, _ = load_model(str(pruned_dir), str(tmp_path / "adapter"))
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    ids = torch.tensor([[1, 40, 50, 60, 70]])
+    pruned, _ = load_model(str(pruned_dir))
+    with torch.no_grad():
+        assert (adapted(ids).logits - pruned(ids).logits).abs().max() > 1e-3  # the adapter changes the model
+        torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, rtol=1e-4, atol=1e-5)

@@ -74,7 +74,8 @@ def _submit(args) -> None:
     from pipelines.cluster import submit
     from pipelines.rankadaptor import arguments
 
-    run_id = submit(args.host, args.pipeline, arguments(_job(args)), args.experiment, args.run_name)
+    run_id = submit(args.host, args.pipeline, arguments(_job(args)), args.experiment, args.run_name,
+                    args.service_account)
     print(f"started run {run_id}")
 
 
@@ -82,7 +83,8 @@ def _schedule(args) -> None:
     from pipelines.cluster import schedule
     from pipelines.rankadaptor import arguments
 
-    recurring_id = schedule(args.host, args.pipeline, arguments(_job(args)), args.experiment, args.name, args.cron)
+    recurring_id = schedule(args.host, args.pipeline, arguments(_job(args)), args.experiment, args.name, args.cron,
+                            args.service_account)
     print(f"created recurring run {recurring_id} ({args.cron})")
 
 
@@ -109,6 +111,8 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", default="rankadaptor", choices=["rankadaptor", "bootstrap", "baselines"],
                    help="which compiled pipeline")
     p.add_argument("--experiment", default="rankadaptor", help="KFP experiment")
+    p.add_argument("--service-account", default="rankadaptor-pipeline",
+                   help="Kubernetes ServiceAccount of the run's pods (k8s/base/pipeline: least privilege)")
 
 
 MODEL = ("--model", "input model artifact: the pruned model (local directory or s3://)")

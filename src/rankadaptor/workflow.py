@@ -454,8 +454,11 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
         table = rpt.markdown_table(rows, columns)
         (out / "report.md").write_text(f"# RankAdaptor report\n\n{table}\n\n{verdict}\n\n"
                                        f"Surrogate ranking quality (Kendall tau over the search trials): {tau}\n")
-        registry_config = stage(job, "registry", RegistryConfig)
-        report["registration"] = register(best.artifact, pruned_uri, registration_report, registry_config,
-                                          lineage={"trial_count": len(trials), **(lineage or {})})
+        best_trial = trial_key(job, model_structure(pruned_uri, job.base_model), data, target, "select",
+                               best.rank_vector).id
+        report["registration"] = register(best.artifact, pruned_uri, registration_report,
+                                          stage(job, "registry", RegistryConfig),
+                                          lineage={"bank_experiment": job.experiment, "best_trial_id": best_trial,
+                                                   "trial_count": len(trials), **(lineage or {})})
         storage.write_json_atomic(out / "report.json", report)
     return report
