@@ -56,6 +56,14 @@ def gpu_step(task, gpu_count, node_selector, tolerations, s3_secret, mlflow_secr
     return with_credentials(on_gpu(task, gpu_count, node_selector, tolerations), s3_secret, mlflow_secret)
 
 
+def prepared(gpu: dict, **job_options):
+    """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model)."""
+    job = configure(**job_options).output
+    corpus = gpu_step(prepare_data(job=job), **gpu).output
+    pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
+    return job, corpus, pruned
+
+
 @dsl.pipeline(name="rankadaptor-iteration", description="One search iteration: propose, recover, evaluate, update.")
 def iteration(job: str, search_state: Input[Artifact], pruned_model: Input[Model], data: Input[Dataset],
               gpu_count: int, node_selector: dict, tolerations: list, s3_secret: str,
@@ -119,12 +127,10 @@ def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
         """
         gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
                    s3_secret=s3_secret, mlflow_secret=mlflow_secret)
-        job = configure(base_model=base_model, data=data, heldout_text=heldout_text, target_task=target_task,
-                        source_tasks=source_tasks, report_tasks=report_tasks, eval_data_dir=eval_data_dir,
-                        bootstrap_trials=bootstrap_trials, adalora_baseline=adalora_baseline, seed=seed,
-                        stage_options=stage_options).output
-        corpus = gpu_step(prepare_data(job=job), **gpu).output
-        pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
+        job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
+                                       target_task=target_task, source_tasks=source_tasks, report_tasks=report_tasks,
+                                       eval_data_dir=eval_data_dir, bootstrap_trials=bootstrap_trials,
+                                       adalora_baseline=adalora_baseline, seed=seed, stage_options=stage_options)
         baseline = gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu).output
         seeded = gpu_step(bootstrap(job=job, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
         state = with_credentials(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
@@ -179,12 +185,10 @@ def bootstrap_pipeline(base_model: str, data: str = "", heldout_text: str = "",
     """
     gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
                s3_secret=s3_secret, mlflow_secret=mlflow_secret)
-    job = configure(base_model=base_model, data=data, heldout_text=heldout_text, target_task="ppl:heldout",
-                    source_tasks=source_tasks, report_tasks=[], eval_data_dir=eval_data_dir,
-                    bootstrap_trials=bootstrap_trials, adalora_baseline=False, seed=seed,
-                    stage_options=stage_options).output
-    corpus = gpu_step(prepare_data(job=job), **gpu).output
-    pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
+    job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
+                                   target_task="ppl:heldout", source_tasks=source_tasks, report_tasks=[],
+                                   eval_data_dir=eval_data_dir, bootstrap_trials=bootstrap_trials,
+                                   adalora_baseline=False, seed=seed, stage_options=stage_options)
     vectors = bootstrap_vectors(job=job, pruned_model=pruned).output
     with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS) as rank_vector:
         gpu_step(bootstrap_trial(job=job, pruned_model=pruned, data=corpus, rank_vector=rank_vector),
@@ -217,11 +221,10 @@ def baselines_pipeline(base_model: str, data: str = "", heldout_text: str = "", 
     """
     gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
                s3_secret=s3_secret, mlflow_secret=mlflow_secret)
-    job = configure(base_model=base_model, data=data, heldout_text=heldout_text, target_task=target_task,
-                    source_tasks=[], report_tasks=report_tasks, eval_data_dir=eval_data_dir, bootstrap_trials=0,
-                    adalora_baseline=True, seed=seed, stage_options=stage_options).output
-    corpus = gpu_step(prepare_data(job=job), **gpu).output
-    pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
+    job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
+                                   target_task=target_task, source_tasks=[], report_tasks=report_tasks,
+                                   eval_data_dir=eval_data_dir, bootstrap_trials=0, adalora_baseline=True, seed=seed,
+                                   stage_options=stage_options)
     gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu)
 
 

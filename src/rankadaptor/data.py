@@ -92,7 +92,7 @@ def calibration_batch(tokenizer, texts: list[str], num_samples: int, seq_len: in
 
 @torch.no_grad()
 def sample_corpus(model, tokenizer, num_docs: int, max_new_tokens: int, seed: int = 0,
-                  batch_size: int = 32, temperature: float = 1.0) -> list[str]:
+                  batch_size: int = 128, temperature: float = 1.0) -> list[str]:
     """Documents sampled from the model itself, started from BOS (self-distillation text)."""
     torch.manual_seed(seed)
     docs: list[str] = []
