@@ -22,7 +22,7 @@ def run_local(job: JobConfig, root: str | Path) -> Path:
     root = Path(root).resolve()
     os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(root / "mlflow"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pipeline"),
-               raise_on_error=True)
+               raise_on_error=True, enable_caching=True)
     pipeline = build(max_iterations=stage(job, "search", SearchConfig).max_iterations)
     pipeline(**arguments(job))
     reports = sorted((root / "pipeline").glob("rankadaptor-*/register*/report/report.json"),
