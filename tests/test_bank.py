@@ -159,3 +159,11 @@ def test_a_bank_row_can_be_recorded_by_hand_only_through_record_trial(uri):
     client.log_batch(stray.info.run_id, params=[Param(k, v) for k, v in key(seed=9).params().items()])
     client.set_terminated(stray.info.run_id, "FINISHED")
     assert len(bank.load_observations(tracking_uri=uri)) == 1
+
+
+def test_a_trial_paid_for_again_points_at_its_new_adapter(uri):
+    bank.record_trial(key(), score=0.61, artifact="s3://b/lost-adapter", tracking_uri=uri)
+    again = bank.record_trial(key(), score=0.61, artifact="s3://b/new-adapter", tracking_uri=uri)
+    assert again["reused"] is True and again["artifact"] == "s3://b/new-adapter"
+    assert [r["artifact"] for r in bank.load_observations(tracking_uri=uri)] == ["s3://b/new-adapter"]
+    assert len(runs(uri)) == 1

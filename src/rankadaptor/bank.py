@@ -173,6 +173,10 @@ def record_trial(key: TrialKey, *, score: float, scores: dict[str, float] | None
     with tracking_errors(uri):
         existing = find_trial(key.id, experiment, uri)
         if existing is not None:
+            if artifact and existing["artifact"] != artifact:
+                # the trial was paid for again (its old adapter was lost): point the bank at the new one
+                client.set_tag(existing["run_id"], "artifact", artifact)
+                existing["artifact"] = artifact
             return {**existing, "reused": True}
         run = client.create_run(ensure_experiment(experiment, uri), run_name=f"trial-{key.id[:12]}",
                                 tags={"trial_id": key.id, "stage": stage, **({"artifact": artifact} if artifact else {})})

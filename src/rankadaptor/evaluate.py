@@ -108,17 +108,20 @@ def data_files(data_dir: str, tasks: list[str]) -> dict[str, Path]:
 
 def _check_rows(path: Path, uri: str, spec: TaskSpec) -> None:
     n = 0
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{uri!r} line {line_no} is not valid JSON: {e}") from None
-            missing = [k for k in spec.fields if not isinstance(row, dict) or k not in row]
-            check(not missing, f"{uri!r} line {line_no} lacks field(s) {missing}; each row needs {list(spec.fields)}")
-            n += 1
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"data file {uri!r} is not UTF-8 text: {e}") from None
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{uri!r} line {line_no} is not valid JSON: {e}") from None
+        missing = [k for k in spec.fields if not isinstance(row, dict) or k not in row]
+        check(not missing, f"{uri!r} line {line_no} lacks field(s) {missing}; each row needs {list(spec.fields)}")
+        n += 1
     check(n > 0, f"data file {uri!r} is empty: expected one JSON object per line with {list(spec.fields)}")
 
 

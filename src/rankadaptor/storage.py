@@ -66,8 +66,8 @@ def _s3_errors(uri: str):
             if code == "NoSuchBucket" or (code in ("404", "NotFound") and e.operation_name == "HeadBucket"):
                 raise UserError(f"S3 bucket of {uri!r} does not exist") from None
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise UserError(f"nothing at {uri!r} on S3 ({code}): the file is missing, or the artifact was never "
-                                f"completed (a directory artifact exists only once its {MANIFEST} is uploaded)") from None
+                raise UserError(f"nothing at {uri!r} on S3 ({code}): the file is missing, or the artifact was "
+                                f"never completed (a directory artifact exists once its {MANIFEST} is uploaded)") from None
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
                 raise UserError(f"S3 refused access to {uri!r} ({code}): check the AWS_* credentials") from None
             raise UserError(f"S3 request for {uri!r} failed: {code or e}") from None
