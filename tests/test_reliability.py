@@ -398,3 +398,16 @@ def test_a_proposal_that_does_not_fit_the_search_is_refused():
         update(state, Proposal([8, 8, 8], 0.5), 0.5, config)
     with pytest.raises(UserError, match="measured score=nan must be a finite number"):
         update(state, Proposal([8, 8, 8, 8], 0.5), float("nan"), config)
+
+
+def test_a_base_model_uploaded_by_other_tools_loads_from_s3(s3, tiny_model_dir):
+    """A user's model folder on S3 has no manifest: it is fetched whole (and refreshed when it changes)."""
+    from rankadaptor.modeling import load_model
+
+    client = storage.s3_client()
+    for path in tiny_model_dir.iterdir():
+        client.upload_file(str(path), s3.bucket, f"models/plain/{path.name}")
+    model, tokenizer = load_model(f"s3://{s3.bucket}/models/plain")
+    assert model.config.num_hidden_layers == 4 and len(tokenizer) == 512
+    with pytest.raises(UserError, match="nothing at 's3://rankadaptor/models/none'"):
+        storage.local_dir(f"s3://{s3.bucket}/models/none", verify_manifest=False)

@@ -145,6 +145,8 @@ def local_dir(uri: str, verify_manifest: bool = True) -> Path:
     bucket, key = split_s3(uri)
     client = s3_client()
     target = cache_root() / "s3" / bucket / key
+    if not verify_manifest and not exists(uri):
+        return _download_prefix(client, uri, target)
     with _s3_errors(uri):
         manifest = client.get_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")["Body"].read()
         if (target / MANIFEST).exists() and (target / MANIFEST).read_bytes() == manifest:
@@ -156,6 +158,28 @@ def local_dir(uri: str, verify_manifest: bool = True) -> Path:
             client.download_file(bucket, f"{key}/{name}", str(staging / name))
         (staging / MANIFEST).write_bytes(manifest)
     verify(staging, uri)
+    _replace_dir(staging, target)
+    return target
+
+
+def _download_prefix(client, uri: str, target: Path) -> Path:
+    """Every object under an S3 prefix that other tools wrote (a user's base model): no manifest to
+    check, so the local copy is refreshed whenever the listing (keys and ETags) changes."""
+    bucket, key = split_s3(uri)
+    with _s3_errors(uri):
+        objects = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
+                   for o in page.get("Contents", [])]
+        if not objects:
+            raise UserError(f"nothing at {uri!r}: expected a folder of files under that prefix")
+        listing = json.dumps(sorted([o["Key"], o["ETag"]] for o in objects))
+        if (target / ".listing.json").exists() and (target / ".listing.json").read_text() == listing:
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=_ensure(target.parent)))
+        for obj in objects:
+            path = staging / obj["Key"][len(key) + 1:]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, obj["Key"], str(path))
+    (staging / ".listing.json").write_text(listing)
     _replace_dir(staging, target)
     return target
 
