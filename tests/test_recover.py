@@ -156,16 +156,21 @@ def test_killed_recovery_resumes_to_the_same_result(pruned_dir, corpus, tmp_path
                    capture_output=True)
 
     output = tmp_path / "killed"
-    checkpoint_log = tmp_path / "killed.ckpt" / "log.json"
+
+    def checkpointed_step() -> int:  # the newest complete checkpoint slot's step
+        logs = [slot / "log.json" for slot in (tmp_path / "killed.ckpt").glob("*") if (slot / "manifest.json").exists()]
+        return max((json.loads(log.read_text())["step"] for log in logs), default=0)
+
     proc = subprocess.Popen(_recover_cli(pruned_dir, corpus / "train.txt", output), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not (checkpoint_log.exists() and json.loads(checkpoint_log.read_text())["step"] >= 3):
+    while time.time() < deadline and checkpointed_step() < 3:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not output.exists(), "the run finished before it could be killed"
-    killed_at = json.loads(checkpoint_log.read_text())["step"]
+    killed_at = checkpointed_step()
+    assert sorted(p.name for p in (tmp_path / "killed.ckpt").glob("*")) == ["a", "b"]  # saves alternate
 
     rerun = subprocess.run(_recover_cli(pruned_dir, corpus / "train.txt", output), check=True, env=env,
                            capture_output=True, text=True)

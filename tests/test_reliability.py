@@ -253,18 +253,18 @@ def test_a_recovery_killed_with_its_checkpoint_on_s3_resumes_to_the_same_result(
     checkpoint, client = f"s3://{s3.bucket}/ckpt-killed", storage.s3_client()
     proc = subprocess.Popen(_recover_cli(tiny_model_dir, text_file, str(output), checkpoint), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Killed as soon as the first checkpoint (step 3) is complete, well before the next save (step 6) starts:
-    # an S3 checkpoint being overwritten is invisible until its new manifest lands (see docs/reliability.md).
+    # Killed as soon as the first checkpoint (step 3, slot b) is complete. Saves alternate between two slots,
+    # so a save in progress never hides the newest complete checkpoint.
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         with contextlib.suppress(Exception):
-            client.head_object(Bucket=s3.bucket, Key=f"ckpt-killed/{storage.MANIFEST}")
+            client.head_object(Bucket=s3.bucket, Key=f"ckpt-killed/b/{storage.MANIFEST}")
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not output.exists(), "the run finished before it could be killed"
-    assert json.loads((storage.local_dir(checkpoint) / "log.json").read_text())["step"] == 3
+    assert json.loads((storage.local_dir(f"{checkpoint}/b") / "log.json").read_text())["step"] == 3
 
     rerun = subprocess.run(_recover_cli(tiny_model_dir, text_file, str(output), checkpoint), check=True, env=env,
                            capture_output=True, text=True)

@@ -52,6 +52,7 @@ class RecoverConfig:
     save_steps: int = option(50, "checkpoint every N optimizer steps")
     checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)")
     group_by_length: bool = option(True, "batch examples of similar length together (less padding)")
+    compile: bool = option(False, "run the model under torch.compile (GPU; the first steps compile)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     seed: int = option(0, "seed for adapter init, dropout and data order")
 
@@ -124,7 +125,8 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     settings = TrainSettings(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
                              micro_batch_size=config.micro_batch_size, warmup_steps=0,
                              max_grad_norm=config.max_grad_norm, save_steps=config.save_steps, seed=config.seed,
-                             max_steps=config.max_steps, group_by_length=config.group_by_length)
+                             max_steps=config.max_steps, group_by_length=config.group_by_length,
+                             compile=config.compile)
     steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
     costs = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))

@@ -44,7 +44,7 @@ def load_examples(uri: str, tokenizer, cutoff: int) -> list[dict[str, list[int]]
             examples = [e for e in examples if any(label != IGNORE for label in e["labels"])]
             check(bool(examples), f"training data {uri!r}: every example's response is cut off by cutoff={cutoff}")
             return examples
-        texts = [record_text(r) for r in records]
+        texts = [record_text(r, uri) for r in records]
     else:
         texts = read_texts(uri)
     stream = token_stream(tokenizer, texts).tolist()

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from rankadaptor import storage
+from rankadaptor.errors import UserError
 from rankadaptor.recover.batches import IGNORE, collate, epoch_batches
 
 
@@ -56,7 +57,10 @@ def _warmup_linear(warmup: int, total: int):
     return lambda step: min((step + 1) / max(1, warmup), max(0.0, (total - step) / max(1, total - warmup)))
 
 
-def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog) -> None:
+SLOTS = ("a", "b")  # saves alternate, so a save in progress never hides the checkpoint a resume would read
+
+
+def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog, save_index: int) -> None:
     trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
     allocator = getattr(model.base_model, "rankallocator", None)
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -64,22 +68,33 @@ def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog) -> No
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
              "allocator": None if allocator is None else
              {k: getattr(allocator, k) for k in ("ipt", "exp_avg_ipt", "exp_avg_unc")}}
-    with storage.writing_dir(uri) as out:
+    with storage.writing_dir(storage.join(uri, SLOTS[save_index % 2])) as out:
         save_file(trainable, out / "trainable.safetensors")
         torch.save(state, out / "state.pt")
         (out / "log.json").write_text(json.dumps(vars(log)))
 
 
+def _latest_checkpoint(uri: str) -> str | None:
+    complete = [slot for slot in (storage.join(uri, s) for s in SLOTS) if storage.exists(slot)]
+    return max(complete, key=lambda slot: storage.read_json(storage.local_dir(slot) / "log.json")["step"],
+               default=None)
+
+
 def _load_checkpoint(uri: str, model, optimizer, scheduler) -> TrainLog | None:
-    if not storage.exists(uri):
+    latest = _latest_checkpoint(uri)
+    if latest is None:
         return None
-    directory = storage.local_dir(uri)
+    directory = storage.local_dir(latest)
     trainable = load_file(directory / "trainable.safetensors")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in trainable.items():
             params[name].copy_(value)
-    state = torch.load(directory / "state.pt", weights_only=True)
+    try:
+        state = torch.load(directory / "state.pt", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain values
+        raise UserError(f"checkpoint {latest!r} holds more than tensors and plain values, refused "
+                        f"({type(e).__name__}); delete it to restart the run") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["cpu_rng"])
@@ -146,7 +161,7 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{log.real_tokens / max(log.seconds, 1e-9):.0f}")
         if log.step % settings.save_steps == 0 and log.step < steps:
-            _save_checkpoint(checkpoint_uri, model, optimizer, scheduler, log)
+            _save_checkpoint(checkpoint_uri, model, optimizer, scheduler, log, log.step // settings.save_steps)
     bar.close()
     model.eval()
     return log
