@@ -59,3 +59,11 @@ def test_stops_at_max_iterations(tmp_path, monkeypatch):
     assert all(h["rank_vector"] != [8, 8, 8, 8] for h in report["history"])
     assert report["best"]["trainable_params"] <= budget
     assert "significantly" in report["verdict"]
+
+
+def test_verdict_says_plainly_whether_the_gain_is_significant():
+    from rankadaptor.workflow import verdict_line
+
+    assert verdict_line("t", {"diff": 0.02, "low": 0.01, "high": 0.03}).startswith("RankAdaptor significantly beats")
+    assert "does NOT significantly beat" in verdict_line("t", {"diff": 0.01, "low": -0.01, "high": 0.03})
+    assert "significantly WORSE" in verdict_line("t", {"diff": -0.02, "low": -0.03, "high": -0.01})

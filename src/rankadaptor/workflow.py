@@ -387,6 +387,16 @@ def _zero_shot_mean(result: dict, tasks: list[str]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def verdict_line(task: str, diff: dict) -> str:
+    """What the comparison with uniform LoRA says, in plain words (significant at 95% or not)."""
+    interval = f"{diff['diff']:+.4f} (95% CI {diff['low']:+.4f} .. {diff['high']:+.4f})"
+    if diff["low"] > 0:
+        return f"RankAdaptor significantly beats uniform LoRA r=8 on held-out {task}: {interval}"
+    if diff["high"] < 0:
+        return f"RankAdaptor is significantly WORSE than uniform LoRA r=8 on held-out {task}: {interval}"
+    return f"RankAdaptor does NOT significantly beat uniform LoRA r=8 on held-out {task}: {interval} includes 0"
+
+
 def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str,
                 output_uri: str, lineage: dict | None = None) -> dict:
     """Evaluate the best trial on the held-out rows, compare it with the baselines with bootstrap
@@ -429,11 +439,7 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
         comparisons[other] = entry
     versus_lora = comparisons["lora_r8"][target]
     significant = versus_lora["low"] > 0
-    verdict = (f"RankAdaptor beats uniform LoRA r=8 on held-out {target}: +{versus_lora['diff']:.4f} "
-               f"(95% CI {versus_lora['low']:.4f} .. {versus_lora['high']:.4f})" if significant else
-               f"RankAdaptor does NOT significantly beat uniform LoRA r=8 on held-out {target}: "
-               f"{versus_lora['diff']:+.4f} (95% CI {versus_lora['low']:.4f} .. {versus_lora['high']:.4f} includes 0)")
-
+    verdict = verdict_line(target, versus_lora)
     searched = [o for o in trials if o.predicted is not None]  # the baseline anchor has no prediction
     history = [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
                 "abs_error": abs(o.predicted - o.score)} for i, o in enumerate(searched)]
