@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PLOTS = ("ranks.png", "predicted_vs_measured.png", "convergence.png")
 
@@ -32,8 +33,11 @@ def plot_ranks(rank_vector: list[int], path: Path, baseline_rank: int = 8) -> No
     fig, ax = plt.subplots(figsize=(max(4, len(rank_vector) * 0.3), 3))
     ax.bar(range(len(rank_vector)), rank_vector, color="tab:blue", label="chosen")
     ax.axhline(baseline_rank, color="tab:gray", linestyle="--", label=f"uniform r={baseline_rank}")
-    ax.set(xlabel="decoder layer", ylabel="LoRA rank", title="Per-layer ranks")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set(xlabel="decoder layer", ylabel="LoRA rank", title="Per-layer ranks",
+           ylim=(0, 1.35 * max(*rank_vector, baseline_rank)))  # headroom for the legend
+    ax.legend(loc="upper left", ncol=2, fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
