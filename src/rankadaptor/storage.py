@@ -107,9 +107,12 @@ def verify(directory: Path, uri: str | None = None) -> None:
             raise UserError(f"artifact {where!r}: checksum of {name!r} does not match its manifest (corrupt)")
 
 
-def checksum(directory: Path) -> str:
-    """One sha256 for a whole directory artifact: the hash of its manifest."""
-    return hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
+def checksum(directory: Path, skip: tuple[str, ...] = ()) -> str:
+    """One sha256 for a whole directory artifact (the hash of its manifest), optionally leaving out files
+    that describe the run rather than the content (timings in a report)."""
+    files = json.loads((directory / MANIFEST).read_text())["files"]
+    kept = {name: digest for name, digest in files.items() if name not in skip}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 
 def exists(uri: str) -> bool:

@@ -220,7 +220,9 @@ def model_structure(pruned_uri: str, base_model: str) -> dict:
     importance = report.get("layer_importance") or None
     features = structure_features(widths, base.num_attention_heads, base.intermediate_size, costs,
                                   importance if importance and min(importance) >= 0 else None)
-    return {"cost_per_rank": costs, "layer_features": features, "checksum": storage.checksum(directory),
+    # The weights, config and tokenizer identify the model; the report's timings must not.
+    return {"cost_per_rank": costs, "layer_features": features,
+            "checksum": storage.checksum(directory, skip=("prune_report.json",)),
             "pruning": report["config"], "num_layers": config.num_hidden_layers}
 
 
