@@ -170,12 +170,15 @@ def test_bad_options_are_refused(values, message):
     ('{"goal": "a", "sol1": "b"}\n', "lacks field(s) ['sol2', 'label']"),
     ('{"goal": "a", "sol1": "b", "sol2": "c", "label": 0}\nnot json\n', "line 2 is not valid JSON"),
     (None, "needs the file piqa_validation.jsonl"),
+    (b'{"goal": "caf\xe9", "sol1": "b", "sol2": "c", "label": 0}\n', "is not UTF-8 text"),
 ])
 def test_bad_data_files_are_refused_before_anything_is_written(tiny_model_dir, tasks_dir, tmp_path, content, message):
     data = tmp_path / "data"
     data.mkdir()
     (data / "arc_easy_test.jsonl").write_text((tasks_dir / "arc_easy_test.jsonl").read_text())
-    if content is not None:
+    if isinstance(content, bytes):
+        (data / "piqa_validation.jsonl").write_bytes(content)
+    elif content is not None:
         (data / "piqa_validation.jsonl").write_text(content)
     config = EvalConfig(tasks=["arc_easy", "piqa"], data_dir=str(data), limit=2, device="cpu")
     with pytest.raises(UserError) as error:
