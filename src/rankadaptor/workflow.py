@@ -89,6 +89,8 @@ class JobConfig:
 
 STAGES = {"prune": PruneConfig, "recover": RecoverConfig, "evaluate": EvalConfig, "surrogate": SurrogateConfig,
           "search": SearchConfig, "registry": RegistryConfig}
+# Required options the job fills in from its artifacts at run time; a placeholder lets the job check a
+# stage's other options when it loads, before any step has produced those artifacts.
 FILLED = {"prune": {"model": "-", "calibration": "-"}, "recover": {"data": "-"}}
 
 
