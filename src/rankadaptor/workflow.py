@@ -171,11 +171,13 @@ def task_texts(task: str, data: dict[str, str], job: JobConfig) -> list[str]:
 
 def measure(model, tokenizer, tasks: list[str], split: str, data: dict[str, str], job: JobConfig) -> dict:
     """Scores per task on one split, with the per-row values behind each (for paired comparisons)."""
+    zero_shot = [t for t in tasks if not t.startswith(PPL)]
+    # With only ppl: tasks the config still needs a task name; its split, limit and sizes are what is used.
     eval_config = stage(job, "evaluate", EvalConfig, split=split, data_dir=job.eval_data_dir,
-                        tasks=[t for t in tasks if not t.startswith(PPL)] or ["boolq"])
+                        tasks=zero_shot or [next(iter(TASKS))])
     started = time.time()
     result: dict[str, Any] = {"split": split, "tasks": {}}
-    if any(not t.startswith(PPL) for t in tasks):
+    if zero_shot:
         result["tasks"].update(evaluate(model, tokenizer, eval_config)["tasks"])
     for task in (t for t in tasks if t.startswith(PPL)):
         texts = task_texts(task, data, job)
@@ -278,7 +280,10 @@ def baselines_step(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: s
 
 def bootstrap_vectors(job: JobConfig, pruned_uri: str) -> list[list[int]]:
     """The job's bootstrap rank vectors: random, distinct, within the budget, fixed by the seed."""
-    structure = model_structure(pruned_uri, job.base_model)
+    return _bootstrap_vectors(job, model_structure(pruned_uri, job.base_model))
+
+
+def _bootstrap_vectors(job: JobConfig, structure: dict) -> list[list[int]]:
     sampler = dataclasses.replace(stage(job, "search", SearchConfig), num_samples=max(64, 4 * job.bootstrap_trials),
                                   local_fraction=0.0)
     vectors = sample_rank_vectors(sampler, structure["cost_per_rank"], np.random.default_rng([job.seed, 7]))
@@ -287,7 +292,12 @@ def bootstrap_vectors(job: JobConfig, pruned_uri: str) -> list[list[int]]:
 
 def bootstrap_trial(job: JobConfig, pruned_uri: str, data_uri: str, rank_vector: list[int], work_uri: str) -> bool:
     """Measure one rank vector on the source tasks and bank it; False if the bank already had it."""
-    data, structure = data_paths(data_uri), model_structure(pruned_uri, job.base_model)
+    structure, data = model_structure(pruned_uri, job.base_model), data_paths(data_uri)
+    return _bootstrap_trial(job, pruned_uri, data_uri, structure, data, rank_vector, work_uri)
+
+
+def _bootstrap_trial(job: JobConfig, pruned_uri: str, data_uri: str, structure: dict, data: dict,
+                     rank_vector: list[int], work_uri: str) -> bool:
     keys = [trial_key(job, structure, data, task, "select", rank_vector) for task in job.source_tasks]
     if all(bank.find_trial(k.id, job.experiment, job.tracking_uri()) for k in keys):
         return False
@@ -304,10 +314,11 @@ def bootstrap_trial(job: JobConfig, pruned_uri: str, data_uri: str, rank_vector:
 
 def bootstrap_step(job: JobConfig, pruned_uri: str, data_uri: str, work_uri: str) -> int:
     """Fill the bank with the bootstrap trials it lacks (what meta-pretraining learns from), one after
-    another; the bootstrap pipeline runs the same trials in parallel. Returns the number of trials run."""
-    vectors = bootstrap_vectors(job, pruned_uri)
-    return sum(bootstrap_trial(job, pruned_uri, data_uri, v, work_uri)
-               for v in tqdm(vectors, desc="bootstrap trials", unit="trial"))
+    another; the bootstrap pipeline runs the same trials in parallel. Returns the number of trials run.
+    The model's structure and the data checksum are computed once, not per trial (each hashes files)."""
+    structure, data = model_structure(pruned_uri, job.base_model), data_paths(data_uri)
+    return sum(_bootstrap_trial(job, pruned_uri, data_uri, structure, data, v, work_uri)
+               for v in tqdm(_bootstrap_vectors(job, structure), desc="bootstrap trials", unit="trial"))
 
 
 def _observations(rows: list[dict]) -> list[Observation]:
@@ -361,7 +372,7 @@ def update_step(job: JobConfig, state_uri: str, proposal_uri: str, metrics_uri: 
     proposal = Proposal.from_dict(_read(proposal_uri, "proposal.json"))
     metrics = _read(metrics_uri, "metrics.json")
     score = metrics["scores"][job.target_task]
-    seconds = storage.read_json(storage.local_dir(adapter_uri) / "train_metrics.json")["seconds"] + metrics["seconds"]
+    seconds = _read(adapter_uri, "train_metrics.json")["seconds"] + metrics["seconds"]
     new_state, outcome = update(state, proposal, score, stage(job, "search", SearchConfig), cost=seconds,
                                 artifact=adapter_uri)
     structure, data = model_structure(pruned_uri, job.base_model), data_paths(data_uri)
