@@ -17,12 +17,15 @@ TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"],
         "evaluate": {"limit": 10, "batch_size": 32}, "surrogate": {"meta_iterations": 20, "ensemble": 2}}
 
 
-def run(tmp_path, monkeypatch, threshold, max_iterations, bootstrap_trials, report_tasks):
+def tiny_job(threshold, max_iterations, bootstrap_trials, report_tasks):
+    return load_job(None, {**TINY, "bootstrap_trials": bootstrap_trials, "report_tasks": report_tasks,
+                           "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500},
+                           "registry": {"model_name": "tiny"}})
+
+
+def run(tmp_path, monkeypatch, job):
     tracking_uri = bank.default_tracking_uri(tmp_path / "mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-    job = load_job(None, {**TINY, "bootstrap_trials": bootstrap_trials, "report_tasks": report_tasks,
-                          "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500},
-                          "registry": {"model_name": "tiny"}})
     report_dir = run_local(job, tmp_path / "run")
     return json.loads((report_dir / "report.json").read_text()), report_dir, MlflowClient(tracking_uri)
 
@@ -34,9 +37,9 @@ def search_trials(client):
 
 
 @pytest.mark.slow
-def test_converges_at_the_first_iteration(tmp_path, monkeypatch):
-    report, report_dir, client = run(tmp_path, monkeypatch, threshold=1e9, max_iterations=3, bootstrap_trials=0,
-                                    report_tasks=[])
+def test_converges_at_the_first_iteration_and_a_rerun_reuses_the_unchanged_steps(tmp_path, monkeypatch):
+    job = tiny_job(threshold=1e9, max_iterations=3, bootstrap_trials=0, report_tasks=[])
+    report, report_dir, client = run(tmp_path, monkeypatch, job)
     assert report["iterations"] == 1 and len(search_trials(client)) == 1
     assert report_dir.parent.name == "register"  # the branch of gate 1, not the end of the unrolled loop
     assert int(client.get_model_version_by_alias("tiny", "champion").version) == 1
@@ -44,11 +47,17 @@ def test_converges_at_the_first_iteration(tmp_path, monkeypatch):
         assert (report_dir / plot).stat().st_size > 1000
     assert [row["method"] for row in report["table"]] == ["pruned", "lora_r8", "rankadaptor"]
 
+    _, rerun_dir, _ = run(tmp_path, monkeypatch, job)
+    ran = {step.name for step in rerun_dir.parents[1].iterdir()}  # a step served from the cache leaves no folder
+    assert not ran & {"configure", "prepare-data", "prune", "baselines"}, ran
+    trials = search_trials(client)  # the search went on from the bank: a new vector, none measured twice
+    assert len(trials) == 2 and len({t.data.params["rank_vector"] for t in trials}) == 2
+
 
 @pytest.mark.slow
 def test_stops_at_max_iterations(tmp_path, monkeypatch):
-    report, report_dir, client = run(tmp_path, monkeypatch, threshold=1e-12, max_iterations=2, bootstrap_trials=3,
-                                    report_tasks=["boolq"])
+    job = tiny_job(threshold=1e-12, max_iterations=2, bootstrap_trials=3, report_tasks=["boolq"])
+    report, report_dir, client = run(tmp_path, monkeypatch, job)
     assert report["iterations"] == 2
     trials = search_trials(client)
     assert len(trials) == 2 and len({t.data.params["rank_vector"] for t in trials}) == 2
