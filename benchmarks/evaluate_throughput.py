@@ -8,7 +8,12 @@ and exits with status 1 when any row's score differs.
 
     python benchmarks/evaluate_throughput.py                               # the bundled tiny model, all tasks
     python benchmarks/evaluate_throughput.py --tasks arc_easy,piqa --limit 20
+    python benchmarks/evaluate_throughput.py --shape 1.1b --device cuda    # random-init 1.1B, no download
     python benchmarks/evaluate_throughput.py --model /models/llama-7b --data-dir hub --device cuda
+
+With --shape the model is a random-init pruned LLaMA of that shape (as in recover_throughput.py) with the
+bundled tokenizer: its scores are at chance, but both sides must still agree on every row, and the time
+per row is that of a real model of the shape.
 """
 
 from __future__ import annotations
@@ -17,18 +22,20 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from shapes import SHAPES, pruned_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from rankadaptor.evaluate import TASKS, EvalConfig
+    from rankadaptor.workflow import BUNDLED
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--model", default=str(FIXTURES / "models" / "aidreams-260k"),
+    parser.add_argument("--model", default=str(BUNDLED / "aidreams-260k"),
                         help="checkpoint directory, s3:// URI or hub id (default: the bundled tiny model)")
-    parser.add_argument("--data-dir", default=str(FIXTURES / "tasks"),
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                        help="instead of --model: a random-init pruned LLaMA of this shape, --model's tokenizer")
+    parser.add_argument("--data-dir", default=str(BUNDLED / "tasks"),
                         help="directory of <task>_<split>.jsonl files, or 'hub' for lm-eval's hub datasets "
                              "(default: the bundled 200-row samples)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: all seven)")
@@ -73,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     config = EvalConfig(tasks=args.tasks.split(","), data_dir=data_dir, split="all", limit=args.limit,
                         batch_size=args.batch_size)
     config.validate()
-    model, tokenizer = load_model(args.model, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    model, tokenizer = load_model(args.model, device=device)
+    if args.shape:  # same dtype as load_model gives the evaluate stage
+        model = pruned_model(SHAPES[args.shape], 0.33, 2048, device, model.dtype)[0].eval()
     max_length = model.config.max_position_embeddings
 
     evaluate(model, tokenizer, EvalConfig(tasks=config.tasks, data_dir=data_dir, split="all", limit=2))  # warm-up
@@ -88,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ours_time, baseline_time = min(ours_seconds), min(baseline_seconds)
 
     n_rows = sum(len(r) for r in rows.values())
-    print(f"\nmodel {args.model} on {model.device}, torch threads {torch.get_num_threads()}, max_length {max_length}\n")
+    name = f"random-init {args.shape} shape" if args.shape else args.model
+    print(f"\nmodel {name} on {model.device}, torch threads {torch.get_num_threads()}, max_length {max_length}\n")
     print("| task | metric | rows | ours | lm-eval default | rows differing |")
     print("|---|---|---:|---:|---:|---:|")
     differing = 0

@@ -28,10 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-SHAPES = {"1.1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
-                       intermediate_size=5632, vocab_size=32000),
-          "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                       intermediate_size=176, vocab_size=512)}
+from shapes import SHAPES, pruned_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,26 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.untimed_steps < args.steps:
         parser.error(f"--untimed-steps={args.untimed_steps} must be in [0, --steps={args.steps})")
     return args
-
-
-def pruned_model(shape: dict, ratio: float, cutoff: int, device: torch.device):
-    """A random-init LLaMA whose layers [4, L-2) keep (1 - ratio) of their KV groups and MLP channels."""
-    from rankadaptor.modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM
-    from rankadaptor.prune.width import kept_count
-
-    n = shape["num_hidden_layers"]
-    pruned = range(min(4, n // 4), n - min(2, n // 4))
-    kv, width = shape["num_key_value_heads"], shape["intermediate_size"]
-    kv_heads = [kept_count(kv, ratio) if i in pruned else kv for i in range(n)]
-    config = PrunedLlamaConfig(**shape, max_position_embeddings=cutoff, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                               layer_num_key_value_heads=kv_heads,
-                               layer_num_attention_heads=[k * shape["num_attention_heads"] // kv for k in kv_heads],
-                               layer_intermediate_size=[kept_count(width, ratio) if i in pruned else width
-                                                        for i in range(n)])
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = PrunedLlamaForCausalLM(config)
-    return model.to(torch.bfloat16 if device.type == "cuda" else torch.float32), pruned
 
 
 def synthetic_examples(n: int, vocab: int, cutoff: int, median: float, sigma: float, seed: int) -> list[dict]:
@@ -210,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     shape = SHAPES["tiny" if args.tiny else "1.1b"]
-    model, pruned = pruned_model(shape, args.ratio, args.cutoff, device)
+    model, pruned = pruned_model(shape, args.ratio, args.cutoff, device,
+                                 torch.bfloat16 if device.type == "cuda" else torch.float32)
     n_layers = shape["num_hidden_layers"]  # the paper's layout: rank 8 outside, 4/6/10/12 by quarters inside
     rank_vector = [8] * pruned.start + increasing_schedule(len(pruned)) + [8] * (n_layers - pruned.stop)
     lora_config = adapter_config(RecoverConfig(data="synthetic"), rank_vector, args.steps)
