@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--untimed-steps", type=int, default=3, help="first steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default 64; tiny 8)")
     parser.add_argument("--micro-batch-size", type=int, default=None,
-                        help="examples per forward (default 16; tiny 4)")
+                        help="the baseline's examples per forward (default 16; tiny 4); ours gets the same padded "
+                             "tokens per forward, micro-batch-size x cutoff, as its micro_batch_tokens")
     parser.add_argument("--cutoff", type=int, default=None, help="maximum tokens per example (default 256; tiny 64)")
     parser.add_argument("--median-length", type=float, default=None,
                         help="median example length (default 0.42 * cutoff, ~108 at 256: Alpaca-like)")
@@ -80,10 +81,10 @@ def synthetic_examples(n: int, vocab: int, cutoff: int, median: float, sigma: fl
     return examples
 
 
-def step_tokens(examples: list[dict], micro_batches: list[list[int]], multiple_of: int) -> tuple[int, int]:
-    """(real, padded) tokens of one step's micro-batches, each padded to its longest rounded up to multiple_of."""
+def step_tokens(examples: list[dict], micro_batches: list[list[int]], padded_length: int | None) -> tuple[int, int]:
+    """(real, padded) tokens of one step's micro-batches, each padded to padded_length or else its longest."""
     lengths = [[len(examples[i]["input_ids"]) for i in batch] for batch in micro_batches]
-    return sum(map(sum, lengths)), sum(len(b) * -(-max(b) // multiple_of) * multiple_of for b in lengths)
+    return sum(map(sum, lengths)), sum(len(b) * (padded_length or max(b)) for b in lengths)
 
 
 @dataclass
@@ -155,12 +156,13 @@ def ours(model, lora_config, examples: list[dict], args, warmup: int, device: to
 
     torch.manual_seed(args.seed)
     peft_model = get_peft_model(model, lora_config)
-    settings = TrainSettings(lr=args.lr, epochs=1, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
+    settings = TrainSettings(lr=args.lr, epochs=1, batch_size=args.batch_size,
+                             micro_batch_tokens=args.micro_batch_size * args.cutoff,
                              warmup_steps=warmup, max_grad_norm=1.0, save_steps=10 ** 9, seed=args.seed,
                              max_steps=args.steps, compile=compile)
     with tempfile.TemporaryDirectory() as tmp:
         log = train(peft_model, examples, settings, 0, f"{tmp}/checkpoint")
-    tokens = [step_tokens(examples, step, 8 if device.type == "cuda" else 1) for step in step_plan(examples, settings)]
+    tokens = [step_tokens(examples, step, None) for step in step_plan(examples, settings)]
     assert (log.real_tokens, log.padded_tokens) == tuple(map(sum, zip(*tokens))), "token counts differ from train()"
     peft_model.unload()
     method = "ours: recover.train" + (" + torch.compile" if compile else "")
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})")
     print(f"rank vector {rank_vector}; {len(examples)} examples, median length {sorted(lengths)[len(lengths) // 2]}, "
           f"mean {sum(lengths) / len(lengths):.0f}, cutoff {args.cutoff}; {args.steps} steps of {args.batch_size} "
-          f"(micro {args.micro_batch_size}), the first {args.untimed_steps} untimed\n")
+          f"(baseline: micro-batches of {args.micro_batch_size}; ours: of at most {args.micro_batch_size * args.cutoff} "
+          f"tokens), the first {args.untimed_steps} untimed\n")
     tail = max(1, args.steps // 4)
     print_table(results, 6 * n_params, args.peak_tflops * 1e12, tail)
     base = results[0]

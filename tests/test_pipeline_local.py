@@ -13,7 +13,7 @@ from rankadaptor import bank
 from rankadaptor.workflow import load_job
 
 TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"],
-        "recover": {"cutoff": 96, "batch_size": 16, "micro_batch_size": 8, "epochs": 1, "lr": 0.002},
+        "recover": {"cutoff": 96, "batch_size": 16, "micro_batch_tokens": 768, "epochs": 1, "lr": 0.002},
         "evaluate": {"limit": 10, "batch_size": 32}, "surrogate": {"meta_iterations": 20, "ensemble": 2}}
 
 

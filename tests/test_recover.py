@@ -1,5 +1,6 @@
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,10 +19,11 @@ from rankadaptor.modeling import attn_head_dim, layer_widths, load_model, lora_c
 from rankadaptor.perplexity import perplexity
 from rankadaptor.prune import PruneConfig, run_prune
 from rankadaptor.recover import RecoverConfig, adapt, run_recover
-from rankadaptor.recover.batches import IGNORE, instruction_example
+from rankadaptor.recover.batches import IGNORE, instruction_example, micro_batches
 from rankadaptor.recover.ranks import TARGET_MODULES, increasing_schedule
+from rankadaptor.recover.train import TrainSettings, step_plan, train
 
-FAST = dict(cutoff=64, batch_size=8, micro_batch_size=4, epochs=1, lr=2e-3, save_steps=100)
+FAST = dict(cutoff=64, batch_size=8, micro_batch_tokens=256, epochs=1, lr=2e-3, save_steps=100)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def test_bad_rank_vector_is_refused(pruned_dir, corpus, tmp_path, rank_vector, m
 
 @pytest.mark.parametrize("overrides, match", [
     ({"lr": -1.0}, r"lr=-1.0 is outside \(0, 1\)"),
-    ({"batch_size": 6, "micro_batch_size": 4}, r"batch_size=6 must be a positive multiple of micro_batch_size=4"),
+    ({"micro_batch_tokens": 32}, r"micro_batch_tokens=32 must be at least cutoff=64 \(one full example\)"),
     ({"method": "dora"}, r"method='dora' is not accepted"),
 ])
 def test_bad_hyperparameters_are_refused(corpus, overrides, match):
@@ -100,6 +102,67 @@ def test_empty_or_malformed_data_is_refused(pruned_dir, tmp_path):
         with pytest.raises(UserError, match=match):
             run_recover(recover_config(tmp_path / name), str(pruned_dir), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_micro_batches_keep_to_the_token_budget_longest_first():
+    lengths = [random.Random(0).randint(1, 64) for _ in range(200)]
+    step = random.Random(1).sample(range(200), 64)
+    batches = micro_batches(step, lengths, max_tokens=256)
+    assert sorted(i for b in batches for i in b) == sorted(step)
+    assert all(len(b) * lengths[b[0]] <= 256 for b in batches)
+    assert [lengths[i] for b in batches for i in b] == sorted((lengths[i] for i in step), reverse=True)
+    assert sum(len(b) * lengths[b[0]] for b in batches) / sum(lengths[i] for i in step) < 1.15  # little padding
+    assert micro_batches([0, 1], [300, 10], max_tokens=256) == [[0], [1]]
+
+
+def variable_length_examples(n: int, cutoff: int, vocab: int, seed: int = 0) -> list[dict]:
+    """Instruction-like examples of many lengths, the first part of each masked from the loss."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        ids = [rng.randrange(3, vocab) for _ in range(rng.randint(4, cutoff))]
+        prompt = rng.randint(1, len(ids) - 1)
+        examples.append({"input_ids": ids, "labels": [IGNORE] * prompt + ids[prompt:]})
+    return examples
+
+
+def test_the_token_budget_sets_memory_not_the_result(pruned_dir, corpus, tmp_path):
+    """One example per forward pass or a whole step in one: the same losses and adapter weights."""
+    config = recover_config(corpus / "train.txt", dropout=0.0)  # dropout masks depend on the batch shapes
+    examples = variable_length_examples(24, config.cutoff, vocab=500)
+    runs = []
+    for budget in (config.cutoff, 8 * config.cutoff):
+        settings = TrainSettings(lr=config.lr, epochs=1, batch_size=8, micro_batch_tokens=budget, warmup_steps=0,
+                                 max_grad_norm=1.0, save_steps=100, seed=0)
+        model, tokenizer = load_model(str(pruned_dir))
+        peft_model = adapt(model, config, [8, 8, 8, 8], steps=3)
+        log = train(peft_model, examples, settings, tokenizer.pad_token_id, str(tmp_path / f"ckpt-{budget}"))
+        weights = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+        runs.append((step_plan(examples, settings), log, weights))
+    (small_plan, small, small_weights), (large_plan, large, large_weights) = runs
+    assert [len(step) for step in large_plan] == [1, 1, 1] and all(len(step) > 1 for step in small_plan)
+    assert small.padded_tokens < large.padded_tokens  # fewer rows per forward, less padding
+    assert small.real_tokens == large.real_tokens
+    torch.testing.assert_close(torch.tensor(small.losses), torch.tensor(large.losses), rtol=1e-5, atol=1e-6)
+    for name in small_weights:
+        torch.testing.assert_close(small_weights[name], large_weights[name], rtol=1e-4, atol=2e-5)  # Adam: lr 2e-3
+
+
+def test_running_out_of_memory_names_the_setting_to_lower(pruned_dir, corpus, tmp_path):
+    config = recover_config(corpus / "train.txt")
+    model, tokenizer = load_model(str(pruned_dir))
+    peft_model = adapt(model, config, [8, 8, 8, 8], steps=1)
+
+    def out_of_memory(*_):  # what the CUDA caching allocator raises when a micro-batch does not fit
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    peft_model.base_model.model.model.layers[1].register_forward_hook(out_of_memory)
+    settings = TrainSettings(lr=config.lr, epochs=1, batch_size=8, micro_batch_tokens=256, warmup_steps=0,
+                             max_grad_norm=1.0, save_steps=100, seed=0)
+    with pytest.raises(UserError, match=r"out of cpu memory on a micro-batch of \d+ x \d+ tokens: lower "
+                                        r"micro_batch_tokens \(now 256\)"):
+        train(peft_model, variable_length_examples(8, 64, vocab=500), settings, tokenizer.pad_token_id,
+              str(tmp_path / "ckpt"))
 
 
 def test_increasing_schedule_is_the_papers():
@@ -144,7 +207,7 @@ def test_adalora_reallocates_ranks(pruned_dir, corpus, tmp_path):
 
 def _recover_cli(pruned_dir, data, output):
     return [sys.executable, "-m", "rankadaptor.cli", "recover", "--model", str(pruned_dir), "--data", str(data),
-            "--output", str(output), "--cutoff", "32", "--batch-size", "4", "--micro-batch-size", "2",
+            "--output", str(output), "--cutoff", "32", "--batch-size", "4", "--micro-batch-tokens", "64",
             "--epochs", "1", "--save-steps", "1", "--lr", "0.002"]
 
 

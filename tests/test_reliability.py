@@ -42,7 +42,7 @@ from servers import free_port, seaweedfs, write_adapter, write_pruned_model
 TINY_JOB = {
     "corpus_docs": 40, "corpus_tokens": 48, "bootstrap_trials": 0, "report_tasks": [],
     "prune": {"ratio": 0.2, "layer_start": 1, "layer_end": 3, "num_samples": 4, "seq_len": 32},
-    "recover": {"cutoff": 32, "batch_size": 4, "micro_batch_size": 4, "epochs": 1, "max_steps": 2, "lr": 0.002,
+    "recover": {"cutoff": 32, "batch_size": 4, "micro_batch_tokens": 128, "epochs": 1, "max_steps": 2, "lr": 0.002,
                 "device": "cpu"},
     "evaluate": {"limit": 8, "batch_size": 8, "device": "cpu"},
     "search": {"num_samples": 200, "max_iterations": 3},
@@ -234,7 +234,7 @@ def test_an_s3_server_stopped_between_stages_is_named(tmp_path, monkeypatch, pri
     assert list(private_tmp.iterdir()) == []
 
 
-RESUME = {"cutoff": 32, "batch_size": 4, "micro_batch_size": 2, "epochs": 1, "max_steps": 9, "save_steps": 3,
+RESUME = {"cutoff": 32, "batch_size": 4, "micro_batch_tokens": 64, "epochs": 1, "max_steps": 9, "save_steps": 3,
           "lr": 0.002, "device": "cpu"}
 
 

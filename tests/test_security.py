@@ -195,7 +195,7 @@ def test_a_pickled_training_checkpoint_is_never_unpickled(tiny_model_dir, text_f
         save_file({}, out / "trainable.safetensors")
         torch.save({"optimizer": Trap(sentinel)}, out / "state.pt")
         (out / "log.json").write_text(json.dumps({"step": 1}))
-    config = from_dict(RecoverConfig, {"data": str(text_file), "cutoff": 32, "batch_size": 4, "micro_batch_size": 4,
+    config = from_dict(RecoverConfig, {"data": str(text_file), "cutoff": 32, "batch_size": 4, "micro_batch_tokens": 128,
                                        "epochs": 1, "max_steps": 2, "device": "cpu"})
     with pytest.raises(UserError, match="holds more than tensors and plain values, refused"):
         run_recover(config, str(tiny_model_dir), str(tmp_path / "adapter"))

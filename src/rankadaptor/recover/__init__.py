@@ -44,14 +44,15 @@ class RecoverConfig:
     lr: float = option(1e-4, "peak learning rate (AdamW)")
     epochs: int = option(2, "passes over the data")
     batch_size: int = option(64, "examples per optimizer step")
-    micro_batch_size: int = option(4, "examples per forward pass (batch_size must be a multiple)")
+    micro_batch_tokens: int = option(4096, "most tokens per forward pass (examples x the longest one): sets "
+                                           "activation memory, not the result; at least cutoff")
     cutoff: int = option(256, "maximum tokens per example")
     warmup_ratio: float = option(0.06, "fraction of steps of linear warm-up")
     max_grad_norm: float = option(1.0, "gradient clipping")
     max_steps: int | None = option(None, "stop after this many optimizer steps (default: all epochs)")
     save_steps: int = option(50, "checkpoint every N optimizer steps")
     checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)")
-    group_by_length: bool = option(True, "batch examples of similar length together (less padding)")
+    group_by_length: bool = option(True, "make each step of examples of similar length (little padding)")
     compile: bool = option(False, "run the model under torch.compile (GPU; the first steps compile)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     seed: int = option(0, "seed for adapter init, dropout and data order")
@@ -66,9 +67,10 @@ class RecoverConfig:
               f"rank={self.rank} is not in the candidate set {self.candidates}")
         check(0 < self.lr < 1, f"lr={self.lr} is outside (0, 1)")
         check(1 <= self.epochs <= 100, f"epochs={self.epochs} is outside [1, 100]")
-        check(self.micro_batch_size > 0 and self.batch_size % self.micro_batch_size == 0,
-              f"batch_size={self.batch_size} must be a positive multiple of micro_batch_size={self.micro_batch_size}")
+        check(self.batch_size > 0, f"batch_size={self.batch_size} must be positive")
         check(self.cutoff > 1, f"cutoff={self.cutoff} must be > 1")
+        check(self.micro_batch_tokens >= self.cutoff,
+              f"micro_batch_tokens={self.micro_batch_tokens} must be at least cutoff={self.cutoff} (one full example)")
         check(0 <= self.dropout < 1, f"dropout={self.dropout} is outside [0, 1)")
         check(0 <= self.warmup_ratio < 1, f"warmup_ratio={self.warmup_ratio} is outside [0, 1)")
         check(self.alpha_ratio > 0 and self.max_grad_norm > 0, "alpha_ratio and max_grad_norm must be positive")
@@ -123,7 +125,7 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
                                   device=device)
     examples = load_examples(config.data, tokenizer, config.cutoff)
     settings = TrainSettings(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
-                             micro_batch_size=config.micro_batch_size, warmup_steps=0,
+                             micro_batch_tokens=config.micro_batch_tokens, warmup_steps=0,
                              max_grad_norm=config.max_grad_norm, save_steps=config.save_steps, seed=config.seed,
                              max_steps=config.max_steps, group_by_length=config.group_by_length,
                              compile=config.compile)

@@ -1,9 +1,13 @@
 """Training examples and batches for recovery.
 
 Alpaca records become (prompt + response) token sequences with the prompt masked from the loss, as in
-LLM-Pruner's recovery; plain text is packed into full cutoff-length blocks. Batches group examples of
-similar length so little compute goes to padding, in an order fixed by (seed, epoch) so a resumed run
-sees exactly the batches an uninterrupted one would.
+LLM-Pruner's recovery; plain text is packed into full cutoff-length blocks.
+
+An optimizer step takes `batch_size` examples of similar length, in an order fixed by (seed, epoch), so a
+resumed run sees exactly the steps an uninterrupted one would. A step's examples are cut into micro-batches
+of at most `micro_batch_tokens` padded tokens: short examples go many to a forward pass, long ones few, so
+hardly any compute goes to padding and every forward pass is large. A step's gradient is the same however
+it is cut, so the token budget sets activation memory, not the result.
 """
 
 from __future__ import annotations
@@ -54,26 +58,37 @@ def load_examples(uri: str, tokenizer, cutoff: int) -> list[dict[str, list[int]]
             for i in range(0, len(stream) - cutoff + 1, cutoff)]
 
 
-def epoch_batches(examples: list[dict], micro_batch_size: int, seed: int, epoch: int,
-                  group_by_length: bool = True) -> list[list[int]]:
-    """Example indices per micro-batch for one epoch: shuffled, then sorted by length within mega-batches
-    of 32 micro-batches (little padding, still random), then the micro-batches shuffled."""
+def epoch_steps(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                group_by_length: bool = True) -> list[list[int]]:
+    """Example indices per optimizer step for one epoch, in an order fixed by (seed, epoch): shuffled, then
+    (group_by_length) sorted by length within mega-batches of 32 steps, so a step holds examples of
+    similar length and its micro-batches carry little padding; the steps are then shuffled."""
     rng = random.Random(seed * 100_003 + epoch)
-    order = list(range(len(examples)))
+    order = list(range(len(lengths)))
     rng.shuffle(order)
     if group_by_length:
-        mega = 32 * micro_batch_size
-        order = [i for s in range(0, len(order), mega)
-                 for i in sorted(order[s:s + mega], key=lambda i: -len(examples[i]["input_ids"]))]
-    batches = [order[s:s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
-    rng.shuffle(batches)
+        mega = 32 * batch_size
+        order = [i for s in range(0, len(order), mega) for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
+    steps = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    rng.shuffle(steps)
+    return steps
+
+
+def micro_batches(step: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """One step's examples, longest first, cut into micro-batches of at most max_tokens padded tokens
+    (examples x the longest one); an example longer than max_tokens goes alone."""
+    batches: list[list[int]] = []
+    for i in sorted(step, key=lambda i: -lengths[i]):
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
     return batches
 
 
-def collate(examples: list[dict], pad_id: int, multiple_of: int = 1) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example (rounded up to multiple_of); padding is masked from attention and loss."""
-    length = max(len(e["input_ids"]) for e in examples)
-    length = -(-length // multiple_of) * multiple_of
+def collate(examples: list[dict], pad_id: int, length: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad to length (default: the longest example's); padding is masked from attention and loss."""
+    length = length or max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), length), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), length), dtype=torch.long)

@@ -7,9 +7,11 @@ holds the trainable weights, optimizer and scheduler state, RNG state and (for A
 allocator's importance averages; the batch order is a function of (seed, epoch), so a resumed run trains
 on exactly the batches the uninterrupted one would have.
 
-Speed on GPU: the loop never waits for the GPU inside a step (token counts are taken on the CPU before
-the copy, the loss is summed on the device and read once per step), AdamW is the fused CUDA kernel, and
-`compile` runs the model under torch.compile with dynamic shapes (length-grouped batches vary in length).
+Speed on GPU: micro-batches are cut by a token budget from length-sorted examples (batches.py), so forward
+passes are large and hardly padded; the loop never waits for the GPU inside a step (token counts are
+taken on the CPU before the copy, the loss is summed on the device and read once per step); AdamW is the
+fused CUDA kernel; `compile` runs the model under torch.compile with dynamic shapes (micro-batches vary
+in shape).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tqdm import tqdm
 
 from rankadaptor import storage
 from rankadaptor.errors import UserError
-from rankadaptor.recover.batches import IGNORE, collate, epoch_batches
+from rankadaptor.recover.batches import IGNORE, collate, epoch_steps, micro_batches
 
 
 @dataclass
@@ -32,7 +34,7 @@ class TrainSettings:
     lr: float
     epochs: int
     batch_size: int
-    micro_batch_size: int
+    micro_batch_tokens: int
     warmup_steps: int
     max_grad_norm: float
     save_steps: int
@@ -110,11 +112,9 @@ def _load_checkpoint(uri: str, model, optimizer, scheduler) -> TrainLog | None:
 
 def step_plan(examples: list[dict], settings: TrainSettings) -> list[list[list[int]]]:
     """Per optimizer step, its micro-batches of example indices; an epoch's last step may be smaller."""
-    accum = settings.batch_size // settings.micro_batch_size
-    plan = []
-    for epoch in range(settings.epochs):
-        batches = epoch_batches(examples, settings.micro_batch_size, settings.seed, epoch, settings.group_by_length)
-        plan.extend(batches[i:i + accum] for i in range(0, len(batches), accum))
+    lengths = [len(e["input_ids"]) for e in examples]
+    plan = [micro_batches(step, lengths, settings.micro_batch_tokens) for epoch in range(settings.epochs)
+            for step in epoch_steps(lengths, settings.batch_size, settings.seed, epoch, settings.group_by_length)]
     return plan[:settings.max_steps] if settings.max_steps else plan
 
 
@@ -135,7 +135,7 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
     bar = tqdm(total=steps, initial=log.step, desc="recover", unit="step")
     for step in range(log.step, steps):
         started = time.time()
-        batches = [collate([examples[i] for i in batch], pad_id, multiple_of=8 if on_gpu else 1) for batch in plan[step]]
+        batches = [collate([examples[i] for i in batch], pad_id) for batch in plan[step]]
         n_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
         step_loss = torch.zeros((), device=device)
         for batch in batches:
@@ -143,9 +143,14 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
             log.real_tokens += int(batch["attention_mask"].sum())
             log.padded_tokens += batch["input_ids"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                loss = forward(**batch, use_cache=False).loss * weight
-            loss.backward()
+            try:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                    loss = forward(**batch, use_cache=False).loss * weight
+                loss.backward()
+            except torch.OutOfMemoryError:
+                rows, length = batch["input_ids"].shape
+                raise UserError(f"out of {device} memory on a micro-batch of {rows} x {length} tokens: lower "
+                                f"micro_batch_tokens (now {settings.micro_batch_tokens})") from None
             step_loss += loss.detach()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
         optimizer.step()
