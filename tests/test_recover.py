@@ -112,7 +112,16 @@ def test_micro_batches_keep_to_the_token_budget_longest_first():
     assert all(len(b) * lengths[b[0]] <= 256 for b in batches)
     assert [lengths[i] for b in batches for i in b] == sorted((lengths[i] for i in step), reverse=True)
     assert sum(len(b) * lengths[b[0]] for b in batches) / sum(lengths[i] for i in step) < 1.15  # little padding
-    assert micro_batches([0, 1], [300, 10], max_tokens=256) == [[0], [1]]
+    assert micro_batches([0, 1], [300, 10], max_tokens=256) == [[0], [1]]  # one that does not fit goes alone
+    assert micro_batches([0, 1, 2, 3], [50, 40, 30, 20], max_tokens=150) == [[0, 1], [2, 3]]  # no lone last one
+    for seed in range(50):  # a batch of one only where nothing else fits
+        rng = random.Random(seed)
+        lengths = [rng.randint(1, 64) for _ in range(16)]
+        for budget in (64, 100, 256):
+            batches = micro_batches(list(range(16)), lengths, budget)
+            assert all(len(b) * lengths[b[0]] <= budget for b in batches)
+            assert all(len(b) > 1 or 2 * lengths[b[0]] > budget or b is batches[-1] and len(batches[-2]) <= 2
+                       for b in batches)
 
 
 def variable_length_examples(n: int, cutoff: int, vocab: int, seed: int = 0) -> list[dict]:

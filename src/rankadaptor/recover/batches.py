@@ -76,13 +76,16 @@ def epoch_steps(lengths: list[int], batch_size: int, seed: int, epoch: int,
 
 def micro_batches(step: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
     """One step's examples, longest first, cut into micro-batches of at most max_tokens padded tokens
-    (examples x the longest one); an example longer than max_tokens goes alone."""
+    (examples x the longest one). A last micro-batch of one example takes a partner from the one before:
+    torch.compile specializes on a batch of one, which would cost a second compilation."""
     batches: list[list[int]] = []
     for i in sorted(step, key=lambda i: -lengths[i]):
         if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
             batches[-1].append(i)
         else:
             batches.append([i])
+    if len(batches) > 1 and len(batches[-1]) == 1 and len(batches[-2]) > 2:
+        batches[-1].insert(0, batches[-2].pop())  # fits: 2 x its length <= 3 x the longest before it
     return batches
 
 
