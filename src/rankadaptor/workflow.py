@@ -230,9 +230,15 @@ def model_structure(pruned_uri: str, base_model: str) -> dict:
             "pruning": report["config"], "num_layers": config.num_hidden_layers}
 
 
+# Recovery settings that say how a trial runs, not what it computes (or that the key holds elsewhere):
+# changing them must not make a measured trial look new.
+NOT_IN_TRIAL_KEY = ("data", "rank_vector", "seed", "checkpoint", "save_steps", "device", "micro_batch_tokens",
+                    "compile")
+
+
 def trial_key(job: JobConfig, structure: dict, data: dict, task: str, split: str, rank_vector: list[int]) -> bank.TrialKey:
     recovery = {k: v for k, v in cfg.to_dict(stage(job, "recover", RecoverConfig)).items()
-                if k not in ("data", "rank_vector", "checkpoint", "device", "seed")}
+                if k not in NOT_IN_TRIAL_KEY}
     return bank.TrialKey(base_model=job.base_model, base_checksum=structure["checksum"], pruning=structure["pruning"],
                          task=task, split=split, rank_vector=list(rank_vector), recovery=recovery,
                          data_checksum=data["checksum"], seed=job.seed)
