@@ -1,5 +1,6 @@
-"""Training throughput of our recover loop against plain peft with an eager loop that pads to the cutoff,
-on the same width-pruned LLaMA, non-uniform rank vector and examples, in one process.
+"""Training throughput of our recover loop against plain peft with an eager loop that pads each micro-batch
+to its longest example (a multiple of 8: LLM-Pruner's recovery collator), on the same width-pruned LLaMA,
+non-uniform rank vector and examples, in one process.
 
 The model is random-init (throughput does not depend on the weights): by default the 1.1B LLaMA shape
 (hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632) with a third of the MLP channels and one of
@@ -81,10 +82,14 @@ def synthetic_examples(n: int, vocab: int, cutoff: int, median: float, sigma: fl
     return examples
 
 
-def step_tokens(examples: list[dict], micro_batches: list[list[int]], padded_length: int | None) -> tuple[int, int]:
-    """(real, padded) tokens of one step's micro-batches, each padded to padded_length or else its longest."""
-    lengths = [[len(examples[i]["input_ids"]) for i in batch] for batch in micro_batches]
-    return sum(map(sum, lengths)), sum(len(b) * (padded_length or max(b)) for b in lengths)
+def padded_length(examples: list[dict], batch: list[int], multiple_of: int) -> int:
+    return -(-max(len(examples[i]["input_ids"]) for i in batch) // multiple_of) * multiple_of
+
+
+def step_tokens(examples: list[dict], micro_batches: list[list[int]], multiple_of: int) -> tuple[int, int]:
+    """(real, padded) tokens of one step's micro-batches, each padded to its longest rounded up to multiple_of."""
+    real = sum(len(examples[i]["input_ids"]) for batch in micro_batches for i in batch)
+    return real, sum(len(batch) * padded_length(examples, batch, multiple_of) for batch in micro_batches)
 
 
 @dataclass
@@ -110,7 +115,7 @@ def timed(method: str, losses: list[float], step_seconds: list[float], tokens: l
 
 
 def plain_peft(model, lora_config, examples: list[dict], args, warmup: int, device: torch.device) -> Result:
-    """The baseline: peft + an eager loop, random order, every micro-batch padded to the cutoff."""
+    """The baseline: peft + an eager loop, random order, each micro-batch padded to its longest (x8)."""
     from peft import get_peft_model
     from transformers import get_linear_schedule_with_warmup
 
@@ -130,7 +135,8 @@ def plain_peft(model, lora_config, examples: list[dict], args, warmup: int, devi
         micro_batches = [order[(step * accum + m) * micro:(step * accum + m + 1) * micro] for m in range(accum)]
         step_loss = 0.0
         for indices in micro_batches:
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in indices], 0, args.cutoff).items()}
+            batch = collate([examples[i] for i in indices], 0, padded_length(examples, indices, 8))
+            batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = peft_model(**batch, use_cache=False).loss / accum
             loss.backward()
@@ -143,9 +149,9 @@ def plain_peft(model, lora_config, examples: list[dict], args, warmup: int, devi
             torch.cuda.synchronize(device)  # ours reads its loss after the optimizer step: time the same work
         seconds.append(time.perf_counter() - start)
         losses.append(step_loss)
-        tokens.append(step_tokens(examples, micro_batches, args.cutoff))
+        tokens.append(step_tokens(examples, micro_batches, 8))
     peft_model.unload()
-    return timed("plain peft, eager, padded to cutoff", losses, seconds, tokens, args.untimed_steps, device)
+    return timed("plain peft, eager, padded per micro-batch", losses, seconds, tokens, args.untimed_steps, device)
 
 
 def ours(model, lora_config, examples: list[dict], args, warmup: int, device: torch.device, compile: bool) -> Result:
@@ -162,7 +168,7 @@ def ours(model, lora_config, examples: list[dict], args, warmup: int, device: to
                              max_steps=args.steps, compile=compile)
     with tempfile.TemporaryDirectory() as tmp:
         log = train(peft_model, examples, settings, 0, f"{tmp}/checkpoint")
-    tokens = [step_tokens(examples, step, None) for step in step_plan(examples, settings)]
+    tokens = [step_tokens(examples, step, 1) for step in step_plan(examples, settings)]
     assert (log.real_tokens, log.padded_tokens) == tuple(map(sum, zip(*tokens))), "token counts differ from train()"
     peft_model.unload()
     method = "ours: recover.train" + (" + torch.compile" if compile else "")

@@ -1,5 +1,5 @@
 """The recover throughput benchmark runs on CPU at tiny size: both loops train, to the same loss, and ours
-spends far less compute on padding than the pad-to-cutoff baseline."""
+spends far less compute on padding than the baseline that pads each random micro-batch to its longest."""
 
 import math
 import subprocess
@@ -25,13 +25,13 @@ def test_tiny_benchmark_trains_both_loops_and_prints_the_table():
     assert ("| method | real tokens/s | padded tokens/s | peak memory (GiB) | MFU (real) | MFU (padded) "
             "| final loss |") in out
     rows = table_rows(out)
-    assert set(rows) == {"plain peft, eager, padded to cutoff", "ours: recover.train"}
+    assert set(rows) == {"plain peft, eager, padded per micro-batch", "ours: recover.train"}
     for cells in rows.values():
         real, padded, memory, loss = (float(cells[i].rstrip("%").replace(",", "")) for i in (0, 1, 2, 5))
         assert 0 < real <= padded and memory > 0 and math.isfinite(loss)
     # padding efficiency (real / padded tokens) depends on the batching only, not on timing
     efficiency = {name: float(c[0].replace(",", "")) / float(c[1].replace(",", "")) for name, c in rows.items()}
-    assert efficiency["plain peft, eager, padded to cutoff"] < 0.6 < 0.85 < efficiency["ours: recover.train"]
+    assert efficiency["plain peft, eager, padded per micro-batch"] < 0.7 < 0.85 < efficiency["ours: recover.train"]
     assert "speedup (ours: recover.train / plain peft), real tokens/s: " in out
     assert "all methods trained (loss fell from the first 2 steps to the last 2): True" in out
     assert "final losses agree within 5%: True" in out
