@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rankadaptor.config import from_dict, to_dict
 from rankadaptor.errors import UserError
 from rankadaptor.search import SearchConfig, sample_rank_vectors
 from rankadaptor.surrogate import (Observation, SurrogateConfig, adapt, load_surrogate, meta_pretrain, new_surrogate,
@@ -43,20 +44,18 @@ def target_trials(fam, config, n, seed):
 
 def test_observation_round_trips_through_json_and_is_checked():
     obs = Observation("boolq", [8, 4, 12], 0.61, [[1.0, 0.5], [0.7, 0.5], [1.0, 1.0]], cost=3.5, predicted=0.6)
-    assert Observation.from_dict(json.loads(json.dumps(obs.to_dict()))) == obs
+    assert from_dict(Observation, json.loads(json.dumps(to_dict(obs)))) == obs
     with pytest.raises(UserError, match="score"):
-        Observation.from_dict({"task": "boolq", "rank_vector": [8], "score": float("nan")})
+        from_dict(Observation, {"task": "boolq", "rank_vector": [8], "score": float("nan")})
     with pytest.raises(UserError, match="layer_features"):
-        Observation.from_dict({"task": "boolq", "rank_vector": [8, 8], "score": 0.5, "layer_features": [[1.0]]})
+        from_dict(Observation, {"task": "boolq", "rank_vector": [8, 8], "score": 0.5, "layer_features": [[1.0]]})
     with pytest.raises(UserError, match="unknown option"):
-        Observation.from_dict({"task": "boolq", "rank_vector": [8], "score": 0.5, "acc": 1})
+        from_dict(Observation, {"task": "boolq", "rank_vector": [8], "score": 0.5, "acc": 1})
 
 
 @pytest.mark.parametrize("values, match", [({"feature_mode": "rank"}, "feature_mode"), ({"hidden": []}, "hidden"),
                                            ({"ensemble": 0}, "ensemble"), ({"inner_lr": 0.0}, "inner_lr")])
 def test_config_rejects_bad_values(values, match):
-    from rankadaptor.config import from_dict
-
     with pytest.raises(UserError, match=match):
         from_dict(SurrogateConfig, values)
 

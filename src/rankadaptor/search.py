@@ -79,13 +79,6 @@ class Proposal:
     predicted_std: float = option(0.0, "ensemble spread of the prediction")
     trainable_params: int = option(0, "LoRA parameters this rank vector trains")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Proposal:
-        return cfg.from_dict(cls, values)
-
 
 @dataclass
 class Outcome:
@@ -235,7 +228,7 @@ def save_search(state: SearchState, uri: str) -> None:
         write_surrogate_files(state.surrogate, directory / SURROGATE_DIR)
         storage.write_json_atomic(directory / SEARCH_FILE, {
             "task": state.task, "cost_per_rank": state.cost_per_rank, "layer_features": state.layer_features,
-            "observations": [o.to_dict() for o in state.observations]})
+            "observations": [cfg.to_dict(o) for o in state.observations]})
 
 
 def load_search(uri: str) -> SearchState:
@@ -243,7 +236,7 @@ def load_search(uri: str) -> SearchState:
     check((directory / SEARCH_FILE).is_file(), f"{uri!r} is not a search artifact: no {SEARCH_FILE}")
     meta = storage.read_json(directory / SEARCH_FILE)
     try:
-        observations = [Observation.from_dict(o) for o in meta["observations"]]
+        observations = [cfg.from_dict(Observation, o) for o in meta["observations"]]
     except UserError as e:
         raise UserError(f"search artifact {uri!r} holds a bad observation: {e}") from None
     return SearchState(meta["task"], read_surrogate_files(directory / SURROGATE_DIR, uri),

@@ -78,13 +78,6 @@ class Observation:
             widths = {len(row) for row in self.layer_features}
             check(len(widths) == 1, f"layer_features rows must all have the same length, got {sorted(widths)}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Observation:
-        return cfg.from_dict(cls, values)
-
 
 @dataclass
 class SurrogateConfig:

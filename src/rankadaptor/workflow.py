@@ -375,7 +375,7 @@ def update_step(job: JobConfig, state_uri: str, proposal_uri: str, metrics_uri: 
                 pruned_uri: str, data_uri: str, output_uri: str) -> dict:
     """Record the trial in the bank, adapt the surrogate online, write the next search state."""
     state = load_search(state_uri)
-    proposal = Proposal.from_dict(_read(proposal_uri, "proposal.json"))
+    proposal = cfg.from_dict(Proposal, _read(proposal_uri, "proposal.json"))
     metrics = _read(metrics_uri, "metrics.json")
     score = metrics["scores"][job.target_task]
     seconds = _read(adapter_uri, "train_metrics.json")["seconds"] + metrics["seconds"]
