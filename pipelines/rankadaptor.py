@@ -6,6 +6,8 @@ loop (converged at i, or max_iterations reached) ends in the register step. The 
 runs on a cluster (compiled IR) and locally under kfp.local.
 """
 
+import inspect
+
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Dataset, Input, Model
 
@@ -27,6 +29,32 @@ PARALLEL_TRIALS = 4  # bootstrap trials running at once (KFP needs it at compile
 SEVEN_TASKS = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+PARAMETERS = {  # what the Kubeflow UI says of each pipeline parameter: one text per name, for every pipeline
+    "base_model": "Base model to prune: hub id (from the image's cache), s3:// URI or path in the image.",
+    "data": "Recovery data (Alpaca JSON/JSONL or text, s3://); empty samples a self-distillation corpus.",
+    "heldout_text": "Held-out text for the ppl:heldout task when data is given.",
+    "target_task": "What the search maximises: an lm-eval task (e.g. boolq) or ppl:heldout.",
+    "source_tasks": "Tasks of the bootstrap trials the surrogate is meta-pretrained on.",
+    "report_tasks": "Zero-shot lm-eval tasks of the comparison table.",
+    "eval_data_dir": "s3:// directory of <task>_<split>.jsonl files; empty uses lm-eval's hub datasets.",
+    "bootstrap_trials": "Random rank vectors measured on the source tasks when the bank lacks them.",
+    "adalora_baseline": "Also run the AdaLoRA baseline.",
+    "seed": "Seed of the corpus, bootstrap vectors, recovery and evaluation splits.",
+    "stage_options": 'Per-stage options, e.g. {"prune": {"ratio": 0.2}, "search": {"threshold": 0.005, '
+                     '"max_iterations": 6}, "registry": {"model_name": "llama-7b-pruned20"}}.',
+    "gpu_count": "GPUs per GPU step.",
+    "node_selector": "Node selector of the GPU node pool.",
+    "tolerations": "Tolerations of the GPU node pool's taints.",
+    "s3_secret": "Name of the Kubernetes Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_ENDPOINT_URL.",
+    "mlflow_secret": "Name of the Kubernetes Secret with MLFLOW_TRACKING_URI (and basic-auth user/password).",
+}
+
+
+def documented(pipeline_func):
+    """Append an Args section from PARAMETERS to the docstring, which KFP reads for the UI's descriptions."""
+    args = "".join(f"    {name}: {PARAMETERS[name]}\n" for name in inspect.signature(pipeline_func).parameters)
+    pipeline_func.__doc__ = f"{pipeline_func.__doc__}\n\nArgs:\n{args}"
+    return pipeline_func
 
 
 def on_gpu(task, gpu_count: int, node_selector: dict, tolerations: list, timeout_seconds: int = 24 * 3600):
@@ -86,6 +114,7 @@ def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
 
     @dsl.pipeline(name="rankadaptor", description="Prune a LLaMA model and recover it with RankAdaptor: per-layer "
                                                   "LoRA ranks chosen by a meta-learned performance model.")
+    @documented
     def rankadaptor(
         base_model: str,
         data: str = "",
@@ -104,27 +133,7 @@ def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
         s3_secret: str = "rankadaptor-s3",
         mlflow_secret: str = "rankadaptor-mlflow",
     ):
-        """Run RankAdaptor end to end and register the best adapter in MLflow.
-
-        Args:
-            base_model: Base model to prune: hub id (from the image's cache), s3:// URI or path in the image.
-            data: Recovery data (Alpaca JSON/JSONL or text, s3://); empty samples a self-distillation corpus.
-            heldout_text: Held-out text for the ppl:heldout task when data is given.
-            target_task: What the search maximises: an lm-eval task (e.g. boolq) or ppl:heldout.
-            source_tasks: Tasks of the bootstrap trials the surrogate is meta-pretrained on.
-            report_tasks: Zero-shot lm-eval tasks of the final comparison table.
-            eval_data_dir: s3:// directory of <task>_<split>.jsonl files; empty uses lm-eval's hub datasets.
-            bootstrap_trials: Random rank vectors measured on the source tasks when the bank lacks them.
-            adalora_baseline: Also run the AdaLoRA baseline.
-            seed: Seed of the corpus, bootstrap vectors, recovery and evaluation splits.
-            stage_options: Per-stage options, e.g. {"prune": {"ratio": 0.2}, "search": {"threshold": 0.005,
-                "max_iterations": 6}, "registry": {"model_name": "llama-7b-pruned20"}}.
-            gpu_count: GPUs per GPU step.
-            node_selector: Node selector of the GPU node pool.
-            tolerations: Tolerations of the GPU node pool's taints.
-            s3_secret: Name of the Kubernetes Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_ENDPOINT_URL.
-            mlflow_secret: Name of the Kubernetes Secret with MLFLOW_TRACKING_URI (and basic-auth user/password).
-        """
+        """Run RankAdaptor end to end and register the best adapter in MLflow."""
         gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
                    s3_secret=s3_secret, mlflow_secret=mlflow_secret)
         job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
@@ -160,29 +169,14 @@ def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
 
 @dsl.pipeline(name="rankadaptor-bootstrap", description="Fill the observation bank: random rank vectors measured "
                                                         "on the source tasks, in parallel GPU trials.")
+@documented
 def bootstrap_pipeline(base_model: str, data: str = "", heldout_text: str = "",
                        source_tasks: list = ["ppl:boolq", "ppl:piqa", "ppl:hellaswag", "ppl:openbookqa"],
                        eval_data_dir: str = "", bootstrap_trials: int = 16, seed: int = 0,
                        stage_options: dict = {}, gpu_count: int = 1,
                        node_selector: dict = GPU_NODE_SELECTOR, tolerations: list = GPU_TOLERATIONS,
                        s3_secret: str = "rankadaptor-s3", mlflow_secret: str = "rankadaptor-mlflow"):
-    """Bootstrap trials for meta-pretraining, run in parallel.
-
-    Args:
-        base_model: Base model to prune: hub id, s3:// URI or path in the image.
-        data: Recovery data; empty samples a self-distillation corpus.
-        heldout_text: Held-out text for the ppl:heldout task when data is given.
-        source_tasks: Tasks every bootstrap trial is measured on.
-        eval_data_dir: s3:// directory of <task>_<split>.jsonl files; empty uses lm-eval's hub datasets.
-        bootstrap_trials: Number of random rank vectors.
-        seed: Seed of the corpus, the vectors and recovery.
-        stage_options: Per-stage options (as for the main pipeline).
-        gpu_count: GPUs per trial.
-        node_selector: Node selector of the GPU node pool.
-        tolerations: Tolerations of the GPU node pool's taints.
-        s3_secret: Name of the Kubernetes Secret with the S3 credentials.
-        mlflow_secret: Name of the Kubernetes Secret with the MLflow tracking URI and credentials.
-    """
+    """Bootstrap trials for meta-pretraining, run in parallel."""
     gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
                s3_secret=s3_secret, mlflow_secret=mlflow_secret)
     job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
@@ -197,28 +191,13 @@ def bootstrap_pipeline(base_model: str, data: str = "", heldout_text: str = "",
 
 @dsl.pipeline(name="rankadaptor-baselines", description="The comparison rows alone: pruned without recovery, "
                                                         "uniform LoRA r=8 and AdaLoRA, on both splits.")
+@documented
 def baselines_pipeline(base_model: str, data: str = "", heldout_text: str = "", target_task: str = "ppl:heldout",
                        report_tasks: list = SEVEN_TASKS, eval_data_dir: str = "", seed: int = 0,
                        stage_options: dict = {}, gpu_count: int = 1, node_selector: dict = GPU_NODE_SELECTOR,
                        tolerations: list = GPU_TOLERATIONS, s3_secret: str = "rankadaptor-s3",
                        mlflow_secret: str = "rankadaptor-mlflow"):
-    """Baselines on the same budget and splits as the search.
-
-    Args:
-        base_model: Base model to prune: hub id, s3:// URI or path in the image.
-        data: Recovery data; empty samples a self-distillation corpus.
-        heldout_text: Held-out text for the ppl:heldout task when data is given.
-        target_task: The search's target task, reported on both splits.
-        report_tasks: Zero-shot lm-eval tasks of the comparison table.
-        eval_data_dir: s3:// directory of <task>_<split>.jsonl files; empty uses lm-eval's hub datasets.
-        seed: Seed of the corpus, recovery and splits.
-        stage_options: Per-stage options (as for the main pipeline).
-        gpu_count: GPUs per GPU step.
-        node_selector: Node selector of the GPU node pool.
-        tolerations: Tolerations of the GPU node pool's taints.
-        s3_secret: Name of the Kubernetes Secret with the S3 credentials.
-        mlflow_secret: Name of the Kubernetes Secret with the MLflow tracking URI and credentials.
-    """
+    """Baselines on the same budget and splits as the search."""
     gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
                s3_secret=s3_secret, mlflow_secret=mlflow_secret)
     job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
