@@ -136,10 +136,11 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
     for step in range(log.step, steps):
         started = time.time()
         batches = [collate([examples[i] for i in batch], pad_id) for batch in plan[step]]
-        n_targets = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        targets = [int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches]  # label tokens per micro-batch
+        n_targets = sum(targets)
         step_loss = torch.zeros((), device=device)
-        for batch in batches:
-            weight = int((batch["labels"][:, 1:] != IGNORE).sum()) / n_targets
+        for batch, n in zip(batches, targets):
+            weight = n / n_targets
             log.real_tokens += int(batch["attention_mask"].sum())
             log.padded_tokens += batch["input_ids"].numel()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
