@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 
 import boto3
@@ -164,3 +165,16 @@ def test_champion_answers_invocations_from_mlflow_models_serve(tracking, artifac
         request = urllib.request.Request(f"{uri}/invocations", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=120) as response:
             assert json.loads(response.read()) == {"predictions": expected}
+        for payload, named in [({"params": {"max_new_tokens": 0}}, "max_new_tokens=0"),
+                               ({"params": {"temperature": -1.0}}, "temperature=-1.0")]:
+            body = json.dumps({"inputs": PROMPTS, **payload}).encode()
+            request = urllib.request.Request(f"{uri}/invocations", body, {"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(request, timeout=120)
+            answer = json.loads(error.value.read())
+            assert error.value.code == 400 and named in answer["message"], answer
+            assert "stack_trace" not in answer and "Traceback" not in answer["message"], answer
+        body = json.dumps({"inputs": PROMPTS, "params": {"max_new_tokens": 10_000}}).encode()
+        request = urllib.request.Request(f"{uri}/invocations", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:  # capped at the context, not refused
+            assert len(json.loads(response.read())["predictions"]) == len(PROMPTS)

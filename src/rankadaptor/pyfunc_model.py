@@ -56,16 +56,31 @@ def prompts_of(model_input: Any) -> list[str]:
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
              temperature: float = 0.0) -> list[str]:
-    """The continuation of each prompt (prompt not included); temperature 0 decodes greedily."""
+    """The continuation of each prompt (prompt not included); temperature 0 decodes greedily.
+
+    max_new_tokens is capped so that prompt + continuation fit the model's context, with a warning."""
+    import logging
+    from numbers import Integral, Real
+
     import torch
 
     from rankadaptor.errors import check
 
-    check(max_new_tokens >= 1, f"max_new_tokens={max_new_tokens} must be >= 1")
-    check(temperature >= 0, f"temperature={temperature} must be >= 0 (0 = greedy)")
+    check(isinstance(max_new_tokens, Integral) and not isinstance(max_new_tokens, bool) and max_new_tokens >= 1,
+          f"max_new_tokens={max_new_tokens!r} is not accepted: give an integer >= 1")
+    check(isinstance(temperature, Real) and not isinstance(temperature, bool) and 0 <= temperature < 1e3,
+          f"temperature={temperature!r} is not accepted: give a number >= 0 (0 = greedy)")
     tokenizer.padding_side = "left"  # decoder-only batches: new tokens must follow each prompt directly
     batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    room = model.config.max_position_embeddings - batch["input_ids"].shape[1]
+    check(room >= 1, f"the longest prompt has {batch['input_ids'].shape[1]} tokens, the model's context "
+                     f"{model.config.max_position_embeddings}: shorten it")
+    max_new_tokens = int(max_new_tokens)
+    if max_new_tokens > room:
+        logging.getLogger(__name__).warning("max_new_tokens=%d capped at %d: the model's context is %d tokens",
+                                            max_new_tokens, room, model.config.max_position_embeddings)
+        max_new_tokens = room
+    sampling = {"do_sample": True, "temperature": float(temperature)} if temperature > 0 else {"do_sample": False}
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              **sampling)
@@ -81,10 +96,16 @@ class RankAdaptorModel(PythonModel):
         self.model, self.tokenizer = load_model(str(base_model_dir(context.artifacts)), context.artifacts["adapter"])
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        from rankadaptor.errors import UserError
+
         params = params or {}
-        return generate(self.model, self.tokenizer, prompts_of(model_input),
-                        int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-                        float(params.get("temperature", 0.0)))
+        try:
+            return generate(self.model, self.tokenizer, prompts_of(model_input),
+                            params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS), params.get("temperature", 0.0))
+        except UserError as e:  # a bad request: HTTP 400 with this one line, no stack trace
+            raise MlflowException.invalid_parameter_value(str(e)) from None
 
 
 mlflow.models.set_model(RankAdaptorModel())
