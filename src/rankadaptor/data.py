@@ -29,14 +29,21 @@ def read_text(uri: str) -> str:
 
 def read_records(uri: str) -> list[dict]:
     """Records of a .json (a list) or .jsonl file, local or s3://."""
-    text, is_json = read_text(uri), Path(uri).suffix == ".json"
-    try:
-        if is_json:
+    text = read_text(uri)
+    if Path(uri).suffix == ".json":
+        try:
             records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise UserError(f"data file {uri!r} is not valid JSON{'' if is_json else 'L'}: {e}") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"data file {uri!r} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    else:
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):  # the file's own line numbers, blanks counted
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"data file {uri!r} is not valid JSONL: {e.msg} at line {number} column {e.colno}") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise UserError(f"data file {uri!r} must hold a list of JSON objects (one per line for .jsonl)")
     if not records:

@@ -121,6 +121,11 @@ def resolve(model_uri: str) -> str:
                             "directory (config.json + safetensors weights)")
         return str(path)
     if model_uri.count("/") == 1 and not model_uri.startswith((".", "/", "~")):
+        from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+        if is_offline_mode() and not isinstance(try_to_load_from_cache(model_uri, "config.json"), str):
+            raise UserError(f"model {model_uri!r} not found: no such local directory, and no cached hub model of "
+                            "that id while offline (HF_HUB_OFFLINE=1); check the path")
         return model_uri  # a hub id; resolved by transformers (from its cache when offline)
     raise UserError(f"model {model_uri!r} not found: expected a local checkpoint directory, an s3:// URI "
                     "or a hub id like 'org/name'")
@@ -168,6 +173,9 @@ def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtyp
         from peft import PeftModel
 
         adapter_dir = storage.local_dir(adapter_uri)
+        if not (adapter_dir / "adapter_config.json").is_file():  # else peft looks for it on the hub
+            raise UserError(f"adapter {adapter_uri!r} has no adapter_config.json: expected a LoRA adapter "
+                            "directory written by `rankadaptor recover`")
         try:
             model = PeftModel.from_pretrained(model, str(adapter_dir))
         except Exception as e:  # e.g. an adapter trained on another model: shapes differ

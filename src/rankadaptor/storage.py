@@ -203,6 +203,12 @@ def local_file(uri: str) -> Path:
     return target
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -227,6 +233,7 @@ def writing_dir(uri: str) -> Iterator[Path]:
     else:
         target = Path(uri).expanduser()
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=_ensure(target.parent)))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700: the artifact must be readable like any new folder
     try:
         yield staging
         _write_manifest(staging)

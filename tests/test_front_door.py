@@ -1,0 +1,54 @@
+"""A new user's mistakes get one clear line naming the bad input, at once (issue: the front door)."""
+
+import os
+import time
+
+import pytest
+
+from rankadaptor import storage
+from rankadaptor.data import read_records
+from rankadaptor.errors import UserError
+from rankadaptor.modeling import load_model
+
+
+def test_jsonl_error_names_the_files_own_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a"}\n\n{"text": "b"\n{"text": "c"}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl.*not valid JSONL: .* at line 3 column"):
+        read_records(str(path))
+
+
+def test_json_error_names_line_and_column(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text('[\n  {"text": "a"},\n  {"text": }\n]\n')
+    with pytest.raises(UserError, match=r"not valid JSON: .* at line 3 column 12"):
+        read_records(str(path))
+
+
+def test_artifacts_are_readable_by_other_users_like_any_new_folder(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with storage.writing_dir(str(tmp_path / "artifact")) as out:
+            (out / "x.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "artifact").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_mistyped_local_path_fails_at_once_offline_not_as_a_hub_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"model 'modles/llama' not found: no such local directory"):
+        load_model("modles/llama")
+    assert time.monotonic() - started < 5
+
+
+def test_a_folder_that_is_not_an_adapter_is_named(tiny_model_dir, tmp_path):
+    with storage.writing_dir(str(tmp_path / "report")) as out:  # a rankadaptor artifact, but no adapter
+        (out / "report.json").write_text("{}")
+    with pytest.raises(UserError, match=r"adapter '.*report' has no adapter_config.json"):
+        load_model(str(tiny_model_dir), str(tmp_path / "report"))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UserError, match=r"artifact '.*plain' is incomplete or not written by rankadaptor"):
+        load_model(str(tiny_model_dir), str(tmp_path / "plain"))
