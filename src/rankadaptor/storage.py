@@ -52,7 +52,7 @@ def s3_client():
     return boto3.session.Session().client("s3", config=Config(retries={"max_attempts": retries, "mode": "standard"}))
 
 
-def _s3_errors(uri: str):
+def s3_errors(uri: str):
     """Translate boto errors into messages that name the URI, never the credentials."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -121,7 +121,7 @@ def exists(uri: str) -> bool:
         bucket, key = split_s3(uri)
         from botocore.exceptions import ClientError
 
-        with _s3_errors(uri):  # an outage (after retries) is an error, not a missing artifact
+        with s3_errors(uri):  # an outage (after retries) is an error, not a missing artifact
             try:
                 s3_client().head_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")
                 return True
@@ -150,7 +150,7 @@ def local_dir(uri: str, verify_manifest: bool = True) -> Path:
     target = cache_root() / "s3" / bucket / key
     if not verify_manifest and not exists(uri):
         return _download_prefix(client, uri, target)
-    with _s3_errors(uri):
+    with s3_errors(uri):
         manifest = client.get_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")["Body"].read()
         if (target / MANIFEST).exists() and (target / MANIFEST).read_bytes() == manifest:
             verify(target, uri)
@@ -169,7 +169,7 @@ def _download_prefix(client, uri: str, target: Path) -> Path:
     """Every object under an S3 prefix that other tools wrote (a user's base model): no manifest to
     check, so the local copy is refreshed whenever the listing (keys and ETags) changes."""
     bucket, key = split_s3(uri)
-    with _s3_errors(uri):
+    with s3_errors(uri):
         objects = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
                    for o in page.get("Contents", [])]
         if not objects:
@@ -197,7 +197,7 @@ def local_file(uri: str) -> Path:
     bucket, key = split_s3(uri)
     target = cache_root() / "s3" / bucket / key
     staging = _ensure(target.parent) / f".{target.name}.tmp-{os.getpid()}"
-    with _s3_errors(uri):
+    with s3_errors(uri):
         s3_client().download_file(bucket, key, str(staging))
     os.replace(staging, target)
     return target
@@ -250,7 +250,7 @@ def writing_dir(uri: str) -> Iterator[Path]:
 def _upload_dir(directory: Path, uri: str) -> None:
     bucket, key = split_s3(uri)
     client = s3_client()
-    with _s3_errors(uri):
+    with s3_errors(uri):
         client.head_bucket(Bucket=bucket)
         # The manifest goes last: until it lands, readers see no artifact at this URI.
         client.delete_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")
@@ -266,7 +266,7 @@ def remove(uri: str) -> None:
         return
     bucket, key = split_s3(uri)
     client = s3_client()
-    with _s3_errors(uri):
+    with s3_errors(uri):
         client.delete_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/"):
             for obj in page.get("Contents", []):

@@ -1,0 +1,116 @@
+"""Checks that need no GPU and no training, run before any expensive step.
+
+Each check raises a one-line UserError that names the bad input and the fix. `problems` runs a list of
+them and returns every message, so a user sees all mistakes of a job at once, in seconds: the same
+function backs `rankadaptor check`, the first step of every pipeline and `rankadaptor run`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from rankadaptor import storage
+from rankadaptor.errors import UserError, check
+
+SERVER_SCHEMES = ("http://", "https://", "databricks")
+
+
+def problems(checks: Iterable[Callable[[], object]]) -> list[str]:
+    """The message of every check that fails (a check is a no-argument callable raising UserError)."""
+    found = []
+    for run_check in checks:
+        try:
+            run_check()
+        except UserError as e:
+            found.append(str(e))
+    return found
+
+
+def model_config(model_uri: str):
+    """The checked config of a base model; on S3 only its config.json is fetched, never the weights."""
+    from rankadaptor.modeling import load_config
+
+    if storage.is_s3(model_uri):
+        config_file = storage.local_file(storage.join(model_uri, "config.json"))
+        return load_config(model_uri, str(config_file.parent))
+    return load_config(model_uri)
+
+
+def check_context(cutoff: int, context: int, option: str = "recover.cutoff") -> None:
+    check(cutoff <= context, f"{option}={cutoff} is longer than the model's context of {context} tokens: "
+                             f"set {option} <= {context}")
+
+
+def check_writable(uri: str, inputs: Iterable[str] = (), overwrite: bool = False) -> None:
+    """An output location can be written, is new (unless overwrite), and is neither an input nor
+    inside or around one (a pruned model written over its base model would destroy the input)."""
+    for source in inputs:
+        if source and _overlaps(uri, source):
+            raise UserError(f"output {uri!r} is, contains or lies inside the input {source!r}: choose another output")
+    if storage.is_s3(uri):
+        _check_s3_writable(uri)
+        if not overwrite and storage.exists(uri):
+            raise UserError(f"output {uri!r} already exists: choose another or pass --overwrite")
+        return
+    path = Path(uri).expanduser()
+    if path.exists() and not overwrite:
+        raise UserError(f"output {uri!r} already exists: choose another or pass --overwrite")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    check(parent.is_dir(), f"output {uri!r} lies under {str(parent)!r}, which is a file, not a folder")
+    check(os.access(parent, os.W_OK | os.X_OK), f"output {uri!r} cannot be written: {str(parent)!r} is not writable")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    if storage.is_s3(a) != storage.is_s3(b):
+        return False
+    if storage.is_s3(a):
+        a_parts, b_parts = a.rstrip("/").split("/"), b.rstrip("/").split("/")
+    else:
+        a_parts, b_parts = Path(a).expanduser().resolve().parts, Path(b).expanduser().resolve().parts
+    shorter = min(len(a_parts), len(b_parts))
+    return a_parts[:shorter] == b_parts[:shorter]
+
+
+def _check_s3_writable(uri: str) -> None:
+    """The bucket exists and the credentials may write under uri (a small object is put and deleted)."""
+    bucket, key = storage.split_s3(uri)
+    probe = f"{key.rstrip('/')}.write-check-{uuid.uuid4().hex}"
+    client = storage.s3_client()
+    with storage.s3_errors(uri):
+        client.head_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key=probe, Body=b"")
+        client.delete_object(Bucket=bucket, Key=probe)
+
+
+def check_readable(uri: str) -> None:
+    """An input exists (a local file or folder, or an object or artifact on S3 readable with these credentials)."""
+    if storage.is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = storage.split_s3(uri)
+        with storage.s3_errors(uri):
+            try:
+                storage.s3_client().head_object(Bucket=bucket, Key=key)  # a file
+                return
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                    raise
+        check(storage.exists(uri), f"input {uri!r} not found on S3: neither a file nor a complete artifact folder")
+        return
+    check(Path(uri).expanduser().exists(), f"input {uri!r} does not exist")
+
+
+def check_tracking(tracking_uri: str | None) -> None:
+    """On a cluster the bank and the registry must live on a tracking server: a file or sqlite store inside
+    a pod disappears with it, taking every banked trial and registered version along."""
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    check(uri.startswith(SERVER_SCHEMES),
+          f"tracking URI {uri or '(none)'!r} is a pod-local store on a cluster: every bank row and registered "
+          "model would vanish with the pod; set MLFLOW_TRACKING_URI (the MLflow Secret) to the tracking server's http(s) URL")

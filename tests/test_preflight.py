@@ -1,0 +1,92 @@
+"""The preflight: each mistake of a job is one line naming the input and the fix, found in seconds."""
+
+import os
+import time
+
+import pytest
+
+from rankadaptor import preflight, storage
+from rankadaptor.errors import UserError
+from servers import seaweedfs
+
+
+def messages(*checks) -> list[str]:
+    return preflight.problems(checks)
+
+
+def test_every_failing_check_is_reported_once_in_one_line(tmp_path, tiny_model_dir):
+    started = time.monotonic()
+    found = messages(lambda: preflight.model_config(str(tmp_path / "missing-model")),
+                     lambda: preflight.check_context(256, preflight.model_config(str(tiny_model_dir)).max_position_embeddings),
+                     lambda: preflight.check_readable(str(tmp_path / "data.jsonl")),
+                     lambda: preflight.model_config(str(tiny_model_dir)))  # passes: not reported
+    assert time.monotonic() - started < 10
+    assert len(found) == 3 and all("\n" not in m for m in found), found
+    assert "missing-model" in found[0]
+    assert "recover.cutoff=256 is longer than the model's context of 128 tokens" in found[1]
+    assert "data.jsonl" in found[2]
+
+
+def test_an_output_over_an_input_is_refused_and_the_input_is_untouched(tmp_path, tiny_model_dir):
+    before = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir()}
+    for output in (tiny_model_dir, tiny_model_dir / "pruned", tiny_model_dir.parent):
+        with pytest.raises(UserError, match="is, contains or lies inside the input"):
+            preflight.check_writable(str(output), inputs=[str(tiny_model_dir)])
+    assert {p.name: p.read_bytes() for p in tiny_model_dir.iterdir()} == before
+
+
+def test_outputs_are_new_writable_folders(tmp_path):
+    (tmp_path / "done").mkdir()
+    with pytest.raises(UserError, match="already exists: choose another or pass --overwrite"):
+        preflight.check_writable(str(tmp_path / "done"))
+    preflight.check_writable(str(tmp_path / "done"), overwrite=True)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError, match="which is a file, not a folder"):
+        preflight.check_writable(str(tmp_path / "a-file" / "out"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        with pytest.raises(UserError, match="is not writable"):
+            preflight.check_writable(str(locked / "out"))
+    preflight.check_writable(str(tmp_path / "new" / "deeper" / "out"))
+    assert not (tmp_path / "new").exists()  # checking writes nothing
+
+
+def test_a_pod_local_tracking_store_is_refused_on_a_cluster(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    preflight.check_tracking("sqlite:///mlflow.db")  # fine on a laptop
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(UserError, match="'sqlite:///mlflow.db' is a pod-local store on a cluster"):
+        preflight.check_tracking("sqlite:///mlflow.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(UserError, match="'\\(none\\)' is a pod-local store"):
+        preflight.check_tracking("")
+    preflight.check_tracking("http://mlflow.kubeflow:5000")
+
+
+@pytest.mark.slow
+def test_s3_outputs_inputs_and_credentials_are_checked_before_any_compute(tmp_path, tiny_model_dir, monkeypatch):
+    (tmp_path / "seaweedfs").mkdir()
+    with seaweedfs(tmp_path / "seaweedfs") as s3:
+        for name, value in s3.env().items():
+            monkeypatch.setenv(name, value)
+        base = f"s3://{s3.bucket}/models/base"
+        with storage.writing_dir(base) as out:
+            for path in tiny_model_dir.iterdir():
+                (out / path.name).write_bytes(path.read_bytes())
+        assert preflight.model_config(base).model_type == "llama"  # config.json alone, no weights fetched
+        cached = storage.cache_root() / "s3" / s3.bucket / "models" / "base"
+        assert not (cached / "model.safetensors").exists()
+        preflight.check_writable(f"s3://{s3.bucket}/runs/new")
+        preflight.check_readable(base)
+        preflight.check_readable(f"{base}/config.json")
+        with pytest.raises(UserError, match="already exists"):
+            preflight.check_writable(base)
+        with pytest.raises(UserError, match="not found on S3"):
+            preflight.check_readable(f"s3://{s3.bucket}/nothing-here")
+        with pytest.raises(UserError, match="S3 bucket of 's3://no-such-bucket/out' does not exist"):
+            preflight.check_writable("s3://no-such-bucket/out")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-" + s3.secret_key)
+        with pytest.raises(UserError, match="S3 refused access to .* check the AWS_\\* credentials") as error:
+            preflight.check_writable(f"s3://{s3.bucket}/runs/other")
+        assert s3.secret_key not in str(error.value)
