@@ -26,9 +26,10 @@ argo.go, dag.go, container.go, visitor.go) builds it, then serialised as compact
 - `metadata`: a fixed 2 KB for name, labels, annotations and managedFields (assumption).
 
 The status is estimated for one run (benchmarks/kfp_ir.py walks it; worst case: the gate never
-converges, every unrolled iteration runs). Argo keeps one `status.nodes` entry per node, with the
-node's resolved input and output parameters. Per executed container task: a driver node (inputs: the
-component, task, container and kubernetes JSON; outputs: the pod-spec patch), an executor DAG node and
+converges, every unrolled iteration runs). Argo keeps one `status.nodes` entry per node (its
+`NodeStatus` type carries the node's `inputs` and `outputs`, i.e. the resolved parameter values).
+Per executed container task: a driver node (inputs: the component, task, container and kubernetes
+JSON; outputs: the pod-spec patch), an executor DAG node and
 an impl pod node (both with the pod-spec patch as input), plus, with a retry policy, a retry parent node;
 per DAG task a driver node and a DAG node; a DAG whose condition is false adds a driver and a skipped
 node. The pod-spec patch is approximated as the launcher command with the executor input (parameter
@@ -38,7 +39,8 @@ parameter's value is approximated by the pipeline's default parameters as JSON. 
 (id, full name, type, phase, times, children, host, resources duration) is measured from a representative
 entry built here. The compressed status is measured: gzip + base64 of that nodes JSON, as Argo does.
 
-Not modelled: Go's JSON escaping of <, > and & (a few bytes), pod-metadata templates (none used),
+Not modelled: Go's JSON escaping of <, > and & (a few bytes), pod-metadata templates (none used), the
+two extra templates and second task-JSON copy of a ParallelFor (`iteratorTask`; bootstrap pipeline only),
 exit handlers and importers (none used), the executor-plugin form of the driver in newest backends
 (smaller than the pod form counted here), caching (a cached task skips its impl node: fewer bytes).
 
@@ -66,6 +68,8 @@ MARGIN = 0.30  # headroom kept under ARGO_LIMIT for what the estimate leaves out
 DEFAULT_CAPS = (2, 4, 6, 8, 10, 12, 14, 16, 20)
 METADATA_BYTES = 2048
 RUN = "rankadaptor-x7k2p"  # a representative generated Workflow name
+DRIVER_OUT = "/tmp/outputs"  # noqa: S108 (a path inside KFP's driver pod, written here as data)
+LAUNCHER_OUT = "/tmp/kfp"  # noqa: S108 (a path inside the step's pod, written here as data)
 PIPELINE_ROOT = "s3://mlpipeline/v2/artifacts/rankadaptor/2f0c7a8e-3b1d-4c55-9e0a-6f1b2c3d4e5f"
 
 
@@ -117,10 +121,10 @@ def system_templates(retry: bool, plain: bool) -> list[dict]:
                                   _param("parent-dag-id"), _param("iteration-index", default="-1"),
                                   _param("kubernetes-config", default="")]},
         "outputs": {"parameters": [
-            {"name": "pod-spec-patch", "valueFrom": {"default": "", "path": "/tmp/outputs/pod-spec-patch"}},
+            {"name": "pod-spec-patch", "valueFrom": {"default": "", "path": f"{DRIVER_OUT}/pod-spec-patch"}},
             {"name": "cached-decision", "default": "false",
-             "valueFrom": {"default": "false", "path": "/tmp/outputs/cached-decision"}},
-            {"name": "condition", "valueFrom": {"default": "true", "path": "/tmp/outputs/condition"}}]}}
+             "valueFrom": {"default": "false", "path": f"{DRIVER_OUT}/cached-decision"}},
+            {"name": "condition", "valueFrom": {"default": "true", "path": f"{DRIVER_OUT}/condition"}}]}}
     scratch = ["kfp-launcher", "gcs-scratch", "s3-scratch", "minio-scratch", "dot-local-scratch", "dot-cache-scratch",
                "dot-config-scratch"]
     mounts = ["/kfp-launcher", "/gcs", "/s3", "/minio", "/.local", "/.cache", "/.config"]
@@ -174,9 +178,9 @@ def system_templates(retry: bool, plain: bool) -> list[dict]:
                                   _param("task-name", default=""), _param("parent-dag-id", default="0"),
                                   _param("iteration-index", default="-1"), _param("driver-type", default="DAG")]},
         "outputs": {"parameters": [
-            {"name": "execution-id", "valueFrom": {"path": "/tmp/outputs/execution-id"}},
-            {"name": "iteration-count", "valueFrom": {"default": "0", "path": "/tmp/outputs/iteration-count"}},
-            {"name": "condition", "valueFrom": {"default": "true", "path": "/tmp/outputs/condition"}}]}}
+            {"name": "execution-id", "valueFrom": {"path": f"{DRIVER_OUT}/execution-id"}},
+            {"name": "iteration-count", "valueFrom": {"default": "0", "path": f"{DRIVER_OUT}/iteration-count"}},
+            {"name": "condition", "valueFrom": {"default": "true", "path": f"{DRIVER_OUT}/condition"}}]}}
     out = [container_driver, dag_driver]
     if plain:
         out += executor_pair("", False)
@@ -309,7 +313,7 @@ def _node(name: str, kind: str, template: str, inputs: dict | None = None, outpu
 def _executor_input(component: dict, defaults: dict, task_name: str) -> dict:
     """The launcher's executor input: parameter values and artifact URIs of one task (approximation)."""
     inputs, outputs = component.get("inputDefinitions", {}), component.get("outputDefinitions", {})
-    uri = f"{PIPELINE_ROOT}/{task_name.rsplit('.', 1)[-1]}/{hashlib.md5(task_name.encode()).hexdigest()}"  # unique
+    uri = f"{PIPELINE_ROOT}/{task_name.rsplit('.', 1)[-1]}/{hashlib.sha256(task_name.encode()).hexdigest()[:32]}"  # unique
 
     def artifact(key: str, definition: dict) -> dict:
         return {"artifacts": [{"name": key, "type": definition.get("artifactType", {}), "uri": f"{uri}/{key}",
@@ -318,9 +322,9 @@ def _executor_input(component: dict, defaults: dict, task_name: str) -> dict:
     job = compact(defaults)
     return {"inputs": {"parameterValues": {k: (job if k == "job" else "1") for k in inputs.get("parameters", {})},
                        "artifacts": {k: artifact(k, d) for k, d in inputs.get("artifacts", {}).items()}},
-            "outputs": {"parameters": {k: {"outputFile": f"/tmp/kfp/outputs/{k}"} for k in outputs.get("parameters", {})},
+            "outputs": {"parameters": {k: {"outputFile": f"{LAUNCHER_OUT}/outputs/{k}"} for k in outputs.get("parameters", {})},
                         "artifacts": {k: artifact(k, d) for k, d in outputs.get("artifacts", {}).items()},
-                        "outputFile": "/tmp/kfp_outputs/output_metadata.json"}}
+                        "outputFile": f"{LAUNCHER_OUT}_outputs/output_metadata.json"}}
 
 
 def _pod_spec_patch(spec: dict, platform: dict, ref: str, task_name: str, defaults: dict) -> str:
