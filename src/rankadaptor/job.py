@@ -26,6 +26,7 @@ from rankadaptor.search import SearchConfig
 from rankadaptor.surrogate import SurrogateConfig
 
 BUNDLED = Path(__file__).parent / "bundled"
+MAX_ITERATIONS = 6  # a job's search trials by default; the compiled main pipeline unrolls its loop this often
 STAGES = ("prune", "recover", "evaluate", "surrogate", "search", "registry")
 # The main choices: typed top-level pipeline parameters; every other field travels in `stage_options`.
 MAIN_CHOICES = ("base_model", "data", "heldout_text", "target_task", "source_tasks", "report_tasks", "eval_data_dir",
@@ -85,7 +86,8 @@ class JobConfig:
                                                      "and sets the search's default budget.")
     evaluate: EvalConfig = option(EvalConfig(), "Evaluation options (tasks, split and data come from the job).")
     surrogate: SurrogateConfig = option(SurrogateConfig(), "Performance-model options.")
-    search: SearchConfig = option(SearchConfig(), "Search options (threshold, max_iterations, budget, ...).")
+    search: SearchConfig = option(SearchConfig(max_iterations=MAX_ITERATIONS),
+                                  "Search options (threshold, max_iterations, budget, ...).")
     registry: RegistryConfig = option(RegistryConfig(), "Model-registry options (model_name, champion rule, ...).")
     bank: BankConfig = option(BankConfig(), "Where the observation bank (and the registry) lives.")
     runtime: RuntimeConfig = option(RuntimeConfig(), "How steps run (device, compile, memory, checkpoints); "
@@ -199,3 +201,11 @@ def from_parameters(stage_options: dict[str, Any], **main_choices: Any) -> JobCo
     unknown = sorted(set(stage_options) & set(MAIN_CHOICES))
     check(not unknown, f"stage_options may not hold the main choices {unknown}: set them as parameters")
     return job_from_dict({**main_choices, **stage_options})
+
+
+def check_loop_cap(job: JobConfig, loop_cap: int) -> None:
+    """A compiled pipeline unrolls its search loop loop_cap times (0: it has no search loop): refuse a job
+    that needs more."""
+    check(loop_cap == 0 or job.search.max_iterations <= loop_cap,
+          f"search.max_iterations={job.search.max_iterations} is more than the {loop_cap} iterations this compiled "
+          f"pipeline holds: lower it, or compile the pipeline with a larger loop")
