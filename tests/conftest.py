@@ -13,9 +13,9 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
-TINY_MODEL = FIXTURES / "models" / "aidreams-260k"
-TASKS_DIR = FIXTURES / "tasks"
+BUNDLED = ROOT / "src" / "rankadaptor" / "bundled"  # the tiny model and task rows shipped with the package
+TINY_MODEL = BUNDLED / "aidreams-260k"
+TASKS_DIR = BUNDLED / "tasks"
 
 
 @pytest.fixture(scope="session")
