@@ -200,7 +200,7 @@ def test_recovery_improves_heldout_perplexity(pruned_dir, corpus, tmp_path):
     assert ppl_recovered < 0.9 * ppl_pruned
     saved = json.loads((tmp_path / "adapter" / "rank_vector.json").read_text())
     assert saved["rank_vector"] == [8, 4, 12, 8] and saved["lora_params"] == result["trainable_params"]
-    assert saved["uniform8_params"] == lora_parameters([8] * 4, saved["cost_per_rank"])
+    assert saved["uniform_rank"] == 8 and saved["uniform_params"] == 8 * sum(saved["cost_per_rank"])
     assert not (tmp_path / "adapter.ckpt").exists()  # the checkpoint is removed once the adapter is written
 
 

@@ -2,8 +2,8 @@
 
 Methods: `lora` with a rank vector (or a uniform rank, or the paper's increasing schedule) and `adalora`
 (peft AdaLoRA, budget reallocated during training, target average rank = `rank`). Output artifact:
-the peft adapter (safetensors), rank_vector.json (ranks, exact trainable parameters, the uniform-rank-8
-budget on the same model) and train_metrics.json (loss per step, tokens/s, seconds).
+the peft adapter (safetensors), rank_vector.json (ranks, exact trainable parameters, the budget of uniform
+`rank` on the same model) and train_metrics.json (loss per step, tokens/s, seconds).
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
         "rank_vector": rank_vector if config.method == "lora" else None,
         "trainable_params": trainable,
         "lora_params": lora_parameters(rank_vector, costs) if config.method == "lora" else trainable,
-        "uniform8_params": lora_parameters([8] * num_layers, costs),
+        "uniform_rank": config.rank,
+        "uniform_params": lora_parameters([config.rank] * num_layers, costs),  # the budget at uniform `rank`
         "cost_per_rank": costs,
         "allocated_ranks": None if allocated is None else allocated_ranks(allocated, num_layers),
     }
@@ -155,7 +156,8 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
                "train_seconds": log.seconds, "real_tokens": log.real_tokens, "padded_tokens": log.padded_tokens,
                "tokens_per_second": log.real_tokens / max(log.seconds, 1e-9), "resumed_from": log.resumed_from,
                "device": str(device)}
-    print(f"trainable LoRA parameters: {ranks['lora_params']:,} (uniform rank 8 budget: {ranks['uniform8_params']:,})")
+    print(f"trainable LoRA parameters: {ranks['lora_params']:,} "
+          f"(uniform rank {config.rank} budget: {ranks['uniform_params']:,})")
     with storage.writing_dir(output_uri) as out:
         peft_model.save_pretrained(out)
         storage.write_json_atomic(out / "rank_vector.json", ranks)
