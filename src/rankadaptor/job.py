@@ -189,11 +189,21 @@ def load_job(yaml_path: str | None = None, overrides: dict | None = None) -> Job
     return job_from_dict({**values, **(overrides or {})})
 
 
+def _changed(value: Any, default: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v != default[k]}
+    return value
+
+
 def parameters(job: JobConfig) -> dict[str, Any]:
-    """The job as pipeline arguments: the main choices, and the rest as `stage_options`."""
-    values = cfg.to_dict(job)
-    return {**{k: values[k] for k in MAIN_CHOICES},
-            "stage_options": {k: v for k, v in values.items() if k not in MAIN_CHOICES}}
+    """The job as pipeline arguments: the main choices, and in `stage_options` what differs from the defaults
+    (KFP parameters cannot hold null, and a run's options read best as what it changed)."""
+    values, defaults = cfg.to_dict(job), cfg.to_dict(JobConfig())
+    options = {k: _changed(v, defaults[k]) for k, v in values.items()
+               if k not in MAIN_CHOICES and v != defaults[k]}
+    nulls = sorted(f"{k}.{n}" for k, v in options.items() if isinstance(v, dict) for n, x in v.items() if x is None)
+    check(not nulls, f"{nulls} cannot be null in pipeline parameters; leave them at their defaults")
+    return {**{k: values[k] for k in MAIN_CHOICES}, "stage_options": options}
 
 
 def from_parameters(stage_options: dict[str, Any], **main_choices: Any) -> JobConfig:
