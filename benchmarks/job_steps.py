@@ -42,7 +42,7 @@ LINE = re.compile(r"(\d\d:\d\d:\d\d\.\d+) - INFO - (Executing task|Task) '([\w-]
 def step_walls(log: str) -> list[tuple[str, float]]:
     """(task, seconds) for every task that finished, in order, from kfp.local's log lines."""
     started, walls = {}, []
-    for stamp, kind, task, finished in LINE.findall(log):
+    for stamp, kind, task, finished in LINE.findall(re.sub(r"\x1b\[[0-9;]*m", "", log)):
         t = datetime.strptime(stamp, "%H:%M:%S.%f")
         if kind == "Executing task":
             started[task] = t

@@ -179,6 +179,7 @@ def s3(s3_server, monkeypatch):
     return s3_server
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_an_interrupted_upload_is_never_read(s3):
     uri = f"s3://{s3.bucket}/interrupted"
     client = storage.s3_client()
@@ -204,6 +205,7 @@ def test_an_interrupted_upload_is_never_read(s3):
         storage.local_dir(done)
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_a_missing_bucket_is_named(s3, private_tmp):
     for call in (lambda: write_artifact("s3://no-such-bucket/pruned", {"a.json": "{}"}),
                  lambda: storage.local_dir("s3://no-such-bucket/pruned")):
@@ -218,6 +220,7 @@ def test_a_missing_bucket_is_named(s3, private_tmp):
     assert list(private_tmp.iterdir()) == []
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_an_s3_server_stopped_between_stages_is_named(tmp_path, monkeypatch, private_tmp):
     monkeypatch.setenv("RANKADAPTOR_S3_RETRIES", "2")
     (tmp_path / "seaweedfs").mkdir()
@@ -403,6 +406,7 @@ def test_a_proposal_that_does_not_fit_the_search_is_refused():
         update(state, Proposal([8, 8, 8, 8], 0.5), float("nan"), config)
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_a_base_model_uploaded_by_other_tools_loads_from_s3(s3, tiny_model_dir):
     """A user's model folder on S3 has no manifest: it is fetched whole (and refreshed when it changes)."""
     from rankadaptor.modeling import load_model
