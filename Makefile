@@ -1,4 +1,5 @@
-# Two entry points: `make run` (the whole job on the embedded default) and `make test` (the suite).
+# Entry points: `make run` (the whole job on the embedded default), `make test` (the suite), `make test-fast`
+# (the suite without the end-to-end and other slow tests: the inner loop), `make lint` and `make compile`.
 # Both create or reuse .venv. torch is installed first from its pinned CPU build so that pip never
 # resolves a newer (CUDA) torch for the other packages.
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test compile clean
+.PHONY: run test test-fast lint compile clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,15 +17,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rankadaptor run
+	$(BIN)/python -m pipelines run
 
 test: $(STAMP)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q postgresql >/dev/null; } \
 		|| echo "PostgreSQL is not installed: the PostgreSQL-backed MLflow tests will be skipped"
 	$(BIN)/python -m pytest -q
 
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src components pipelines tests benchmarks
+
 compile: $(STAMP)
-	$(BIN)/rankadaptor compile
+	$(BIN)/python -m pipelines compile
 
 clean:
 	rm -rf runs mlruns .cache

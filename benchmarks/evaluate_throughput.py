@@ -28,7 +28,7 @@ from shapes import SHAPES, pruned_model
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from rankadaptor.evaluate import TASKS, EvalConfig
-    from rankadaptor.workflow import BUNDLED
+    from rankadaptor.job import BUNDLED
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--model", default=str(BUNDLED / "aidreams-260k"),

@@ -6,7 +6,8 @@ from components import GPU_IMAGE
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def baselines(job: str, pruned_model: Input[Model], data: Input[Dataset], baselines: Output[Artifact]):
-    """Pruned without recovery, uniform LoRA r=8 (and optionally AdaLoRA), on both splits."""
-    from rankadaptor.workflow import baselines_step, job_from_json
+    """Pruned without recovery, uniform LoRA at the baseline rank (and optionally AdaLoRA), on both splits."""
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.model import baselines as run
 
-    baselines_step(job_from_json(job), pruned_model.path, data.path, baselines.path)
+    run(job_from_json(job), pruned_model.path, data.path, baselines.path)

@@ -7,17 +7,21 @@ from components import CPU_IMAGE, GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def bootstrap(job: str, pruned_model: Input[Model], data: Input[Dataset], trials: Output[Artifact]):
     """Seed an empty observation bank: random rank vectors measured on the source tasks."""
-    from rankadaptor.workflow import bootstrap_step, job_from_json
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.model import bootstrap
 
-    trials.metadata["trials_run"] = bootstrap_step(job_from_json(job), pruned_model.uri, data.path, trials.uri)
+    trials.metadata["trials_run"] = bootstrap(job_from_json(job), pruned_model.uri, data.path, trials.uri)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def bootstrap_vectors(job: str, pruned_model: Input[Model]) -> list:
+def bootstrap_vectors(job: str, pruned_model: Input[Model], data: Input[Dataset]) -> list:
     """The bootstrap pipeline's random rank vectors (fixed by the seed, within the budget)."""
-    from rankadaptor.workflow import bootstrap_vectors as vectors, job_from_json
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.model import bootstrap_vectors
+    from rankadaptor.trial import trial_context
 
-    return vectors(job_from_json(job), pruned_model.path)
+    config = job_from_json(job)
+    return bootstrap_vectors(config, trial_context(pruned_model.path, data.path, config.base_model).cost_per_rank)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -25,7 +29,11 @@ def bootstrap_trial(job: str, pruned_model: Input[Model], data: Input[Dataset], 
                     work_uri: str = "") -> bool:
     """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result."""
     from rankadaptor import storage
-    from rankadaptor.workflow import bootstrap_trial as trial, job_from_json
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.model import bootstrap_trial
+    from rankadaptor.trial import trial_context
 
+    config = job_from_json(job)
+    context = trial_context(pruned_model.path, data.path, config.base_model)
     root = work_uri or storage.join(pruned_model.uri.rsplit("/", 2)[0], "bootstrap")
-    return trial(job_from_json(job), pruned_model.path, data.path, [int(r) for r in rank_vector], root)
+    return bootstrap_trial(config, context, pruned_model.path, data.path, [int(r) for r in rank_vector], root)

@@ -6,17 +6,14 @@ from components import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def configure(base_model: str, data: str, heldout_text: str, target_task: str, source_tasks: list,
               report_tasks: list, eval_data_dir: str, bootstrap_trials: int, adalora_baseline: bool, seed: int,
-              stage_options: dict) -> str:
-    """Validate the job once, before any GPU step starts; every later step receives this JSON."""
-    import json
+              stage_options: dict, loop_cap: int) -> str:
+    """Validate the job once, before any GPU step starts; every later step receives this JSON. loop_cap: the
+    search iterations the compiled loop holds (a job asking for more is refused here)."""
+    from rankadaptor.job import check_loop_cap, from_parameters, job_to_json
 
-    from rankadaptor.config import from_dict, to_dict
-    from rankadaptor.workflow import JobConfig
-
-    job = from_dict(JobConfig, {"base_model": base_model, "data": data, "heldout_text": heldout_text,
-                                "target_task": target_task, "source_tasks": source_tasks,
-                                "report_tasks": report_tasks, "eval_data_dir": eval_data_dir or None,
-                                "bootstrap_trials": bootstrap_trials, "adalora_baseline": adalora_baseline,
-                                "seed": seed, **stage_options})
-    job.validate()
-    return json.dumps(to_dict(job))
+    job = from_parameters(stage_options, base_model=base_model, data=data, heldout_text=heldout_text,
+                          target_task=target_task, source_tasks=source_tasks, report_tasks=report_tasks,
+                          eval_data_dir=eval_data_dir, bootstrap_trials=bootstrap_trials,
+                          adalora_baseline=adalora_baseline, seed=seed)
+    check_loop_cap(job, loop_cap)
+    return job_to_json(job)

@@ -8,9 +8,8 @@ from components import GPU_IMAGE
 def evaluate(job: str, pruned_model: Input[Model], data: Input[Dataset], adapter: Input[Model],
              metrics: Output[Metrics]):
     """Score the recovered model on the target task's selection rows."""
-    from rankadaptor.workflow import evaluate_step, job_from_json
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.model import evaluate
 
-    config = job_from_json(job)
-    result = evaluate_step(config, pruned_model.path, data.path, adapter.path, [config.target_task], "select",
-                           metrics.path)
+    result = evaluate(job_from_json(job), pruned_model.path, data.path, adapter.path, metrics.path)
     metrics.metadata["scores"] = result["scores"]

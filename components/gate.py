@@ -5,9 +5,10 @@ from components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def converged(job: str, search_state: Input[Artifact]) -> bool:
-    """The loop gate: one boolean output (a condition on a named output of a multi-output task is
-    silently skipped by the local runner)."""
-    from rankadaptor.workflow import converged as check, job_from_json
+def gate(job: str, search_state: Input[Artifact], iteration: int) -> bool:
+    """Stop the search loop after this iteration? (converged, or the job's max_iterations reached). One boolean
+    output: the local runner silently skips a condition on a named output of a multi-output task."""
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.search import gate
 
-    return check(job_from_json(job), search_state.path)
+    return gate(job_from_json(job), search_state.path, iteration)

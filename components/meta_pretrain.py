@@ -8,7 +8,8 @@ from components import CPU_IMAGE
 def meta_pretrain(job: str, pruned_model: Input[Model], data: Input[Dataset], baselines: Input[Artifact],
                   search_state: Output[Artifact]):
     """Meta-pretrain the surrogate on the bank's other tasks; start the search state."""
-    from rankadaptor.workflow import job_from_json, meta_pretrain_step
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.search import meta_pretrain
 
-    search_state.metadata.update(meta_pretrain_step(job_from_json(job), pruned_model.path, data.path,
-                                                    baselines.uri, search_state.path))
+    search_state.metadata.update(meta_pretrain(job_from_json(job), pruned_model.path, data.path, baselines.uri,
+                                               search_state.path))

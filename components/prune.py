@@ -9,10 +9,11 @@ def prune(job: str, data: Input[Dataset], pruned_model: Output[Model], metrics: 
     """LLM-Pruner width or Shortened-LLaMA depth pruning of the base model."""
     from pathlib import Path
 
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.model import prune
     from rankadaptor.storage import write_json_atomic
-    from rankadaptor.workflow import job_from_json, prune_step
 
-    report = prune_step(job_from_json(job), data.path, pruned_model.path)
+    report = prune(job_from_json(job), data.path, pruned_model.path)
     write_json_atomic(Path(metrics.path), report)  # an artifact without a file is a cache miss under kfp.local
     for name in ("params_before", "params_after", "removed_fraction", "ppl_before", "ppl_after"):
         if report[name] is not None:

@@ -8,8 +8,9 @@ from components import GPU_IMAGE
 def recover(job: str, pruned_model: Input[Model], data: Input[Dataset], proposal: Input[Artifact],
             adapter: Output[Model]):
     """LoRA fine-tuning with the proposed rank per layer."""
-    from rankadaptor.workflow import job_from_json, proposal_vector, recover_step
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.model import recover
+    from rankadaptor.steps.search import proposal_vector
 
-    result = recover_step(job_from_json(job), pruned_model.path, data.path, proposal_vector(proposal.path),
-                          adapter.path)
+    result = recover(job_from_json(job), pruned_model.path, data.path, proposal_vector(proposal.path), adapter.path)
     adapter.metadata.update({k: result[k] for k in ("rank_vector", "trainable_params", "tokens_per_second")})

@@ -9,11 +9,12 @@ def register(job: str, run_id: str, search_state: Input[Artifact], pruned_model:
              data: Input[Dataset], baselines: Input[Artifact], report: Output[Artifact], summary: Output[Markdown],
              metrics: Output[Metrics]):
     """Held-out evaluation of the best trial, the comparison report and plots, MLflow registration."""
+    from rankadaptor.job import job_from_json
     from rankadaptor.report import markdown_with_plots
-    from rankadaptor.workflow import finish_step, job_from_json
+    from rankadaptor.steps.register import register
 
-    result = finish_step(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path,
-                         report.path, lineage={"pipeline_run": run_id})
+    result = register(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path,
+                      report.path, lineage={"pipeline_run": run_id})
     with open(summary.path, "w") as f:
         f.write(markdown_with_plots(report.path))
     for row in result["table"]:

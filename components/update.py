@@ -1,15 +1,15 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
 from components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def update(job: str, search_state: Input[Artifact], proposal: Input[Artifact], metrics: Input[Metrics],
-           adapter: Input[Model], pruned_model: Input[Model], data: Input[Dataset],
-           next_state: Output[Artifact]):
+           adapter: Input[Model], next_state: Output[Artifact]):
     """Record the trial in the bank and adapt the surrogate online."""
-    from rankadaptor.workflow import job_from_json, update_step
+    from rankadaptor.job import job_from_json
+    from rankadaptor.steps.search import update
 
-    next_state.metadata.update(update_step(job_from_json(job), search_state.path, proposal.path, metrics.path,
-                                           adapter.uri, pruned_model.path, data.path, next_state.path))
+    next_state.metadata.update(update(job_from_json(job), search_state.path, proposal.path, metrics.path,
+                                      adapter.uri, next_state.path))

@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 
 from rankadaptor.bank import default_tracking_uri
-from rankadaptor.search import SearchConfig
-from rankadaptor.workflow import JobConfig, stage
+from rankadaptor.job import JobConfig
 
 
 def run_local(job: JobConfig, root: str | Path) -> Path:
@@ -20,11 +19,10 @@ def run_local(job: JobConfig, root: str | Path) -> Path:
     from pipelines.rankadaptor import arguments, build
 
     root = Path(root).resolve()
-    os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(root / "mlflow"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", job.bank.tracking_uri or default_tracking_uri(root / "mlflow"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pipeline"),
                raise_on_error=True, enable_caching=True)
-    pipeline = build(max_iterations=stage(job, "search", SearchConfig).max_iterations)
-    pipeline(**arguments(job))
+    build(loop_cap=job.search.max_iterations)(**arguments(job))
     reports = sorted((root / "pipeline").glob("rankadaptor-*/register*/report/report.json"),
                      key=lambda p: p.stat().st_mtime)
     return reports[-1].parent

@@ -1,12 +1,10 @@
 """The RankAdaptor pipelines: the main search, the parallel bank bootstrap, and the baselines.
 
-KFP v2 has no while loop, so the search loop is unrolled at compile time: iteration i+1 runs only under
-`dsl.Else` of iteration i's `converged` gate (a single-output bool component), and each way out of the
-loop (converged at i, or max_iterations reached) ends in the register step. The same pipeline function
-runs on a cluster (compiled IR) and locally under kfp.local.
+KFP v2 has no while loop, so the search loop is unrolled at compile time (LOOP_CAP iterations): iteration
+i+1 runs only under `dsl.Else` of iteration i's gate, which stops the loop when the search converged or the
+job's search.max_iterations trials are done; each way out ends in the register step. Parameters come from
+`rankadaptor.job.JobConfig` (pipelines/parameters.py). The same pipeline runs on a cluster and under kfp.local.
 """
-
-import inspect
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Dataset, Input, Model
@@ -16,45 +14,19 @@ from components.bootstrap import bootstrap, bootstrap_trial, bootstrap_vectors
 from components.configure import configure
 from components.data import prepare_data
 from components.evaluate import evaluate
-from components.gate import converged
+from components.gate import gate
 from components.meta_pretrain import meta_pretrain
 from components.propose import propose
 from components.prune import prune
 from components.recover import recover
 from components.register import register
 from components.update import update
+from pipelines.parameters import named, with_parameters
+from rankadaptor.job import MAIN_CHOICES, MAX_ITERATIONS
 
-DEFAULT_MAX_ITERATIONS = 6
+LOOP_CAP = MAX_ITERATIONS  # search iterations the compiled main pipeline holds (a job asking for more is refused)
 PARALLEL_TRIALS = 4  # bootstrap trials running at once (KFP needs it at compile time)
-SEVEN_TASKS = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
-GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
-GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-PARAMETERS = {  # what the Kubeflow UI says of each pipeline parameter: one text per name, for every pipeline
-    "base_model": "Base model to prune: hub id (from the image's cache), s3:// URI or path in the image.",
-    "data": "Recovery data (Alpaca JSON/JSONL or text, s3://); empty samples a self-distillation corpus.",
-    "heldout_text": "Held-out text for the ppl:heldout task when data is given.",
-    "target_task": "What the search maximises: an lm-eval task (e.g. boolq) or ppl:heldout.",
-    "source_tasks": "Tasks of the bootstrap trials the surrogate is meta-pretrained on.",
-    "report_tasks": "Zero-shot lm-eval tasks of the comparison table.",
-    "eval_data_dir": "s3:// directory of <task>_<split>.jsonl files; empty uses lm-eval's hub datasets.",
-    "bootstrap_trials": "Random rank vectors measured on the source tasks when the bank lacks them.",
-    "adalora_baseline": "Also run the AdaLoRA baseline.",
-    "seed": "Seed of the corpus, bootstrap vectors, recovery and evaluation splits.",
-    "stage_options": 'Per-stage options, e.g. {"prune": {"ratio": 0.2}, "search": {"threshold": 0.005, '
-                     '"max_iterations": 6}, "registry": {"model_name": "llama-7b-pruned20"}}.',
-    "gpu_count": "GPUs per GPU step.",
-    "node_selector": "Node selector of the GPU node pool.",
-    "tolerations": "Tolerations of the GPU node pool's taints.",
-    "s3_secret": "Name of the Kubernetes Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_ENDPOINT_URL.",
-    "mlflow_secret": "Name of the Kubernetes Secret with MLFLOW_TRACKING_URI (and basic-auth user/password).",
-}
-
-
-def documented(pipeline_func):
-    """Append an Args section from PARAMETERS to the docstring, which KFP reads for the UI's descriptions."""
-    args = "".join(f"    {name}: {PARAMETERS[name]}\n" for name in inspect.signature(pipeline_func).parameters)
-    pipeline_func.__doc__ = f"{pipeline_func.__doc__}\n\nArgs:\n{args}"
-    return pipeline_func
+PLACEMENT = ("gpu_count", "node_selector", "tolerations", "s3_secret", "mlflow_secret")
 
 
 def on_gpu(task, gpu_count: int, node_selector: dict, tolerations: list, timeout_seconds: int = 24 * 3600):
@@ -62,7 +34,7 @@ def on_gpu(task, gpu_count: int, node_selector: dict, tolerations: list, timeout
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
-    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")  # noqa: S108 (a mount)
     kubernetes.set_timeout(task, timeout_seconds)
     task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2)
     return task
@@ -84,9 +56,14 @@ def gpu_step(task, gpu_count, node_selector, tolerations, s3_secret, mlflow_secr
     return with_credentials(on_gpu(task, gpu_count, node_selector, tolerations), s3_secret, mlflow_secret)
 
 
-def prepared(gpu: dict, **job_options):
+def split(params: dict) -> tuple[dict, dict]:
+    """(job parameters, GPU placement) of a pipeline's arguments."""
+    return {k: v for k, v in params.items() if k not in PLACEMENT}, {k: params[k] for k in PLACEMENT}
+
+
+def prepared(gpu: dict, loop_cap: int = 0, **job_options):
     """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model)."""
-    job = configure(**job_options).output
+    job = configure(**job_options, loop_cap=loop_cap).output
     corpus = gpu_step(prepare_data(job=job), **gpu).output
     pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
     return job, corpus, pruned
@@ -102,44 +79,23 @@ def iteration(job: str, search_state: Input[Artifact], pruned_model: Input[Model
     metrics = gpu_step(evaluate(job=job, pruned_model=pruned_model, data=data, adapter=adapter.output),
                        gpu_count, node_selector, tolerations, s3_secret, mlflow_secret)
     next_state = with_credentials(update(job=job, search_state=search_state, proposal=proposal.output,
-                                         metrics=metrics.output, adapter=adapter.output, pruned_model=pruned_model,
-                                         data=data), s3_secret, mlflow_secret)
+                                         metrics=metrics.output, adapter=adapter.output), s3_secret, mlflow_secret)
     for task in (proposal, next_state):
         task.set_caching_options(False)  # they read and write the observation bank
     return next_state.outputs["next_state"]
 
 
-def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
-    """The main pipeline with the search loop unrolled max_iterations times."""
+def build(loop_cap: int = LOOP_CAP):
+    """The main pipeline with the search loop unrolled loop_cap times."""
 
     @dsl.pipeline(name="rankadaptor", description="Prune a LLaMA model and recover it with RankAdaptor: per-layer "
                                                   "LoRA ranks chosen by a meta-learned performance model.")
-    @documented
-    def rankadaptor(
-        base_model: str,
-        data: str = "",
-        heldout_text: str = "",
-        target_task: str = "ppl:heldout",
-        source_tasks: list = ["ppl:boolq", "ppl:piqa", "ppl:hellaswag", "ppl:openbookqa"],
-        report_tasks: list = SEVEN_TASKS,
-        eval_data_dir: str = "",
-        bootstrap_trials: int = 6,
-        adalora_baseline: bool = False,
-        seed: int = 0,
-        stage_options: dict = {},
-        gpu_count: int = 1,
-        node_selector: dict = GPU_NODE_SELECTOR,
-        tolerations: list = GPU_TOLERATIONS,
-        s3_secret: str = "rankadaptor-s3",
-        mlflow_secret: str = "rankadaptor-mlflow",
-    ):
+    @with_parameters()
+    def rankadaptor(*args):
         """Run RankAdaptor end to end and register the best adapter in MLflow."""
-        gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
-                   s3_secret=s3_secret, mlflow_secret=mlflow_secret)
-        job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
-                                       target_task=target_task, source_tasks=source_tasks, report_tasks=report_tasks,
-                                       eval_data_dir=eval_data_dir, bootstrap_trials=bootstrap_trials,
-                                       adalora_baseline=adalora_baseline, seed=seed, stage_options=stage_options)
+        options, gpu = split(named(args))
+        s3_secret, mlflow_secret = gpu["s3_secret"], gpu["mlflow_secret"]
+        job, corpus, pruned = prepared(gpu, loop_cap, **options)
         baseline = gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu).output
         seeded = gpu_step(bootstrap(job=job, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
         state = with_credentials(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
@@ -152,12 +108,12 @@ def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
         def loop(search_state, i: int):
             next_state = iteration(job=job, search_state=search_state, pruned_model=pruned, data=corpus,
                                    **gpu).set_display_name(f"iteration-{i}").output
-            if i == max_iterations:
+            if i == loop_cap:
                 finish(next_state)
                 return
-            gate = with_credentials(converged(job=job, search_state=next_state), s3_secret, mlflow_secret)
-            gate.set_display_name(f"converged-{i}")
-            with dsl.If(gate.output == True, name=f"converged-at-{i}"):  # noqa: E712 (a KFP condition)
+            stop = with_credentials(gate(job=job, search_state=next_state, iteration=i), s3_secret, mlflow_secret)
+            stop.set_display_name(f"gate-{i}").set_caching_options(False)
+            with dsl.If(stop.output == True, name=f"stop-after-{i}"):  # noqa: E712 (a KFP condition)
                 finish(next_state)
             with dsl.Else(name=f"continue-after-{i}"):
                 loop(next_state, i + 1)
@@ -167,55 +123,41 @@ def build(max_iterations: int = DEFAULT_MAX_ITERATIONS):
     return rankadaptor
 
 
+BOOTSTRAP_CHOICES = ("base_model", "data", "heldout_text", "source_tasks", "eval_data_dir", "bootstrap_trials", "seed")
+BASELINES_CHOICES = ("base_model", "data", "heldout_text", "target_task", "report_tasks", "eval_data_dir", "seed")
+
+
 @dsl.pipeline(name="rankadaptor-bootstrap", description="Fill the observation bank: random rank vectors measured "
                                                         "on the source tasks, in parallel GPU trials.")
-@documented
-def bootstrap_pipeline(base_model: str, data: str = "", heldout_text: str = "",
-                       source_tasks: list = ["ppl:boolq", "ppl:piqa", "ppl:hellaswag", "ppl:openbookqa"],
-                       eval_data_dir: str = "", bootstrap_trials: int = 16, seed: int = 0,
-                       stage_options: dict = {}, gpu_count: int = 1,
-                       node_selector: dict = GPU_NODE_SELECTOR, tolerations: list = GPU_TOLERATIONS,
-                       s3_secret: str = "rankadaptor-s3", mlflow_secret: str = "rankadaptor-mlflow"):
+@with_parameters(BOOTSTRAP_CHOICES)
+def bootstrap_pipeline(*args):
     """Bootstrap trials for meta-pretraining, run in parallel."""
-    gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
-               s3_secret=s3_secret, mlflow_secret=mlflow_secret)
-    job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
-                                   target_task="ppl:heldout", source_tasks=source_tasks, report_tasks=[],
-                                   eval_data_dir=eval_data_dir, bootstrap_trials=bootstrap_trials,
-                                   adalora_baseline=False, seed=seed, stage_options=stage_options)
-    vectors = bootstrap_vectors(job=job, pruned_model=pruned).output
+    options, gpu = split(named(args, BOOTSTRAP_CHOICES))
+    job, corpus, pruned = prepared(gpu, target_task="ppl:heldout", report_tasks=[], adalora_baseline=False,
+                                   **options)
+    vectors = bootstrap_vectors(job=job, pruned_model=pruned, data=corpus).output
     with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS) as rank_vector:
         gpu_step(bootstrap_trial(job=job, pruned_model=pruned, data=corpus, rank_vector=rank_vector),
                  **gpu).set_caching_options(False)
 
 
 @dsl.pipeline(name="rankadaptor-baselines", description="The comparison rows alone: pruned without recovery, "
-                                                        "uniform LoRA r=8 and AdaLoRA, on both splits.")
-@documented
-def baselines_pipeline(base_model: str, data: str = "", heldout_text: str = "", target_task: str = "ppl:heldout",
-                       report_tasks: list = SEVEN_TASKS, eval_data_dir: str = "", seed: int = 0,
-                       stage_options: dict = {}, gpu_count: int = 1, node_selector: dict = GPU_NODE_SELECTOR,
-                       tolerations: list = GPU_TOLERATIONS, s3_secret: str = "rankadaptor-s3",
-                       mlflow_secret: str = "rankadaptor-mlflow"):
+                                                        "uniform LoRA at the baseline rank and AdaLoRA, on both splits.")
+@with_parameters(BASELINES_CHOICES)
+def baselines_pipeline(*args):
     """Baselines on the same budget and splits as the search."""
-    gpu = dict(gpu_count=gpu_count, node_selector=node_selector, tolerations=tolerations,
-               s3_secret=s3_secret, mlflow_secret=mlflow_secret)
-    job, corpus, pruned = prepared(gpu, base_model=base_model, data=data, heldout_text=heldout_text,
-                                   target_task=target_task, source_tasks=[], report_tasks=report_tasks,
-                                   eval_data_dir=eval_data_dir, bootstrap_trials=0, adalora_baseline=True, seed=seed,
-                                   stage_options=stage_options)
+    options, gpu = split(named(args, BASELINES_CHOICES))
+    job, corpus, pruned = prepared(gpu, source_tasks=[], bootstrap_trials=0, adalora_baseline=True, **options)
     gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu)
 
 
 PIPELINES = {"rankadaptor": build(), "bootstrap": bootstrap_pipeline, "baselines": baselines_pipeline}
+CHOICES = {"rankadaptor": MAIN_CHOICES, "bootstrap": BOOTSTRAP_CHOICES, "baselines": BASELINES_CHOICES}
 
 
-def arguments(job) -> dict:
-    """Pipeline parameters for a `rankadaptor.workflow.JobConfig` (the same job locally and on a cluster)."""
-    from rankadaptor.config import to_dict
+def arguments(job, pipeline: str = "rankadaptor") -> dict:
+    """Pipeline arguments for a `rankadaptor.job.JobConfig` (the same job locally and on a cluster)."""
+    from rankadaptor.job import parameters
 
-    values = to_dict(job)
-    top = ("base_model", "data", "heldout_text", "target_task", "source_tasks", "report_tasks", "bootstrap_trials",
-           "adalora_baseline", "seed")
-    return {**{k: values[k] for k in top}, "eval_data_dir": values["eval_data_dir"] or "",
-            "stage_options": {k: v for k, v in values.items() if k not in top and k != "eval_data_dir"}}
+    values = parameters(job)
+    return {k: v for k, v in values.items() if k in CHOICES[pipeline] or k == "stage_options"}

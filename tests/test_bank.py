@@ -9,6 +9,7 @@ from mlflow.entities import Param
 
 from rankadaptor import bank
 from rankadaptor.errors import UserError
+from rankadaptor.surrogate import Observation
 from servers import copy_store, empty_mlflow_db, free_port
 
 PRUNING = {"method": "block", "ratio": 0.25, "layers": [1, 3]}
@@ -44,18 +45,17 @@ def test_trials_round_trip_as_observations(uri):
     bank.record_trial(key(pruning={**PRUNING, "ratio": 0.5}), score=0.4, tracking_uri=uri)
 
     assert first["reused"] is False and first["trial_id"] == key().id and first["scores"] == {"boolq": 0.61}
-    assert first["trainable_params"] == 1234 and set(bank.OBSERVATION_FIELDS) < set(first)
+    assert first["trainable_params"] == 1234 and {f.name for f in dataclasses.fields(Observation)} < set(first)
     rows = bank.load_observations(tracking_uri=uri, pruning=PRUNING, task="boolq")
     assert rows == [
-        {"task": "boolq", "rank_vector": [8, 2, 4, 8], "score": 0.61, "layer_features": [[1.0, 0.5]] * 4,
-         "cost": 2.5, "predicted": 0.6, "artifact": "s3://b/trial-1"},
-        {"task": "boolq", "rank_vector": [2, 2, 2, 2], "score": 0.55, "layer_features": None, "cost": None,
-         "predicted": None, "artifact": None},
+        Observation(task="boolq", rank_vector=[8, 2, 4, 8], score=0.61, layer_features=[[1.0, 0.5]] * 4, cost=2.5,
+                    predicted=0.6, artifact="s3://b/trial-1"),
+        Observation(task="boolq", rank_vector=[2, 2, 2, 2], score=0.55),
     ]
     assert bank.load_observations(tracking_uri=uri, task="boolq", seed=1) == []
     assert len(bank.load_observations(tracking_uri=uri, task="boolq", seed=0, split="select")) == 3
     assert len(bank.load_observations(tracking_uri=uri)) == 4
-    assert [r["task"] for r in bank.load_observations(tracking_uri=uri, task="piqa")] == ["piqa"]
+    assert [r.task for r in bank.load_observations(tracking_uri=uri, task="piqa")] == ["piqa"]
     assert bank.load_observations(tracking_uri=uri, base_model="other/model") == []
     assert bank.load_observations("no-such-experiment", tracking_uri=uri) == []
     tags = {r.data.tags["trial_id"]: r.data.tags["stage"] for r in runs(uri)}
@@ -105,7 +105,7 @@ def test_a_crash_mid_log_leaves_no_observation(uri, monkeypatch):
     assert bank.find_trial(key().id, tracking_uri=uri) is None
     redo = bank.record_trial(key(), score=0.61, tracking_uri=uri)
     assert redo["reused"] is False
-    assert [r["score"] for r in bank.load_observations(tracking_uri=uri)] == [0.61]
+    assert [r.score for r in bank.load_observations(tracking_uri=uri)] == [0.61]
 
 
 def test_credentials_never_reach_params_or_tags(uri, monkeypatch):
@@ -165,5 +165,5 @@ def test_a_trial_paid_for_again_points_at_its_new_adapter(uri):
     bank.record_trial(key(), score=0.61, artifact="s3://b/lost-adapter", tracking_uri=uri)
     again = bank.record_trial(key(), score=0.61, artifact="s3://b/new-adapter", tracking_uri=uri)
     assert again["reused"] is True and again["artifact"] == "s3://b/new-adapter"
-    assert [r["artifact"] for r in bank.load_observations(tracking_uri=uri)] == ["s3://b/new-adapter"]
+    assert [r.artifact for r in bank.load_observations(tracking_uri=uri)] == ["s3://b/new-adapter"]
     assert len(runs(uri)) == 1

@@ -2,7 +2,7 @@ import socket
 
 import pytest
 
-from rankadaptor.cli import main
+from pipelines.__main__ import main
 
 
 def closed_port() -> int:

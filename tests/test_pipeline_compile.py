@@ -1,13 +1,17 @@
 """The compiled pipelines: committed YAML equals a fresh compile, fits cluster limits, and carries the GPU
 placement, secrets by name, and no secret value."""
 
+import dataclasses
 import os
 
 import pytest
 import yaml
 
 from pipelines.cluster import COMPILED, compile_all
-from pipelines.rankadaptor import DEFAULT_MAX_ITERATIONS, PIPELINES, build
+from pipelines.parameters import PLACEMENT, STAGE_OPTIONS, job_parameters
+from pipelines.rankadaptor import CHOICES, LOOP_CAP, PIPELINES, build
+from rankadaptor.config import default_of, help_text
+from rankadaptor.job import JobConfig
 
 # Argo keeps the workflow spec in an annotation limited to 256 KiB (kubeflow/pipelines#10968).
 SIZE_BUDGET = 256 * 1024
@@ -48,7 +52,7 @@ def test_compiled_size_is_within_budget(fresh, name):
 def test_size_budget_catches_a_long_unroll(tmp_path):
     from kfp import compiler
 
-    compiler.Compiler().compile(build(max_iterations=20), str(tmp_path / "long.yaml"))
+    compiler.Compiler().compile(build(loop_cap=20), str(tmp_path / "long.yaml"))
     assert os.path.getsize(tmp_path / "long.yaml") > SIZE_BUDGET
 
 
@@ -59,7 +63,7 @@ def test_gpu_steps_request_gpus_on_the_gpu_pool(fresh):
                      if e["container"].get("resources", {}).get("accelerator", {}).get("resourceType") == "nvidia.com/gpu"}
     for step in ("prune", "recover", "evaluate", "baselines", "bootstrap", "register", "prepare-data"):
         assert any(step in name for name in gpu_executors), step
-    for step in ("propose", "update", "converged", "meta-pretrain", "configure"):
+    for step in ("propose", "update", "gate", "meta-pretrain", "configure"):
         assert not any(step in name for name in gpu_executors), step
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in gpu_executors:
@@ -87,7 +91,44 @@ def test_every_ui_parameter_has_a_description(fresh):
         assert name == "base_model" or "defaultValue" in definition or definition.get("isOptional"), name
 
 
-def test_loop_is_unrolled_to_max_iterations(fresh):
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_pipeline_parameters_their_defaults_and_descriptions_are_the_job_config_fields(fresh, name):
+    """Each job parameter of the compiled pipeline is a JobConfig field with the field's default and help text;
+    every other JobConfig field travels in stage_options."""
+    parameters = _documents(fresh / f"{name}.yaml")[0]["root"]["inputDefinitions"]["parameters"]
+    fields = {f.name: f for f in dataclasses.fields(JobConfig)}
+    job_names = set(parameters) - {STAGE_OPTIONS[0]} - {p[0] for p in PLACEMENT}
+    assert job_names == set(CHOICES[name]) and job_names <= set(fields)
+    for parameter in job_names:
+        field, compiled = fields[parameter], parameters[parameter]
+        assert " ".join(compiled["description"].split()) == " ".join(help_text(field).split()), parameter
+        if parameter != "base_model":
+            default = default_of(field)
+            assert compiled["defaultValue"] == (float(default) if type(default) is int else default), parameter
+    assert [p[0] for p in job_parameters()] == [f for f in fields if f in CHOICES["rankadaptor"]]
+
+
+def test_the_gate_stops_at_the_jobs_max_iterations_and_configure_refuses_more_than_the_loop_holds(fresh):
+    spec = _documents(fresh / "rankadaptor.yaml")[0]
     text = (fresh / "rankadaptor.yaml").read_text()
-    assert f"continue-after-{DEFAULT_MAX_ITERATIONS - 1}" in text
-    assert f"continue-after-{DEFAULT_MAX_ITERATIONS}" not in text
+    dags = [spec["root"], *spec["components"].values()]
+    gates = [task for dag in dags for name, task in dag.get("dag", {}).get("tasks", {}).items() if name.startswith("gate")]
+    iterations = sorted(int(t["inputs"]["parameters"]["iteration"]["runtimeValue"]["constant"]) for t in gates)
+    assert iterations == list(range(1, LOOP_CAP))  # one gate after every iteration but the last
+    gate_code = spec["deploymentSpec"]["executors"]["exec-gate"]["container"]["command"][-1]
+    assert "gate(job_from_json(job), search_state.path, iteration)" in gate_code
+    configure = spec["root"]["dag"]["tasks"]["configure"]["inputs"]["parameters"]["loop_cap"]
+    assert configure["runtimeValue"]["constant"] == LOOP_CAP
+    assert "check_loop_cap(job, loop_cap)" in spec["deploymentSpec"]["executors"]["exec-configure"]["container"][
+        "command"][-1]
+    assert f"continue-after-{LOOP_CAP - 1}" in text and f"continue-after-{LOOP_CAP}" not in text
+    assert JobConfig().search.max_iterations <= LOOP_CAP  # the default job fits the compiled loop
+
+
+def test_the_gate_and_configure_behave_as_the_ir_says(tmp_path):
+    from rankadaptor.errors import UserError
+    from rankadaptor.job import check_loop_cap, load_job
+
+    with pytest.raises(UserError, match=f"search.max_iterations=9 is more than the {LOOP_CAP} iterations"):
+        check_loop_cap(load_job(None, {"search": {"max_iterations": 9}}), LOOP_CAP)
+    check_loop_cap(load_job(None, {"search": {"max_iterations": LOOP_CAP}}), LOOP_CAP)

@@ -10,10 +10,11 @@ from mlflow import MlflowClient
 
 from pipelines.local import run_local
 from rankadaptor import bank
-from rankadaptor.workflow import load_job
+from rankadaptor.job import load_job
+from rankadaptor.report import OURS, PRUNED, UNIFORM
 
-TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"],
-        "recover": {"cutoff": 96, "batch_size": 16, "micro_batch_tokens": 768, "epochs": 1, "lr": 0.002},
+TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"], "runtime": {"micro_batch_tokens": 768},
+        "recover": {"cutoff": 96, "batch_size": 16, "epochs": 1, "lr": 0.002},
         "evaluate": {"limit": 10, "batch_size": 32}, "surrogate": {"meta_iterations": 20, "ensemble": 2}}
 
 
@@ -45,7 +46,7 @@ def test_converges_at_the_first_iteration_and_a_rerun_reuses_the_unchanged_steps
     assert int(client.get_model_version_by_alias("tiny", "champion").version) == 1
     for plot in ("ranks.png", "predicted_vs_measured.png", "convergence.png"):
         assert (report_dir / plot).stat().st_size > 1000
-    assert [row["method"] for row in report["table"]] == ["pruned", "lora_r8", "rankadaptor"]
+    assert [row["method"] for row in report["table"]] == [PRUNED, UNIFORM, OURS]
 
     _, rerun_dir, _ = run(tmp_path, monkeypatch, job)
     ran = {step.name for step in rerun_dir.parents[1].iterdir()}  # a step served from the cache leaves no folder
@@ -64,15 +65,12 @@ def test_stops_at_max_iterations(tmp_path, monkeypatch):
     bootstrap = [r for r in client.search_runs([client.get_experiment_by_name(bank.DEFAULT_EXPERIMENT).experiment_id])
                  if r.data.tags.get("stage") == "bootstrap"]
     assert len(bootstrap) == 3  # one source task x 3 random vectors, used for meta-pretraining
-    budget = report["budget_uniform8"]
-    assert all(h["rank_vector"] != [8, 8, 8, 8] for h in report["history"])
-    assert report["best"]["trainable_params"] <= budget
-    assert "significantly" in report["verdict"]
+    uniform = [job.baseline_rank] * 4
+    assert all(h["rank_vector"] != uniform for h in report["history"])  # the baseline is never searched again
+    assert report["best"]["trainable_params"] <= report["budget"]
+    # The verdict states what the held-out interval against uniform LoRA says, with its numbers.
+    versus = report["comparisons"][UNIFORM][job.target_task]
+    assert report["significant"] == (versus["low"] > 0)
+    assert f"{versus['diff']:+.4f} (95% CI {versus['low']:+.4f} .. {versus['high']:+.4f})" in report["verdict"]
+    assert f"uniform LoRA r={job.baseline_rank}" in report["verdict"]
 
-
-def test_verdict_says_plainly_whether_the_gain_is_significant():
-    from rankadaptor.workflow import verdict_line
-
-    assert verdict_line("t", {"diff": 0.02, "low": 0.01, "high": 0.03}).startswith("RankAdaptor significantly beats")
-    assert "does NOT significantly beat" in verdict_line("t", {"diff": 0.01, "low": -0.01, "high": 0.03})
-    assert "significantly WORSE" in verdict_line("t", {"diff": -0.02, "low": -0.03, "high": -0.01})

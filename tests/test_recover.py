@@ -18,7 +18,7 @@ from rankadaptor.errors import UserError
 from rankadaptor.modeling import attn_head_dim, layer_widths, load_model, lora_cost_per_rank, lora_parameters
 from rankadaptor.perplexity import perplexity
 from rankadaptor.prune import PruneConfig, run_prune
-from rankadaptor.recover import RecoverConfig, adapt, run_recover
+from rankadaptor.recover import RecoverConfig, add_adapters, run_recover
 from rankadaptor.recover.batches import IGNORE, instruction_example, micro_batches
 from rankadaptor.recover.ranks import TARGET_MODULES, increasing_schedule
 from rankadaptor.recover.train import TrainSettings, step_plan, train
@@ -55,7 +55,7 @@ def lora_shapes(model):
 
 def test_rank_vector_of_eights_equals_uniform_lora(pruned_dir, corpus):
     model, _ = load_model(str(pruned_dir))
-    ours = adapt(model, recover_config(corpus / "train.txt", rank_vector=[8, 8, 8, 8]), [8, 8, 8, 8], steps=1)
+    ours = add_adapters(model, recover_config(corpus / "train.txt", rank_vector=[8, 8, 8, 8]), [8, 8, 8, 8], steps=1)
     model, _ = load_model(str(pruned_dir))
     plain = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGET_MODULES))
     assert lora_shapes(ours) == lora_shapes(plain) and len(lora_shapes(ours)) == 4 * 7 * 2
@@ -65,7 +65,7 @@ def test_rank_vector_of_eights_equals_uniform_lora(pruned_dir, corpus):
 def test_rank_vector_gives_per_layer_ranks_and_exact_count(pruned_dir, corpus):
     model, _ = load_model(str(pruned_dir))
     costs = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))
-    peft_model = adapt(model, recover_config(corpus / "train.txt"), [2, 12, 6, 8], steps=1)
+    peft_model = add_adapters(model, recover_config(corpus / "train.txt"), [2, 12, 6, 8], steps=1)
     shapes = lora_shapes(peft_model)
     assert shapes["base_model.model.model.layers.1.self_attn.q_proj.lora_A.default.weight"][0] == 12
     assert shapes["base_model.model.model.layers.0.mlp.down_proj.lora_B.default.weight"][1] == 2
@@ -144,7 +144,7 @@ def test_the_token_budget_sets_memory_not_the_result(pruned_dir, corpus, tmp_pat
         settings = TrainSettings(lr=config.lr, epochs=1, batch_size=8, micro_batch_tokens=budget, warmup_steps=0,
                                  max_grad_norm=1.0, save_steps=100, seed=0)
         model, tokenizer = load_model(str(pruned_dir))
-        peft_model = adapt(model, config, [8, 8, 8, 8], steps=3)
+        peft_model = add_adapters(model, config, [8, 8, 8, 8], steps=3)
         log = train(peft_model, examples, settings, tokenizer.pad_token_id, str(tmp_path / f"ckpt-{budget}"))
         weights = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
         runs.append((step_plan(examples, settings), log, weights))
@@ -160,7 +160,7 @@ def test_the_token_budget_sets_memory_not_the_result(pruned_dir, corpus, tmp_pat
 def test_running_out_of_memory_names_the_setting_to_lower(pruned_dir, corpus, tmp_path):
     config = recover_config(corpus / "train.txt")
     model, tokenizer = load_model(str(pruned_dir))
-    peft_model = adapt(model, config, [8, 8, 8, 8], steps=1)
+    peft_model = add_adapters(model, config, [8, 8, 8, 8], steps=1)
 
     def out_of_memory(*_):  # what the CUDA caching allocator raises when a micro-batch does not fit
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -200,7 +200,7 @@ def test_recovery_improves_heldout_perplexity(pruned_dir, corpus, tmp_path):
     assert ppl_recovered < 0.9 * ppl_pruned
     saved = json.loads((tmp_path / "adapter" / "rank_vector.json").read_text())
     assert saved["rank_vector"] == [8, 4, 12, 8] and saved["lora_params"] == result["trainable_params"]
-    assert saved["uniform8_params"] == lora_parameters([8] * 4, saved["cost_per_rank"])
+    assert saved["uniform_rank"] == 8 and saved["uniform_params"] == 8 * sum(saved["cost_per_rank"])
     assert not (tmp_path / "adapter.ckpt").exists()  # the checkpoint is removed once the adapter is written
 
 

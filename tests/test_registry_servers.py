@@ -94,7 +94,7 @@ def test_bank_logs_trials_once_and_never_credentials(tracking, s3):
     bank.record_trial(dataclasses.replace(key, seed=1), score=0.5, stage="bootstrap",
                       tracking_uri=tracking)
     rows = bank.load_observations(tracking_uri=tracking, task="boolq")
-    assert [(r["score"], r["cost"], r["predicted"]) for r in rows] == [(0.6, 12.5, 0.58), (0.5, None, None)]
+    assert [(r.score, r.cost, r.predicted) for r in rows] == [(0.6, 12.5, 0.58), (0.5, None, None)]
 
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name(bank.DEFAULT_EXPERIMENT)

@@ -25,14 +25,19 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from rankadaptor import registry, storage, workflow
+from rankadaptor import registry, storage
+from rankadaptor.job import load_job
+from rankadaptor.report import UNIFORM
+from rankadaptor.steps import model as steps
+from rankadaptor.steps import search as search_steps
+from rankadaptor.trial import load_state, trial_key
 from rankadaptor.errors import UserError
 from rankadaptor.modeling import load_model
 from rankadaptor.config import from_dict
 from rankadaptor.data import read_texts
 from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.recover.batches import load_examples
-from rankadaptor.search import Proposal, SearchConfig, SearchState, load_search, update
+from rankadaptor.search import Proposal, SearchConfig, SearchState, update
 from rankadaptor.surrogate import SurrogateConfig, new_surrogate
 from servers import free_port, seaweedfs, write_adapter, write_pruned_model
 
@@ -42,16 +47,16 @@ from servers import free_port, seaweedfs, write_adapter, write_pruned_model
 TINY_JOB = {
     "corpus_docs": 40, "corpus_tokens": 48, "bootstrap_trials": 0, "report_tasks": [],
     "prune": {"ratio": 0.2, "layer_start": 1, "layer_end": 3, "num_samples": 4, "seq_len": 32},
-    "recover": {"cutoff": 32, "batch_size": 4, "micro_batch_tokens": 128, "epochs": 1, "max_steps": 2, "lr": 0.002,
-                "device": "cpu"},
-    "evaluate": {"limit": 8, "batch_size": 8, "device": "cpu"},
+    "recover": {"cutoff": 32, "batch_size": 4, "epochs": 1, "max_steps": 2, "lr": 0.002},
+    "evaluate": {"limit": 8, "batch_size": 8},
+    "runtime": {"micro_batch_tokens": 128, "device": "cpu"},
     "search": {"num_samples": 200, "max_iterations": 3},
 }
 
 
 def bank_runs(job, trial_id: str | None = None) -> list:
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(job.experiment)
+    experiment = client.get_experiment_by_name(job.bank.experiment)
     query = "attributes.status = 'FINISHED'" + (f" and tags.trial_id = '{trial_id}'" if trial_id else "")
     return client.search_runs([experiment.experiment_id], filter_string=query)
 
@@ -59,41 +64,39 @@ def bank_runs(job, trial_id: str | None = None) -> list:
 @pytest.mark.slow
 def test_a_pipeline_killed_between_iterations_continues_from_the_bank(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    job = workflow.load_job(None, TINY_JOB)
+    job = load_job(None, TINY_JOB)
     uri = {name: str(tmp_path / name) for name in ("data", "pruned", "baselines", "state-0", "proposal-1",
                                                    "adapter-1", "metrics-1", "state-1", "state-rerun",
                                                    "proposal-rerun", "state-1-retried")}
-    workflow.prepare_data(job, uri["data"])
-    workflow.prune_step(job, uri["data"], uri["pruned"])
-    workflow.baselines_step(job, uri["pruned"], uri["data"], uri["baselines"])
+    steps.prepare_data(job, uri["data"])
+    steps.prune(job, uri["data"], uri["pruned"])
+    steps.baselines(job, uri["pruned"], uri["data"], uri["baselines"])
     # First run: one full iteration of the loop, then the process dies.
-    workflow.meta_pretrain_step(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-0"])
-    first = workflow.propose_step(job, uri["state-0"], uri["proposal-1"])["rank_vector"]
-    workflow.recover_step(job, uri["pruned"], uri["data"], first, uri["adapter-1"])
-    workflow.evaluate_step(job, uri["pruned"], uri["data"], uri["adapter-1"], [job.target_task], "select",
-                           uri["metrics-1"])
-    score = workflow.update_step(job, uri["state-0"], uri["proposal-1"], uri["metrics-1"], uri["adapter-1"],
-                                 uri["pruned"], uri["data"], uri["state-1"])["score"]
+    search_steps.meta_pretrain(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-0"])
+    first = search_steps.propose(job, uri["state-0"], uri["proposal-1"])["rank_vector"]
+    steps.recover(job, uri["pruned"], uri["data"], first, uri["adapter-1"])
+    steps.evaluate(job, uri["pruned"], uri["data"], uri["adapter-1"], uri["metrics-1"])
+    score = search_steps.update(job, uri["state-0"], uri["proposal-1"], uri["metrics-1"], uri["adapter-1"],
+                                uri["state-1"])["score"]
     # Rerun from scratch: its state is rebuilt from the bank, with the trial, its score and its adapter.
-    rerun = workflow.meta_pretrain_step(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-rerun"])
-    state = load_search(uri["state-rerun"])
-    uniform = [8] * len(first)
+    rerun = search_steps.meta_pretrain(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-rerun"])
+    state, context = load_state(uri["state-rerun"])
+    uniform = [job.baseline_rank] * len(first)
     assert rerun["target_trials"] == 2
-    anchor = str(tmp_path / "baselines" / "lora_r8")
+    anchor = str(tmp_path / "baselines" / UNIFORM)
     assert [(o.rank_vector, o.artifact) for o in state.measured()] == [(uniform, anchor), (first, uri["adapter-1"])]
     assert state.measured()[1].score == pytest.approx(score)
-    proposed = workflow.propose_step(job, uri["state-rerun"], uri["proposal-rerun"])["rank_vector"]
+    proposed = search_steps.propose(job, uri["state-rerun"], uri["proposal-rerun"])["rank_vector"]
     assert proposed not in (first, uniform)
     # A retried update step (killed after banking, before writing its state) adds no second run.
-    workflow.update_step(job, uri["state-0"], uri["proposal-1"], uri["metrics-1"], uri["adapter-1"],
-                         uri["pruned"], uri["data"], uri["state-1-retried"])
-    structure, data = workflow.model_structure(uri["pruned"], job.base_model), workflow.data_paths(uri["data"])
-    trial_id = workflow.trial_key(job, structure, data, job.target_task, "select", first).id
+    search_steps.update(job, uri["state-0"], uri["proposal-1"], uri["metrics-1"], uri["adapter-1"],
+                        uri["state-1-retried"])
+    trial_id = trial_key(job, context, job.target_task, "select", first).id
     assert len(bank_runs(job, trial_id)) == 1 and len(bank_runs(job)) == 2
     # A trial whose adapter is gone cannot be reused whole: the rerun leaves it out (it will be measured again).
     storage.remove(uri["adapter-1"])
-    workflow.meta_pretrain_step(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-rerun"])
-    assert [o.rank_vector for o in load_search(uri["state-rerun"]).measured()] == [uniform]
+    search_steps.meta_pretrain(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-rerun"])
+    assert [o.rank_vector for o in load_state(uri["state-rerun"])[0].measured()] == [uniform]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -176,6 +179,7 @@ def s3(s3_server, monkeypatch):
     return s3_server
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_an_interrupted_upload_is_never_read(s3):
     uri = f"s3://{s3.bucket}/interrupted"
     client = storage.s3_client()
@@ -201,6 +205,7 @@ def test_an_interrupted_upload_is_never_read(s3):
         storage.local_dir(done)
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_a_missing_bucket_is_named(s3, private_tmp):
     for call in (lambda: write_artifact("s3://no-such-bucket/pruned", {"a.json": "{}"}),
                  lambda: storage.local_dir("s3://no-such-bucket/pruned")):
@@ -215,6 +220,7 @@ def test_a_missing_bucket_is_named(s3, private_tmp):
     assert list(private_tmp.iterdir()) == []
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_an_s3_server_stopped_between_stages_is_named(tmp_path, monkeypatch, private_tmp):
     monkeypatch.setenv("RANKADAPTOR_S3_RETRIES", "2")
     (tmp_path / "seaweedfs").mkdir()
@@ -368,10 +374,10 @@ def test_records_without_text_are_named(tiny_model_dir, tmp_path):
     ({"source_tasks": ["ppl:boolq", "ppl:heldout"]}, "is also a source task"),
     ({"bootstrap_trials": 2}, "bootstrap_trials=2"),
     ({"corpus_docs": 1}, "corpus_docs=1 must be >= 10"),
-    ({"seed": "seven"}, "seed='seven' must be of type int"),
+    ({"seed": "seven"}, "seed='seven' is not accepted: input should be a valid integer"),
     ({"recover": {"epochs": 0}}, r"recover: epochs=0 is outside \[1, 100\]"),
     ({"recover": {"lr": 5.0}}, r"recover: lr=5.0 is outside \(0, 1\)"),
-    ({"recover": {"lr": "fast"}}, "recover: lr='fast' must be of type float"),
+    ({"recover": {"lr": "fast"}}, "recover.lr='fast' is not accepted: input should be a valid number"),
     ({"recover": {"dropout": 1.0}}, r"recover: dropout=1.0 is outside \[0, 1\)"),
     ({"recover": {"cutoff": 1}}, "recover: cutoff=1 must be > 1"),
     ({"recover": {"rank": 7}}, r"recover: rank=7 is not in the candidate set"),
@@ -388,7 +394,7 @@ def test_records_without_text_are_named(tiny_model_dir, tmp_path):
 ])
 def test_absurd_job_options_are_refused_when_the_job_loads(overrides, match):
     with pytest.raises(UserError, match=match):
-        workflow.load_job(None, overrides)
+        load_job(None, overrides)
 
 
 def test_a_proposal_that_does_not_fit_the_search_is_refused():
@@ -400,6 +406,7 @@ def test_a_proposal_that_does_not_fit_the_search_is_refused():
         update(state, Proposal([8, 8, 8, 8], 0.5), float("nan"), config)
 
 
+@pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_a_base_model_uploaded_by_other_tools_loads_from_s3(s3, tiny_model_dir):
     """A user's model folder on S3 has no manifest: it is fetched whole (and refreshed when it changes)."""
     from rankadaptor.modeling import load_model

@@ -13,7 +13,7 @@ from rankadaptor.errors import UserError
 from rankadaptor.modeling import lora_cost_per_rank, lora_parameters
 from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose, resolve_budget, run_loop,
                                 sample_rank_vectors, save_search, update)
-from rankadaptor.surrogate import SurrogateConfig, meta_pretrain, new_surrogate
+from rankadaptor.surrogate import SurrogateConfig, new_surrogate
 
 COST = [100, 60, 40, 80, 50, 100]  # LoRA parameters per unit rank of 6 layers
 SYNTHETIC = Path(__file__).resolve().parents[1] / "benchmarks" / "search_synthetic.py"

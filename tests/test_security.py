@@ -1,9 +1,10 @@
 """Security: no code runs from a model, adapter or checkpoint (no pickle, no remote code), and credentials
 come only from the environment and never reach a param, tag, log line, output or stored file.
 
-The source rules are checked statically (an AST scan of everything that ships: the library, the Kubeflow
-components and pipelines, the benchmarks) and dynamically, by loading booby-trapped files whose code
-would leave a sentinel file behind if it ever ran. Compiled pipeline YAML: test_pipeline_compile.py;
+The source rules are checked statically (ruff's bandit rules `S`, run on everything by test_lint.py, plus an
+AST scan here for what bandit lacks: torch.load without weights_only, trust_remote_code, cloudpickle/joblib/
+marshal, credentials passed by hand) and dynamically, by loading booby-trapped files whose code would leave a
+sentinel file behind if it ever ran. Compiled pipeline YAML: test_pipeline_compile.py;
 non-root images: test_images.py; Kubernetes least privilege: test_k8s_manifests.py.
 """
 
@@ -29,7 +30,7 @@ from servers import copy_store, empty_mlflow_db, write_adapter, write_pruned_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = [ROOT / name for name in ("src", "components", "pipelines", "benchmarks")]
-PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"}
+PICKLE_MODULES = {"_pickle", "cloudpickle", "joblib", "marshal"}  # ruff's S403 covers pickle, cPickle, dill, shelve
 CREDENTIAL_KEYWORDS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password", "token"}
 
 
@@ -44,7 +45,8 @@ def _is_const(node: ast.AST, value) -> bool:
 
 
 def source_problems(source: str, where: str = "<snippet>") -> list[str]:
-    """What in this Python source could run code from data or handle credentials by hand."""
+    """What in this Python source could run code from data or handle credentials by hand, beyond what ruff's
+    S rules check (yaml.load, eval/exec, shell=True, pickle imports: see test_lint.py)."""
     problems = []
     for node in ast.walk(ast.parse(source)):
         line = f"{where}:{getattr(node, 'lineno', '?')}"
@@ -61,12 +63,6 @@ def source_problems(source: str, where: str = "<snippet>") -> list[str]:
             problems.append(f"{line}: torch.load without weights_only=True unpickles arbitrary objects")
         if "trust_remote_code" in keywords and not _is_const(keywords["trust_remote_code"], False):
             problems.append(f"{line}: trust_remote_code is not the constant False")
-        if name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
-            problems.append(f"{line}: {name} can build arbitrary objects; use yaml.safe_load")
-        if name in ("eval", "exec"):
-            problems.append(f"{line}: {name}() of a string")
-        if _is_const(keywords.get("shell"), True):
-            problems.append(f"{line}: subprocess with shell=True")
         if CREDENTIAL_KEYWORDS & set(keywords):
             problems.append(f"{line}: passes credentials by hand ({sorted(CREDENTIAL_KEYWORDS & set(keywords))}); "
                             "boto3/MLflow read them from the environment")
@@ -97,7 +93,6 @@ def test_no_shipped_file_enables_remote_code():
 
 
 @pytest.mark.parametrize("snippet", [
-    "import pickle",
     "from cloudpickle import loads",
     "import joblib.numpy_pickle",
     "import torch\ntorch.load('state.pt')",
@@ -105,10 +100,7 @@ def test_no_shipped_file_enables_remote_code():
     "from torch import load",
     "AutoModel.from_pretrained('x', trust_remote_code=True)",
     "AutoModel.from_pretrained('x', trust_remote_code=flag)",
-    "import yaml\nyaml.load(text, Loader=yaml.Loader)",
-    "eval('1 + 1')",
-    "subprocess.run('ls', shell=True)",
-    "boto3.client('s3', aws_secret_access_key='abc')",
+    "boto3.client('s3', aws_secret_access_key=key)",
 ])
 def test_the_source_scan_catches_each_violation(snippet):
     assert len(source_problems(snippet)) == 1

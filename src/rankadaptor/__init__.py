@@ -1,8 +1,6 @@
 """RankAdaptor: recover structurally pruned LLaMA models with per-layer LoRA ranks.
 
-Importing the package registers the pruned-LLaMA config and model with transformers' Auto classes.
+Importing the package imports nothing heavy: steps that need no model stay fast (docs/architecture.md).
 """
-
-from rankadaptor import modeling  # noqa: F401  (registers PrunedLlama with the Auto classes)
 
 __version__ = "0.1.0"

@@ -6,8 +6,8 @@ never pay twice for the same trial:
   go. A crash mid-log leaves a FAILED (or, if the process died, RUNNING) run that readers ignore.
 - the tag `trial_id` is the sha256 of every input that determines the result (`TrialKey`), so a rerun
   finds the finished run and returns it instead of writing a duplicate.
-- `load_observations` returns plain dicts (task, rank_vector, score, layer_features, cost, predicted) so
-  the surrogate module does not depend on MLflow.
+- `load_observations` returns `surrogate.Observation`s, the one trial record the search and the
+  surrogate use (the surrogate module does not depend on MLflow).
 
 Where: an explicit tracking URI, else MLFLOW_TRACKING_URI, else an embedded `sqlite:///<root>/mlflow.db`
 with artifacts in `<root>/artifacts`. Outages: MLflow retries HTTP requests with exponential backoff
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rankadaptor.errors import UserError, check
+from rankadaptor.surrogate import Observation
 
 DEFAULT_EXPERIMENT = "rankadaptor-bank"
 DEFAULT_ROOT = "mlflow"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit; longer values would be silently truncated, corrupting the JSON
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
-OBSERVATION_FIELDS = ("task", "rank_vector", "score", "layer_features", "cost", "predicted", "artifact")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -217,27 +217,25 @@ def _trial(run) -> dict[str, Any]:
     return {"run_id": run.info.run_id, "trial_id": run.data.tags["trial_id"], "stage": run.data.tags.get("stage"),
             "split": params["split"], "seed": int(params["seed"]), "trainable_params": metrics.get("trainable_params"),
             "scores": {k[len("score."):]: v for k, v in metrics.items() if k.startswith("score.")},
-            **_observation(run)}
+            **dataclasses.asdict(_observation(run))}
 
 
-def _observation(run) -> dict[str, Any]:
-    """One bank row in the surrogate's terms (surrogate.Observation): cost is the trial's seconds."""
+def _observation(run) -> Observation:
+    """One bank row as the surrogate's record: cost is the trial's seconds."""
     params, metrics = run.data.params, run.data.metrics
     features = params.get("layer_features")
-    return {"task": params["task"], "rank_vector": json.loads(params["rank_vector"]), "score": metrics["score"],
-            "layer_features": None if features is None else json.loads(features),
-            "cost": metrics.get("seconds"), "predicted": metrics.get("predicted"),
-            "artifact": run.data.tags.get("artifact")}
+    return Observation(task=params["task"], rank_vector=json.loads(params["rank_vector"]), score=metrics["score"],
+                       layer_features=(json.loads(features) or None) if features else None, cost=metrics.get("seconds"),
+                       predicted=metrics.get("predicted"), artifact=run.data.tags.get("artifact"))
 
 
 def load_observations(experiment: str = DEFAULT_EXPERIMENT, *, base_model: str | None = None,
                       base_checksum: str | None = None, pruning: dict[str, Any] | None = None,
                       task: str | None = None, split: str | None = None, data_checksum: str | None = None,
                       recovery: dict[str, Any] | None = None, seed: int | None = None,
-                      tracking_uri: str | None = None) -> list[dict[str, Any]]:
-    """Every finished trial matching the filters (None: any), oldest first, one row per trial id.
-
-    Rows have exactly OBSERVATION_FIELDS (the fields of surrogate.Observation). Unfinished and failed runs are never returned."""
+                      tracking_uri: str | None = None) -> list[Observation]:
+    """Every finished trial matching the filters (None: any), oldest first, one per trial id. Unfinished and
+    failed runs are never returned."""
     wanted = {"base_model": base_model, "base_checksum": base_checksum, "task": task, "split": split,
               "data_checksum": data_checksum, "seed": None if seed is None else canonical_json(seed),
               "pruning": None if pruning is None else canonical_json(pruning),

@@ -1,4 +1,5 @@
-"""`rankadaptor <command>`: one subcommand per stage, the whole job, and the Kubeflow commands.
+"""`rankadaptor <command>`: one subcommand per stage (the whole job and the Kubeflow commands are
+`python -m pipelines`, beside the pipelines: the library never imports the pipeline layer).
 
 Every stage option comes from the stage's config dataclass (so --help documents each one) and may also
 come from a YAML file given with --config. Bad input prints one clear line and exits with status 2.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from rankadaptor import config as cfg
 from rankadaptor.errors import UserError
@@ -49,45 +49,6 @@ def _export(args) -> None:
     print(f"merged checkpoint written to {args.output}")
 
 
-def _job(args):
-    from rankadaptor.workflow import load_job
-
-    return load_job(args.config)
-
-
-def _run(args) -> None:
-    from pipelines.local import run_local
-
-    report_dir = run_local(_job(args), args.root)
-    print((report_dir / "report.md").read_text())
-    print(f"report, plots and registration: {report_dir}")
-
-
-def _compile(args) -> None:
-    from pipelines.cluster import compile_all
-
-    for path in compile_all(Path(args.output)) if args.output else compile_all():
-        print(f"compiled {path}")
-
-
-def _submit(args) -> None:
-    from pipelines.cluster import submit
-    from pipelines.rankadaptor import arguments
-
-    run_id = submit(args.host, args.pipeline, arguments(_job(args)), args.experiment, args.run_name,
-                    args.service_account)
-    print(f"started run {run_id}")
-
-
-def _schedule(args) -> None:
-    from pipelines.cluster import schedule
-    from pipelines.rankadaptor import arguments
-
-    recurring_id = schedule(args.host, args.pipeline, arguments(_job(args)), args.experiment, args.name, args.cron,
-                            args.service_account)
-    print(f"created recurring run {recurring_id} ({args.cron})")
-
-
 def _stage_args(config_path: str, *artifacts: tuple[str, str], optional: tuple[tuple[str, str], ...] = ()):
     """Arguments of a stage command: its artifact URIs, then every option of its config dataclass."""
     def add(p: argparse.ArgumentParser) -> None:
@@ -100,44 +61,9 @@ def _stage_args(config_path: str, *artifacts: tuple[str, str], optional: tuple[t
     return add
 
 
-def _job_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, metavar="YAML",
-                   help="job YAML (options of rankadaptor.workflow.JobConfig); default: the bundled tiny-model job")
-
-
-def _cluster_args(p: argparse.ArgumentParser) -> None:
-    _job_args(p)
-    p.add_argument("--host", required=True, help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080/pipeline")
-    p.add_argument("--pipeline", default="rankadaptor", choices=["rankadaptor", "bootstrap", "baselines"],
-                   help="which compiled pipeline")
-    p.add_argument("--experiment", default="rankadaptor", help="KFP experiment")
-    p.add_argument("--service-account", default="rankadaptor-pipeline",
-                   help="Kubernetes ServiceAccount of the run's pods (k8s/base/pipeline: least privilege)")
-
-
 MODEL = ("--model", "input model artifact: the pruned model (local directory or s3://)")
 ADAPTER = ("--adapter", "adapter artifact written by `rankadaptor recover` (local directory or s3://)")
 OUTPUT = ("--output", "output artifact URI: local directory or s3://bucket/prefix")
-
-
-def _add_run(p):
-    _job_args(p)
-    p.add_argument("--root", default="runs/default", help="where the run's artifacts and MLflow store go")
-
-
-def _add_compile(p):
-    p.add_argument("--output", default=None, help="directory for the IR YAML (default: pipelines/compiled)")
-
-
-def _add_submit(p):
-    _cluster_args(p)
-    p.add_argument("--run-name", default="rankadaptor", help="name of the run")
-
-
-def _add_schedule(p):
-    _cluster_args(p)
-    p.add_argument("--name", default="rankadaptor-recurring", help="name of the recurring run")
-    p.add_argument("--cron", required=True, help="cron with seconds, e.g. '0 0 2 * * *' for 02:00 daily")
 
 
 def _add_export(p):
@@ -152,10 +78,6 @@ COMMANDS = {
     "evaluate": ("zero-shot evaluation (lm-eval) and perplexity of a model, optionally with an adapter",
                  _stage_args("rankadaptor.evaluate:EvalConfig", MODEL, OUTPUT, optional=(ADAPTER,)), _evaluate),
     "export": ("merge an adapter into its base model: a standalone checkpoint", _add_export, _export),
-    "run": ("the whole job locally through the Kubeflow pipeline (kfp.local)", _add_run, _run),
-    "compile": ("compile the pipelines to Kubeflow IR YAML", _add_compile, _compile),
-    "submit": ("start a run of a compiled pipeline on a Kubeflow Pipelines endpoint", _add_submit, _submit),
-    "schedule": ("create a recurring run (cron) on a Kubeflow Pipelines endpoint", _add_schedule, _schedule),
 }
 
 

@@ -1,78 +1,107 @@
-"""Typed stage configs: dataclasses, loadable from YAML, overridable from the command line.
+"""Typed configs, one mechanism for every stage and for the job.
 
-Each stage module defines its own `@dataclass` config; this module turns any of them into argparse
-options (help text from `field(metadata={"help": ...})`), loads them from YAML and dicts with type
-checks, and serialises them for KFP components and MLflow params. One mechanism for every stage.
+A config is a dataclass whose fields are declared with `option()` (default, help text, and whether the
+setting is a runtime one or one the job sets). pydantic validates a mapping against the field types,
+`validate()` adds the checks types cannot express, and the same fields make the argparse options.
+docs/architecture.md ("Configuration") says how to add a field.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from rankadaptor.errors import UserError
 
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A config field with its help text; list defaults are copied per instance."""
+def option(default: Any, help: str, *, runtime: bool = False, set_by_job: bool = False, **kwargs: Any) -> Any:
+    """A config field with its help text. runtime: says how a run goes, not what it computes (the job keeps
+    these in its `runtime` section, outside trial identity). set_by_job: inside a job the job fills it in
+    (from its artifacts or its own fields), so a job's stage options may not set it."""
+    metadata = {"help": help, "runtime": runtime, "set_by_job": set_by_job}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    if dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def help_text(f: dataclasses.Field) -> str:
+    return f.metadata.get("help", "")
+
+
+def is_runtime(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("runtime"))
+
+
+def is_set_by_job(f: dataclasses.Field) -> bool:
+    """Fields a job fills in: marked set_by_job, and every stage's seed (a job has one seed)."""
+    return bool(f.metadata.get("set_by_job")) or f.name == "seed"
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """Check value against the annotation tp; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(name, value, arg)
-            except UserError:
-                pass
-        raise UserError(f"{name}={value!r} is not a valid {_type_name(tp)}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{name}={value!r} must be a list of {_type_name(item)}")
-        return [_coerce(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{name}={value!r} must be a mapping")
-        return dict(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise UserError(f"{name}={value!r} must be of type {tp.__name__}")
-    return value
+def _nested(cls: type) -> dict[str, type]:
+    """Fields of cls whose type is itself a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _check_keys(cls: type, values: Any, where: str = "", settable: set[str] | None = None) -> None:
+    """Refuse unknown keys (pydantic ignores them on dataclasses) and, in a nested stage config, the keys the
+    enclosing config sets itself."""
+    if not isinstance(values, dict):
+        return  # pydantic names the wrong type
+    settable = settable if settable is not None else {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise UserError(f"{where}unknown option(s) {unknown} for {cls.__name__}; accepted: {sorted(settable)}")
+    for name, nested in _nested(cls).items():
+        if not isinstance(values.get(name), dict):
+            continue
+        own = {f.name for f in dataclasses.fields(nested) if is_set_by_job(f) or is_runtime(f)}
+        refused = sorted(set(values[name]) & own)
+        if refused and hasattr(cls, "owns_stage_inputs"):
+            raise UserError(f"{where}{name}: {refused} cannot be set per stage: {cls.owns_stage_inputs(refused)}")
+        _check_keys(nested, values[name], f"{where}{name}: ",
+                    {f.name for f in dataclasses.fields(nested)} - own if hasattr(cls, "owns_stage_inputs") else None)
+
+
+def error_line(error: ValidationError) -> str:
+    """A pydantic error as one line: the field, the bad value, what is accepted."""
+    parts = []
+    for e in error.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "value_error":
+            parts.append(str(e["ctx"]["error"]))
+        else:
+            parts.append(f"{loc}={e['input']!r} is not accepted: {e['msg'][0].lower()}{e['msg'][1:]}")
+    return "; ".join(parts)
 
 
 def from_dict(cls: type[T], values: dict[str, Any]) -> T:
-    """Build a config from a mapping, refusing unknown keys and wrong types, then run its validate()."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"unknown option(s) {unknown} for {cls.__name__}; accepted: {sorted(known)}")
-    config = cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+    """Build a config from a mapping: unknown keys and wrong types refused (one line), then its validate()."""
+    if not isinstance(values, dict):
+        raise UserError(f"{cls.__name__} options must be a mapping of option: value, not {values!r}")
+    _check_keys(cls, values)
+    try:
+        config = TypeAdapter(cls).validate_python(values)
+    except ValidationError as e:
+        raise UserError(error_line(e)) from None
     if hasattr(config, "validate"):
         config.validate()
     return config
@@ -94,19 +123,24 @@ def load(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str,
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The config as plain values. A nested stage config leaves out what the enclosing config sets."""
+    values = dataclasses.asdict(config)
+    for name, nested in _nested(type(config)).items():
+        for f in dataclasses.fields(nested):
+            if is_set_by_job(f) or is_runtime(f):
+                values[name].pop(f.name)
+    return values
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One --option per config field, documented with its help text, type and default."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} [{_type_name(hints[f.name])}, default: {default!r}]"
+        text = f"{help_text(f)} [{_type_name(hints[f.name])}, default: {default_of(f)!r}]"
         parse = str if hints[f.name] is str else yaml.safe_load
         parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, type=parse,
-                            metavar=f.name.upper(), help=help_text.replace("%", "%%"))
+                            metavar=f.name.upper(), help=text.replace("%", "%%"))
     parser.add_argument("--config", dest="_config", default=None, metavar="YAML",
                         help="YAML file of options; command-line options override it")
 

@@ -14,6 +14,7 @@ cannot score that row; lm-eval would stop with an assertion, here the row is lis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,11 +31,12 @@ from rankadaptor.config import option, to_dict
 from rankadaptor.data import read_texts
 from rankadaptor.errors import UserError, check
 from rankadaptor.modeling import load_model, resolve_device
-from rankadaptor.perplexity import perplexity
+from rankadaptor.perplexity import document_log_likelihoods, perplexity
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("select", "report", "all")
+PPL = "ppl:"  # a task `ppl:heldout` (the text in ppl_text) or `ppl:<lm-eval task>` (the text of its rows)
 
 
 @dataclass(frozen=True)
@@ -60,24 +62,29 @@ TASKS: dict[str, TaskSpec] = {
 
 @dataclass
 class EvalConfig:
-    tasks: list[str] = option(list(TASKS), f"lm-eval tasks to run, any of {list(TASKS)}")
+    tasks: list[str] = option(list(TASKS), f"tasks to score: lm-eval tasks {list(TASKS)}, or ppl:heldout "
+                                                  "(ppl_text) / ppl:<lm-eval task> (log-likelihood of its text)",
+                              set_by_job=True)
     data_dir: str | None = option(None, "directory (local or s3://) of <task>_<split>.jsonl files, e.g. "
-                                        "boolq_validation.jsonl, arc_easy_test.jsonl; default: the hub datasets")
+                                        "boolq_validation.jsonl, arc_easy_test.jsonl; default: the hub datasets",
+                                  set_by_job=True)
     split: str = option("select", f"rows to evaluate, one of {SPLITS}: 'select' drives the search, 'report' is "
-                                  "held out from it and reported to the user")
+                                  "held out from it and reported to the user", set_by_job=True)
     select_fraction: float = option(0.5, "fraction of each task's rows in the 'select' split, in (0, 1)")
     limit: int | None = option(None, "at most this many rows per task after the split (cheap search trials)")
     batch_size: int = option(32, "requests per forward pass (lm-eval's default is 1)")
     max_length: int | None = option(None, "context length in tokens (default: the model's max_position_embeddings)")
     seed: int = option(0, "seed of the select/report split and of the row order under limit")
-    ppl_text: str | None = option(None, "also report perplexity on this .txt/.jsonl file (local or s3://)")
+    ppl_text: str | None = option(None, "also report perplexity on this .txt/.jsonl file (local or s3://)",
+                                   set_by_job=True)
     ppl_seq_len: int = option(128, "window length for perplexity (at most max_length)")
-    device: str = option("auto", "run_evaluate only: auto, cpu, cuda or cuda:N")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
 
     def validate(self) -> None:
         check(bool(self.tasks), f"tasks is empty; choose from {list(TASKS)}")
-        unknown = [t for t in self.tasks if t not in TASKS]
-        check(not unknown, f"unknown task(s) {unknown}; accepted: {list(TASKS)}")
+        unknown = [t for t in self.tasks if t not in TASKS and not (t.startswith(PPL) and t[len(PPL):] in
+                                                                    ("heldout", *TASKS))]
+        check(not unknown, f"unknown task(s) {unknown}; accepted: {list(TASKS)} or ppl:<heldout|task>")
         check(len(set(self.tasks)) == len(self.tasks), f"tasks={self.tasks} lists a task twice")
         check(self.split in SPLITS, f"split={self.split!r} is not accepted; use one of {SPLITS}")
         check(0.0 < self.select_fraction < 1.0, f"select_fraction={self.select_fraction} is outside (0, 1)")
@@ -246,8 +253,47 @@ def run_evaluate(config: EvalConfig, model_uri: str, output_uri: str, adapter_ur
     config.validate()
     device = resolve_device(config.device)
     model, tokenizer = load_model(model_uri, adapter_uri, device=device)
-    metrics = evaluate(model, tokenizer, config)
+    metrics = score(model, tokenizer, config)
     with storage.writing_dir(output_uri) as out:
         storage.write_json_atomic(out / "metrics.json", metrics)
     log.info("evaluated %s on %s: mean %.4f", model_uri, config.split, metrics["mean"])
+    return metrics
+
+
+def ppl_documents(task: str, config: EvalConfig) -> list[str]:
+    """The documents of a ppl: task: the held-out text, or one document per row of an lm-eval task."""
+    from rankadaptor.data import read_records
+
+    name = task[len(PPL):]
+    if name == "heldout":
+        check(bool(config.ppl_text), f"task {task!r} needs held-out text: give the job heldout_text with its data")
+        return read_texts(config.ppl_text)
+    check(config.data_dir is not None, f"task {task!r} reads the rows of {name!r} from data_dir; set it")
+    rows = read_records(str(data_files(config.data_dir, [name])[name]))
+    return [" ".join(str(v) for v in row.values() if isinstance(v, str) and v) for row in rows]
+
+
+def score(model, tokenizer, config: EvalConfig) -> dict:
+    """evaluate() extended to ppl: tasks (mean log-likelihood per token of each document): per task the
+    value, stderr, n and the per-row values behind it (for paired comparisons); `scores` per task."""
+    config.validate()
+    started = time.perf_counter()
+    zero_shot = [t for t in config.tasks if not t.startswith(PPL)]
+    metrics: dict = {"tasks": {}, "split": config.split, "config": to_dict(config)}
+    if zero_shot:
+        lm_eval_metrics = evaluate(model, tokenizer, dataclasses.replace(config, tasks=zero_shot))
+        metrics["tasks"].update(lm_eval_metrics["tasks"])
+        metrics.update({k: v for k, v in lm_eval_metrics.items() if k == "perplexity"})
+    for task in (t for t in config.tasks if t.startswith(PPL)):
+        texts = ppl_documents(task, config)
+        row_ids = split_rows(task, len(texts), config.split, config.select_fraction, config.seed, config.limit)
+        rows = document_log_likelihoods(model, tokenizer, [texts[i] for i in row_ids],
+                                        config.max_length or model.config.max_position_embeddings, config.batch_size)
+        metrics["tasks"][task] = {"metric": "loglik_per_token", "value": float(np.mean(rows)),
+                                  "stderr": float(np.std(rows, ddof=1) / math.sqrt(len(rows))) if len(rows) > 1 else None,
+                                  "n": len(rows), "rows": rows, "row_ids": row_ids,
+                                  "perplexity": float(math.exp(-np.mean(rows)))}
+    metrics["scores"] = {t: metrics["tasks"][t]["value"] for t in config.tasks}
+    metrics["mean"] = float(np.mean(list(metrics["scores"].values())))
+    metrics["seconds"] = time.perf_counter() - started
     return metrics

@@ -1,75 +1,23 @@
-"""A LLaMA whose decoder layers may each have their own width, saved as an ordinary checkpoint.
+"""Loading (pruned) LLaMA checkpoints safely, and the width arithmetic of a model's layers.
 
-Width pruning leaves layers with different numbers of attention heads, KV heads and MLP channels.
-`PrunedLlamaConfig` records them per layer and `PrunedLlamaForCausalLM` builds each layer at its own
-width, so a pruned model is safetensors + config.json that `AutoModelForCausalLM.from_pretrained` loads
-(after `import rankadaptor`), with no pickles and no trust_remote_code, and that peft and generate() use
-like any LLaMA. Unpruned or depth-only pruned models stay plain `LlamaForCausalLM` checkpoints.
+torch and transformers are imported inside the functions that load models, so the arithmetic
+(LoRA cost per rank, parameter counts) is usable from steps that never load one. The pruned-LLaMA
+classes live in `pruned_llama`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from huggingface_hub.dataclasses import strict
-from torch import nn
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedModel, PreTrainedTokenizerBase)
+from typing import TYPE_CHECKING
 
 from rankadaptor import storage
 from rankadaptor.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+
 LLAMA_TYPES = ("llama", "pruned_llama")
-
-
-@strict
-class PrunedLlamaConfig(LlamaConfig):
-    model_type = "pruned_llama"
-
-    layer_num_attention_heads: list[int] | None = None
-    layer_num_key_value_heads: list[int] | None = None
-    layer_intermediate_size: list[int] | None = None
-
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        n = self.num_hidden_layers
-        self.layer_num_attention_heads = list(self.layer_num_attention_heads or [self.num_attention_heads] * n)
-        self.layer_num_key_value_heads = list(self.layer_num_key_value_heads or [self.num_key_value_heads] * n)
-        self.layer_intermediate_size = list(self.layer_intermediate_size or [self.intermediate_size] * n)
-        for name in ("layer_num_attention_heads", "layer_num_key_value_heads", "layer_intermediate_size"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} layers")
-
-
-class PrunedLlamaForCausalLM(LlamaForCausalLM):
-    config_class = PrunedLlamaConfig
-
-    def __init__(self, config: PrunedLlamaConfig):
-        super().__init__(config)
-        for layer, heads, kv_heads, width in zip(self.model.layers, config.layer_num_attention_heads,
-                                                 config.layer_num_key_value_heads, config.layer_intermediate_size):
-            resize_layer(layer, config, heads, kv_heads, width)
-        self.post_init()
-
-
-def resize_layer(layer: nn.Module, config: LlamaConfig, heads: int, kv_heads: int, width: int) -> None:
-    """Rebuild one decoder layer's projections at the given widths (new, uninitialised weights)."""
-    attn, mlp, hidden, head_dim = layer.self_attn, layer.mlp, config.hidden_size, attn_head_dim(config)
-    device, dtype = attn.q_proj.weight.device, attn.q_proj.weight.dtype
-
-    def linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
-        return nn.Linear(n_in, n_out, bias=bias, device=device, dtype=dtype)
-
-    attn.q_proj = linear(hidden, heads * head_dim, config.attention_bias)
-    attn.k_proj = linear(hidden, kv_heads * head_dim, config.attention_bias)
-    attn.v_proj = linear(hidden, kv_heads * head_dim, config.attention_bias)
-    attn.o_proj = linear(heads * head_dim, hidden, config.attention_bias)
-    attn.num_key_value_groups = heads // kv_heads
-    mlp.intermediate_size = width
-    mlp.gate_proj = linear(hidden, width, config.mlp_bias)
-    mlp.up_proj = linear(hidden, width, config.mlp_bias)
-    mlp.down_proj = linear(width, hidden, config.mlp_bias)
 
 
 def attn_head_dim(config: LlamaConfig) -> int:
@@ -93,12 +41,10 @@ def layer_widths(model: PreTrainedModel) -> list[dict[str, int]]:
              "intermediate": layer.mlp.gate_proj.out_features} for layer in model.model.layers]
 
 
-AutoConfig.register("pruned_llama", PrunedLlamaConfig)
-AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM)
-
-
 def resolve_device(name: str) -> torch.device:
     """'auto' means the GPU when there is one."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -133,6 +79,10 @@ def resolve(model_uri: str) -> str:
 
 def load_config(model_uri: str, source: str | None = None) -> LlamaConfig:
     """The checked config of a LLaMA-family model (source: model_uri already resolved)."""
+    from transformers import AutoConfig
+
+    from rankadaptor import pruned_llama  # noqa: F401  (registers the pruned LLaMA with the Auto classes)
+
     source = source or resolve(model_uri)
     try:
         # Explicitly False: left unset, transformers asks on stdin whether to run a checkpoint's own code.
@@ -145,10 +95,13 @@ def load_config(model_uri: str, source: str | None = None) -> LlamaConfig:
     return config
 
 
-def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtype = torch.float32,
+def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtype | None = None,
                device: str | torch.device = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a (pruned) LLaMA checkpoint and its tokenizer from a path, s3:// URI or hub id,
-    optionally with a LoRA adapter artifact on top (a peft model, unmerged)."""
+    optionally with a LoRA adapter artifact on top (a peft model, unmerged); dtype default float32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     source = resolve(model_uri)
     if not storage.is_s3(model_uri) and (Path(source) / storage.MANIFEST).is_file():
         # A local artifact written by rankadaptor (e.g. a pruned model): refuse it if changed or corrupt,
@@ -156,8 +109,8 @@ def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtyp
         storage.verify(Path(source), model_uri)
     config = load_config(model_uri, source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, use_safetensors=True,
-                                                     trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype or torch.float32,
+                                                     use_safetensors=True, trust_remote_code=False)
     except Exception as e:
         raise UserError(f"cannot load the weights of model {model_uri!r} (safetensors expected): {e}") from None
     try:
@@ -187,7 +140,7 @@ def load_model(model_uri: str, adapter_uri: str | None = None, dtype: torch.dtyp
 def export_merged(model_uri: str, adapter_uri: str, output_uri: str) -> None:
     """Write base + adapter merged into one standalone checkpoint (with its tokenizer).
 
-    A width-pruned result loads with `import rankadaptor`; a depth-only pruned one is a plain LLaMA
+    A width-pruned result loads after `import rankadaptor.pruned_llama`; a depth-only pruned one is a plain LLaMA
     checkpoint that any transformers-compatible server loads."""
     model, tokenizer = load_model(model_uri, adapter_uri)
     merged = model.merge_and_unload()

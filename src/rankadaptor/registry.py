@@ -36,7 +36,7 @@ REQUIREMENTS = ("torch", "transformers", "peft", "safetensors", "boto3", "mlflow
 class RegistryConfig:
     model_name: str = option("rankadaptor", "registered model name in the MLflow model registry")
     tracking_uri: str = option("", "MLflow tracking/registry URI; empty: MLFLOW_TRACKING_URI, else the embedded "
-                                   "sqlite store under ./mlflow")
+                                   "sqlite store under ./mlflow", set_by_job=True)
     champion_alias: str = option("champion", "alias that points at the best version on the held-out split")
     selection_metric: str = option("report_mean", "score deciding the champion: <split>_mean or <split>_<task>, "
                                                   "read from the evaluation report of that split")

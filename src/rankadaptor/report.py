@@ -1,20 +1,124 @@
-"""The final report: the comparison table (the paper's Table 2 plus both splits) and three plots.
+"""The final report: the comparison table (the paper's Table 2 plus both splits), the verdict against
+uniform LoRA with bootstrap intervals, the search history, and three plots.
 
-Plots are PNG files (matplotlib, no display): per-layer ranks of the chosen vector, predicted vs measured
-score of every search trial, and the score per iteration against the uniform-LoRA baseline.
+`build_report` is a pure function of the evaluations and the trials; `write_report` draws the plots (PNG,
+no display) and writes report.md and report.json.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from rankadaptor.stats import kendall_tau, paired_bootstrap
+from rankadaptor.surrogate import Observation
 
 PLOTS = ("ranks.png", "predicted_vs_measured.png", "convergence.png")
+PRUNED, UNIFORM, ADALORA, OURS = "pruned", "lora_uniform", "adalora", "rankadaptor"  # the table's methods
+
+
+@dataclass
+class HistoryRow:
+    """One search trial, as the report and the plots read it."""
+
+    iteration: int
+    rank_vector: list[int]
+    predicted: float
+    measured: float
+    abs_error: float
+    best: float  # best measured score so far
+    trainable_params: int
+
+
+def history(trials: list[Observation], cost_per_rank: list[int]) -> list[HistoryRow]:
+    """The search's trials in order (the baseline anchor, which has no prediction, left out)."""
+    searched = [o for o in trials if o.predicted is not None]
+    return [HistoryRow(i + 1, o.rank_vector, o.predicted, o.score, abs(o.predicted - o.score),
+                       max(t.score for t in searched[:i + 1]),
+                       int(sum(r * c for r, c in zip(o.rank_vector, cost_per_rank))))
+            for i, o in enumerate(searched)]
+
+
+def verdict_line(task: str, diff: dict, baseline_rank: int) -> str:
+    """What the comparison with uniform LoRA says, in plain words (significant at 95% or not)."""
+    interval = f"{diff['diff']:+.4f} (95% CI {diff['low']:+.4f} .. {diff['high']:+.4f})"
+    lora = f"uniform LoRA r={baseline_rank}"
+    if diff["low"] > 0:
+        return f"RankAdaptor significantly beats {lora} on held-out {task}: {interval}"
+    if diff["high"] < 0:
+        return f"RankAdaptor is significantly WORSE than {lora} on held-out {task}: {interval}"
+    return f"RankAdaptor does NOT significantly beat {lora} on held-out {task}: {interval} includes 0"
+
+
+def _slim(result: dict) -> dict:
+    """An evaluation without the per-row lists (for tags and tables)."""
+    return {**result, "tasks": {t: {k: v for k, v in r.items() if k not in ("rows", "row_ids", "skipped")}
+                                for t, r in result["tasks"].items()}}
+
+
+def _mean(result: dict, tasks: list[str]) -> float | None:
+    values = [result["tasks"][t]["value"] for t in tasks if t in result["tasks"]]
+    return sum(values) / len(values) if values else None
+
+
+def _interval(ours: dict, theirs: dict, tasks: list[str], seed: int) -> dict:
+    diff = paired_bootstrap({t: ours["tasks"][t] for t in tasks}, {t: theirs["tasks"][t] for t in tasks}, seed=seed)
+    return dict(zip(("diff", "low", "high"), diff))
+
+
+def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict], ours: dict[str, dict],
+                 trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, seed: int) -> dict[str, Any]:
+    """The report of a finished search. baselines: {method: {"select": eval, "report": eval, "trainable_params"}}
+    (UNIFORM required); ours: the best trial's {"select": eval, "report": eval}; trials: the target's trials."""
+    best = max(trials, key=lambda o: o.score)
+    params = int(sum(r * c for r, c in zip(best.rank_vector, cost_per_rank)))
+    zero_shot = [t for t in report_tasks if t != target]
+    methods = {**{m: baselines[m] for m in (PRUNED, UNIFORM, ADALORA) if m in baselines},
+               OURS: {**ours, "trainable_params": params}}
+    table = []
+    for name, result in methods.items():
+        row = {"method": name, "trainable_params": result["trainable_params"],
+               f"{target} (select)": result["select"]["scores"][target],
+               f"{target} (report)": result["report"]["scores"][target],
+               **{t: result["report"]["scores"][t] for t in zero_shot},
+               "zero-shot mean (report)": _mean(result["report"], zero_shot)}
+        table.append(row)
+    comparisons = {}
+    for other in (m for m in methods if m != OURS):
+        comparisons[other] = {target: _interval(ours["report"], methods[other]["report"], [target], seed)}
+        if zero_shot:
+            comparisons[other]["zero-shot mean"] = _interval(ours["report"], methods[other]["report"], zero_shot, seed)
+    versus = comparisons[UNIFORM][target]
+    rows = history(trials, cost_per_rank)
+    tau = kendall_tau([h.predicted for h in rows], [h.measured for h in rows]) if len(rows) >= 3 else None
+    return {"target_task": target, "table": table, "columns": [c for c in table[0] if c != "method"],
+            "comparisons": comparisons, "significant": versus["low"] > 0,
+            "verdict": verdict_line(target, versus, baseline_rank), "history": [vars(h) for h in rows],
+            "kendall_tau": tau, "baseline_rank": baseline_rank,
+            "baseline_select_score": baselines[UNIFORM]["select"]["scores"][target],
+            "best": {"rank_vector": best.rank_vector, "select_score": best.score, "adapter": best.artifact,
+                     "trainable_params": params},
+            "budget": baseline_rank * int(sum(cost_per_rank)), "iterations": len(rows),
+            "evaluation": {split: _slim(result) for split, result in ours.items()}}
+
+
+def markdown(report: dict) -> str:
+    table = markdown_table(report["table"], report["columns"])
+    return (f"# RankAdaptor report\n\n{table}\n\n{report['verdict']}\n\n"
+            f"Surrogate ranking quality (Kendall tau over the search trials): {report['kendall_tau']}\n")
+
+
+def write_report(report: dict, directory: Path) -> None:
+    """report.md, report.json and the plots, into an artifact directory being written."""
+    plot_ranks(report["best"]["rank_vector"], directory / "ranks.png", report["baseline_rank"])
+    if report["history"]:
+        plot_predicted_vs_measured(report["history"], directory / "predicted_vs_measured.png")
+        plot_convergence(report["history"], report["baseline_select_score"], directory / "convergence.png",
+                         report["baseline_rank"])
+    (directory / "report.md").write_text(markdown(report))
+    (directory / "report.json").write_text(json.dumps(report, indent=1))
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
@@ -29,7 +133,20 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_ranks(rank_vector: list[int], path: Path, baseline_rank: int = 8) -> None:
+def _pyplot():
+    """matplotlib without a display, imported by the plots only (steps that read the constants stay light)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_ranks(rank_vector: list[int], path: Path, baseline_rank: int) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4, len(rank_vector) * 0.3), 3))
     ax.bar(range(len(rank_vector)), rank_vector, color="tab:blue", label="chosen")
     ax.axhline(baseline_rank, color="tab:gray", linestyle="--", label=f"uniform r={baseline_rank}")
@@ -44,6 +161,7 @@ def plot_ranks(rank_vector: list[int], path: Path, baseline_rank: int = 8) -> No
 
 
 def plot_predicted_vs_measured(history: list[dict], path: Path) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
     predicted, measured = [h["predicted"] for h in history], [h["measured"] for h in history]
     ax.scatter(predicted, measured, c=range(len(history)), cmap="viridis")
@@ -57,7 +175,8 @@ def plot_predicted_vs_measured(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_convergence(history: list[dict], baseline: float | None, path: Path) -> None:
+def plot_convergence(history: list[dict], baseline: float | None, path: Path, baseline_rank: int) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     iterations = [h["iteration"] for h in history]
     ax.plot(iterations, [h["measured"] for h in history], marker="o", label="measured")
@@ -65,7 +184,7 @@ def plot_convergence(history: list[dict], baseline: float | None, path: Path) ->
     ax.plot(iterations, [max(h["measured"] for h in history[:i + 1]) for i in range(len(history))],
             color="tab:green", label="best so far")
     if baseline is not None:
-        ax.axhline(baseline, color="tab:gray", linestyle="--", label="uniform LoRA r=8")
+        ax.axhline(baseline, color="tab:gray", linestyle="--", label=f"uniform LoRA r={baseline_rank}")
     ax.set(xlabel="iteration", ylabel="score (select split)", title="Search progress")
     ax.legend(fontsize=8)
     fig.tight_layout()

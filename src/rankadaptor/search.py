@@ -197,7 +197,14 @@ def update(state: SearchState, proposal: Proposal, score: float, config: SearchC
                                     surrogate=adapt(state.surrogate, observations, state.task))
     abs_error = abs(proposal.predicted - float(score))
     best = max(new_state.measured(), key=lambda o: o.score)
-    return new_state, Outcome(bool(abs_error < config.threshold), abs_error, best)
+    return new_state, Outcome(converged(new_state, config), abs_error, best)
+
+
+def converged(state: SearchState, config: SearchConfig) -> bool:
+    """Whether the search may stop: the last trial's prediction was within the threshold of its measurement.
+    update() and the pipeline's loop gate both decide with this."""
+    last = state.measured()[-1] if state.measured() else None
+    return last is not None and last.predicted is not None and abs(last.predicted - last.score) < config.threshold
 
 
 def run_loop(trial_fn: Callable[[list[int]], float], state: SearchState, config: SearchConfig,

@@ -30,7 +30,7 @@ SCOPES = ("global", "layer")
 
 @dataclass
 class PruneConfig:
-    model: str = option("", "base model: local checkpoint directory, s3:// URI or hub id")
+    model: str = option("", "base model: local checkpoint directory, s3:// URI or hub id", set_by_job=True)
     mode: str = option("width", f"one of {MODES}: LLM-Pruner heads/channels, or Shortened-LLaMA blocks")
     ratio: float = option(0.2, "how much to remove, in [0, 1); see ratio_scope")
     ratio_scope: str = option("global", "global: fraction of all parameters (converted to a per-layer ratio "
@@ -42,16 +42,15 @@ class PruneConfig:
     layer_end: int | None = option(None, "end of the pruned layer range, exclusive (default: num_layers - 2)")
     protect_first: int = option(4, "depth mode: never remove the first N blocks")
     protect_last: int = option(2, "depth mode: never remove the last N blocks")
-    calibration: str = option("", "calibration text: .txt or .jsonl file, local or s3://")
+    calibration: str = option("", "calibration text: .txt or .jsonl file, local or s3://", set_by_job=True)
     num_samples: int = option(10, "calibration samples")
     seq_len: int = option(64, "tokens per calibration sample")
-    ppl_text: str | None = option(None, "held-out text (.txt/.jsonl) for perplexity before/after")
+    ppl_text: str | None = option(None, "held-out text (.txt/.jsonl) for perplexity before/after", set_by_job=True)
     ppl_seq_len: int = option(128, "window length for perplexity")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
     seed: int = option(0, "seed for calibration sampling")
 
     def validate(self) -> None:
-        check(bool(self.model), "model is required: a local checkpoint directory, s3:// URI or hub id")
         check(self.mode in MODES, f"mode={self.mode!r} is not accepted; use one of {MODES}")
         check(0.0 <= self.ratio < 1.0, f"ratio={self.ratio} is outside [0, 1)")
         check(self.ratio_scope in SCOPES, f"ratio_scope={self.ratio_scope!r} is not accepted; use one of {SCOPES}")
@@ -61,7 +60,6 @@ class PruneConfig:
               f"importance={self.importance!r} is not accepted; use one of {WIDTH_ESTIMATORS}")
         check(self.block_importance in BLOCK_ESTIMATORS,
               f"block_importance={self.block_importance!r} is not accepted; use one of {BLOCK_ESTIMATORS}")
-        check(bool(self.calibration), "calibration is required: a .txt or .jsonl file of text, local or s3://")
         check(self.num_samples > 0 and self.seq_len > 1,
               f"num_samples={self.num_samples} and seq_len={self.seq_len} must be positive (seq_len > 1)")
         check(self.protect_first >= 0 and self.protect_last >= 0, "protect_first/protect_last must be >= 0")
@@ -120,6 +118,8 @@ def prune_model(model, batch: torch.Tensor, config: PruneConfig) -> tuple[torch.
 def run_prune(config: PruneConfig, output_uri: str) -> dict:
     """Prune config.model and write the checkpoint, tokenizer and prune_report.json to output_uri."""
     config.validate()
+    check(bool(config.model), "model is required: a local checkpoint directory, s3:// URI or hub id")
+    check(bool(config.calibration), "calibration is required: a .txt or .jsonl file of text, local or s3://")
     base_config = load_config(config.model)
     if config.mode == "width":
         pruned_layers(config, base_config.num_hidden_layers)

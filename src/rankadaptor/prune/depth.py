@@ -9,7 +9,6 @@ from __future__ import annotations
 from torch import nn
 
 from rankadaptor.errors import check
-from rankadaptor.modeling import PrunedLlamaConfig
 
 PER_LAYER_LISTS = ("layer_num_attention_heads", "layer_num_key_value_heads", "layer_intermediate_size")
 
@@ -26,6 +25,8 @@ def choose_blocks(scores: list[float], num_blocks: int, protected: set[int]) -> 
 
 def remove_blocks(model: nn.Module, blocks: list[int]) -> nn.Module:
     """Delete decoder blocks in place and make the config and cache indices agree."""
+    from rankadaptor.pruned_llama import PrunedLlamaConfig
+
     kept = [i for i in range(len(model.model.layers)) if i not in set(blocks)]
     model.model.layers = nn.ModuleList([model.model.layers[i] for i in kept])
     for new_index, layer in enumerate(model.model.layers):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rankadaptor.modeling import PrunedLlamaConfig, PrunedLlamaForCausalLM, attn_head_dim, layer_widths
+from rankadaptor.modeling import attn_head_dim, layer_widths
 
 
 def kept_count(total: int, ratio: float) -> int:
@@ -69,8 +69,10 @@ def slice_layer(layer: nn.Module, config, kept_groups: torch.Tensor, kept_channe
     return out
 
 
-def apply_width_pruning(model: nn.Module, keep: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> PrunedLlamaForCausalLM:
+def apply_width_pruning(model: nn.Module, keep: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
     """A new PrunedLlamaForCausalLM holding `model` restricted to `keep[layer] = (kv groups, channels)`."""
+    from rankadaptor.pruned_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
+
     state = dict(model.state_dict())
     for i, (groups, channels) in keep.items():
         state.update(slice_layer(model.model.layers[i], model.config, groups, channels, f"model.layers.{i}"))

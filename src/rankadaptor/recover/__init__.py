@@ -2,8 +2,8 @@
 
 Methods: `lora` with a rank vector (or a uniform rank, or the paper's increasing schedule) and `adalora`
 (peft AdaLoRA, budget reallocated during training, target average rank = `rank`). Output artifact:
-the peft adapter (safetensors), rank_vector.json (ranks, exact trainable parameters, the uniform-rank-8
-budget on the same model) and train_metrics.json (loss per step, tokens/s, seconds).
+the peft adapter (safetensors), rank_vector.json (ranks, exact trainable parameters, the budget of uniform
+`rank` on the same model) and train_metrics.json (loss per step, tokens/s, seconds).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
 from rankadaptor import storage
 from rankadaptor.config import option
@@ -30,10 +29,10 @@ SCHEDULES = ("uniform", "increasing")
 @dataclass
 class RecoverConfig:
     data: str = option("", "training data: Alpaca JSON/JSONL (instruction/input/output) or text "
-                           "(.txt, or .jsonl with a text field), local or s3://")
-    method: str = option("lora", f"one of {METHODS}")
+                           "(.txt, or .jsonl with a text field), local or s3://", set_by_job=True)
+    method: str = option("lora", f"one of {METHODS}", set_by_job=True)
     rank_vector: list[int] | None = option(None, "one LoRA rank per decoder layer (method lora); "
-                                                 "default: the schedule")
+                                                 "default: the schedule", set_by_job=True)
     schedule: str = option("uniform", f"rank layout without a rank_vector, one of {SCHEDULES}: uniform = "
                                       "`rank` everywhere, increasing = the paper's 4/6/10/12 by quarters")
     rank: int = option(8, "uniform rank; AdaLoRA's target average rank")
@@ -45,20 +44,19 @@ class RecoverConfig:
     epochs: int = option(2, "passes over the data")
     batch_size: int = option(64, "examples per optimizer step")
     micro_batch_tokens: int = option(4096, "most tokens per forward pass (examples x the longest one): sets "
-                                           "activation memory, not the result; at least cutoff")
+                                           "activation memory, not the result; at least cutoff", runtime=True)
     cutoff: int = option(256, "maximum tokens per example")
     warmup_ratio: float = option(0.06, "fraction of steps of linear warm-up")
     max_grad_norm: float = option(1.0, "gradient clipping")
     max_steps: int | None = option(None, "stop after this many optimizer steps (default: all epochs)")
-    save_steps: int = option(50, "checkpoint every N optimizer steps")
-    checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)")
+    save_steps: int = option(50, "checkpoint every N optimizer steps", runtime=True)
+    checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)", set_by_job=True)
     group_by_length: bool = option(True, "make each step of examples of similar length (little padding)")
-    compile: bool = option(False, "run the model under torch.compile (GPU; the first steps compile)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    compile: bool = option(False, "run the model under torch.compile (GPU; the first steps compile)", runtime=True)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
     seed: int = option(0, "seed for adapter init, dropout and data order")
 
     def validate(self) -> None:
-        check(bool(self.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
         check(self.method in METHODS, f"method={self.method!r} is not accepted; use one of {METHODS}")
         check(self.schedule in SCHEDULES, f"schedule={self.schedule!r} is not accepted; use one of {SCHEDULES}")
         check(bool(self.candidates) and all(r > 0 for r in self.candidates),
@@ -91,6 +89,8 @@ def resolve_rank_vector(config: RecoverConfig, num_layers: int) -> list[int]:
 
 
 def adapter_config(config: RecoverConfig, rank_vector: list[int], steps: int):
+    from peft import AdaLoraConfig, LoraConfig
+
     if config.method == "adalora":
         return AdaLoraConfig(target_r=config.rank, init_r=max(config.candidates), lora_alpha=config.alpha_ratio * config.rank,
                              lora_dropout=config.dropout, target_modules=TARGET_MODULES, total_step=steps,
@@ -101,8 +101,10 @@ def adapter_config(config: RecoverConfig, rank_vector: list[int], steps: int):
                       use_rslora=config.rslora, task_type="CAUSAL_LM")
 
 
-def adapt(model, config: RecoverConfig, rank_vector: list[int], steps: int):
+def add_adapters(model, config: RecoverConfig, rank_vector: list[int], steps: int):
     """The model wrapped with freshly initialised adapters (seeded)."""
+    from peft import get_peft_model
+
     torch.manual_seed(config.seed)
     return get_peft_model(model, adapter_config(config, rank_vector, steps))
 
@@ -118,6 +120,7 @@ def allocated_ranks(rank_pattern: dict[str, list[bool]], num_layers: int) -> lis
 def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     """Fine-tune adapters on the pruned model at model_uri and write the adapter artifact to output_uri."""
     config.validate()
+    check(bool(config.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
     num_layers = load_config(model_uri).num_hidden_layers
     rank_vector = resolve_rank_vector(config, num_layers)
     device = resolve_device(config.device)
@@ -132,7 +135,7 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
     costs = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))
-    peft_model = adapt(model, config, rank_vector, steps)
+    peft_model = add_adapters(model, config, rank_vector, steps)
     checkpoint_uri = config.checkpoint or f"{output_uri.rstrip('/')}.ckpt"
     started = time.time()
     log = train(peft_model, examples, settings, tokenizer.pad_token_id, checkpoint_uri,
@@ -144,7 +147,8 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
         "rank_vector": rank_vector if config.method == "lora" else None,
         "trainable_params": trainable,
         "lora_params": lora_parameters(rank_vector, costs) if config.method == "lora" else trainable,
-        "uniform8_params": lora_parameters([8] * num_layers, costs),
+        "uniform_rank": config.rank,
+        "uniform_params": lora_parameters([config.rank] * num_layers, costs),  # the budget at uniform `rank`
         "cost_per_rank": costs,
         "allocated_ranks": None if allocated is None else allocated_ranks(allocated, num_layers),
     }
@@ -152,7 +156,8 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
                "train_seconds": log.seconds, "real_tokens": log.real_tokens, "padded_tokens": log.padded_tokens,
                "tokens_per_second": log.real_tokens / max(log.seconds, 1e-9), "resumed_from": log.resumed_from,
                "device": str(device)}
-    print(f"trainable LoRA parameters: {ranks['lora_params']:,} (uniform rank 8 budget: {ranks['uniform8_params']:,})")
+    print(f"trainable LoRA parameters: {ranks['lora_params']:,} "
+          f"(uniform rank {config.rank} budget: {ranks['uniform_params']:,})")
     with storage.writing_dir(output_uri) as out:
         peft_model.save_pretrained(out)
         storage.write_json_atomic(out / "rank_vector.json", ranks)

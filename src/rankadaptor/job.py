@@ -1,0 +1,221 @@
+"""The job: one typed configuration of a whole RankAdaptor run, validated once when it loads.
+
+Top-level fields are the main choices (the Kubeflow UI's parameters); each stage has its typed config; the
+bank's location and the runtime settings (how a run goes, never what it computes) have their own sections.
+A step runs `job.<stage>_config(...)`: the stage's options plus what the job sets (seed, runtime, inputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rankadaptor import config as cfg
+from rankadaptor.bank import DEFAULT_EXPERIMENT
+from rankadaptor.config import option
+from rankadaptor.errors import UserError, check
+from rankadaptor.evaluate import PPL, TASKS, EvalConfig
+from rankadaptor.prune import PruneConfig
+from rankadaptor.recover import RecoverConfig
+from rankadaptor.registry import RegistryConfig
+from rankadaptor.search import SearchConfig
+from rankadaptor.surrogate import SurrogateConfig
+
+BUNDLED = Path(__file__).parent / "bundled"
+MAX_ITERATIONS = 6  # a job's search trials by default; the compiled main pipeline unrolls its loop this often
+STAGES = ("prune", "recover", "evaluate", "surrogate", "search", "registry")
+# The main choices: typed top-level pipeline parameters; every other field travels in `stage_options`.
+MAIN_CHOICES = ("base_model", "data", "heldout_text", "target_task", "source_tasks", "report_tasks", "eval_data_dir",
+                "bootstrap_trials", "adalora_baseline", "seed")
+
+
+def _runtime_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """One field per runtime option of the stages (same name: same setting), with its type and help."""
+    fields: dict[str, tuple[str, Any, dataclasses.Field]] = {}
+    for cls in (RecoverConfig, PruneConfig, EvalConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if cfg.is_runtime(f) and f.name not in fields:
+                fields[f.name] = (f.name, hints[f.name], option(cfg.default_of(f), cfg.help_text(f)))
+    return list(fields.values())
+
+
+RuntimeConfig = dataclasses.make_dataclass("RuntimeConfig", _runtime_fields())
+RuntimeConfig.__module__ = __name__
+RuntimeConfig.__doc__ = ("How a job's steps run (device, memory, speed, checkpointing), never what they compute: "
+                         "generated from the stage options marked runtime=True, and left out of trial identity.")
+
+
+@dataclass
+class BankConfig:
+    tracking_uri: str = option("", "MLflow tracking URI of the observation bank and the model registry; empty: "
+                                   "MLFLOW_TRACKING_URI, else the embedded sqlite store")
+    experiment: str = option(DEFAULT_EXPERIMENT, "MLflow experiment of the observation bank")
+
+
+def _task_ok(task: str) -> bool:
+    return task in TASKS or (task.startswith(PPL) and task[len(PPL):] in ("heldout", *TASKS))
+
+
+@dataclass
+class JobConfig:
+    base_model: str = option("", "Base model to prune: local checkpoint directory, s3:// URI or hub id (from the "
+                                 "image's cache).")
+    data: str = option("", "Recovery data (Alpaca JSON/JSONL or text, local or s3://); empty samples a "
+                           "self-distillation corpus from the base model.")
+    heldout_text: str = option("", "Held-out text for the ppl:heldout task when data is given.")
+    target_task: str = option("ppl:heldout", "What the search maximises: an lm-eval task (e.g. boolq), "
+                                             "ppl:heldout or ppl:<lm-eval task>.")
+    source_tasks: list[str] = option(["ppl:boolq", "ppl:piqa", "ppl:hellaswag", "ppl:openbookqa"],
+                                     "Tasks of the bootstrap trials the surrogate is meta-pretrained on.")
+    report_tasks: list[str] = option(list(TASKS), "Zero-shot lm-eval tasks of the final comparison table.")
+    eval_data_dir: str = option("", "Directory (local or s3://) of <task>_<split>.jsonl files; empty uses "
+                                    "lm-eval's hub datasets.")
+    bootstrap_trials: int = option(6, "Random rank vectors measured on the source tasks when the bank lacks them.")
+    adalora_baseline: bool = option(False, "Also run the AdaLoRA baseline.")
+    seed: int = option(0, "The job's one seed: corpus, calibration, bootstrap vectors, recovery, evaluation "
+                          "splits, surrogate and search sampler.")
+    corpus_docs: int = option(400, "Documents sampled for the self-distillation corpus.")
+    corpus_tokens: int = option(96, "Tokens per sampled document.")
+    prune: PruneConfig = option(PruneConfig(), "Pruning options (the model and calibration text come from the job).")
+    recover: RecoverConfig = option(RecoverConfig(), "Recovery options; recover.rank is the baseline's uniform rank "
+                                                     "and sets the search's default budget.")
+    evaluate: EvalConfig = option(EvalConfig(), "Evaluation options (tasks, split and data come from the job).")
+    surrogate: SurrogateConfig = option(SurrogateConfig(), "Performance-model options.")
+    search: SearchConfig = option(SearchConfig(max_iterations=MAX_ITERATIONS),
+                                  "Search options (threshold, max_iterations, budget, ...).")
+    registry: RegistryConfig = option(RegistryConfig(), "Model-registry options (model_name, champion rule, ...).")
+    bank: BankConfig = option(BankConfig(), "Where the observation bank (and the registry) lives.")
+    runtime: RuntimeConfig = option(RuntimeConfig(), "How steps run (device, compile, memory, checkpoints); "
+                                                     "never part of a trial's identity.")
+
+    @staticmethod
+    def owns_stage_inputs(names: list[str]) -> str:
+        """Why the job refuses these stage options (config.from_dict asks)."""
+        runtime = {f.name for f in dataclasses.fields(RuntimeConfig)}
+        if set(names) <= runtime:
+            return f"set them under `runtime` ({sorted(runtime)})"
+        return "the job sets them (seed: the job's seed; models, data, tasks and splits: its artifacts and fields)"
+
+    @property
+    def baseline_rank(self) -> int:
+        """The uniform LoRA rank of the baseline, of the default budget, and of every report text."""
+        return self.recover.rank
+
+    def validate(self) -> None:
+        check(bool(self.base_model), "base_model is required: a local checkpoint directory, s3:// URI or hub id")
+        for task in [self.target_task, *self.source_tasks, *self.report_tasks]:
+            check(_task_ok(task), f"task {task!r} is not accepted: use an lm-eval task {list(TASKS)} or "
+                                  "ppl:<heldout|task>")
+        check(self.target_task not in self.source_tasks,
+              f"target_task {self.target_task!r} is also a source task: meta-pretraining must not see it")
+        check(self.bootstrap_trials == 0 or self.bootstrap_trials >= 3,
+              f"bootstrap_trials={self.bootstrap_trials}: meta-pretraining needs 0 (none) or at least 3 per "
+              "source task")
+        check(self.corpus_docs >= 10 and self.corpus_tokens >= 16,
+              f"corpus_docs={self.corpus_docs} must be >= 10 and corpus_tokens={self.corpus_tokens} >= 16")
+        for name, config in (("prune", self.prune_config("")), ("recover", self.recover_config("")),
+                             ("evaluate", self.eval_config([self.target_task], "select", None)),
+                             ("surrogate", self.surrogate_config()), ("search", self.search_config([1])),
+                             ("registry", self.registry_config())):
+            try:
+                config.validate()
+            except UserError as e:
+                raise UserError(f"{name}: {e}") from None
+        outside = sorted(set(self.search.candidates) - set(self.recover.candidates))
+        check(not outside, f"search.candidates={self.search.candidates} has rank(s) {outside} that recovery refuses "
+                           f"(recover.candidates={self.recover.candidates}): make the search's candidates a subset")
+        check(self.search.searched_layers is None or self.search.fixed_rank in self.recover.candidates,
+              f"search.fixed_rank={self.search.fixed_rank} is not in recover.candidates={self.recover.candidates}")
+
+    # ---- the config each step runs: the stage's options plus what the job sets
+
+    def _filled(self, config: Any, **inputs: Any) -> Any:
+        names = {f.name for f in dataclasses.fields(config)}
+        runtime = {k: v for k, v in dataclasses.asdict(self.runtime).items() if k in names}
+        return dataclasses.replace(config, **runtime, **({"seed": self.seed} if "seed" in names else {}), **inputs)
+
+    def prune_config(self, calibration: str, ppl_text: str | None = None) -> PruneConfig:
+        return self._filled(self.prune, model=self.base_model, calibration=calibration, ppl_text=ppl_text)
+
+    def recover_config(self, data: str, rank_vector: list[int] | None = None, method: str = "lora") -> RecoverConfig:
+        return self._filled(self.recover, data=data, rank_vector=rank_vector, method=method)
+
+    def eval_config(self, tasks: list[str], split: str, heldout: str | None) -> EvalConfig:
+        return self._filled(self.evaluate, tasks=tasks, split=split, data_dir=self.eval_data_dir or None,
+                            ppl_text=heldout)
+
+    def surrogate_config(self) -> SurrogateConfig:
+        return self._filled(self.surrogate)
+
+    def search_config(self, cost_per_rank: list[int]) -> SearchConfig:
+        """The search's options, its default budget being the baseline rank on every layer of this model."""
+        budget = self.search.budget or self.baseline_rank * int(sum(cost_per_rank))
+        return self._filled(self.search, budget=budget)
+
+    def registry_config(self) -> RegistryConfig:
+        return self._filled(self.registry, tracking_uri=self.bank.tracking_uri)
+
+    def tracking_uri(self) -> str | None:
+        return self.bank.tracking_uri or None
+
+
+def job_from_dict(values: dict[str, Any]) -> JobConfig:
+    return cfg.from_dict(JobConfig, values)
+
+
+def job_to_json(job: JobConfig) -> str:
+    return json.dumps(cfg.to_dict(job))
+
+
+def job_from_json(text: str) -> JobConfig:
+    return job_from_dict(json.loads(text))
+
+
+def load_job(yaml_path: str | None = None, overrides: dict | None = None) -> JobConfig:
+    """A job from YAML (default: the bundled tiny-model job, its relative paths made absolute); overrides
+    replace whole top-level fields (a stage's section too)."""
+    import yaml
+
+    if yaml_path is not None:
+        return cfg.load(JobConfig, yaml_path, overrides)
+    values = yaml.safe_load((BUNDLED / "default.yaml").read_text())
+    for key in ("base_model", "eval_data_dir"):
+        values[key] = str(BUNDLED / values[key])
+    return job_from_dict({**values, **(overrides or {})})
+
+
+def _changed(value: Any, default: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v != default[k]}
+    return value
+
+
+def parameters(job: JobConfig) -> dict[str, Any]:
+    """The job as pipeline arguments: the main choices, and in `stage_options` what differs from the defaults
+    (KFP parameters cannot hold null, and a run's options read best as what it changed)."""
+    values, defaults = cfg.to_dict(job), cfg.to_dict(JobConfig())
+    options = {k: _changed(v, defaults[k]) for k, v in values.items()
+               if k not in MAIN_CHOICES and v != defaults[k]}
+    nulls = sorted(f"{k}.{n}" for k, v in options.items() if isinstance(v, dict) for n, x in v.items() if x is None)
+    check(not nulls, f"{nulls} cannot be null in pipeline parameters; leave them at their defaults")
+    return {**{k: values[k] for k in MAIN_CHOICES}, "stage_options": options}
+
+
+def from_parameters(stage_options: dict[str, Any], **main_choices: Any) -> JobConfig:
+    """The job back from pipeline arguments (what the configure component validates)."""
+    unknown = sorted(set(stage_options) & set(MAIN_CHOICES))
+    check(not unknown, f"stage_options may not hold the main choices {unknown}: set them as parameters")
+    return job_from_dict({**main_choices, **stage_options})
+
+
+def check_loop_cap(job: JobConfig, loop_cap: int) -> None:
+    """A compiled pipeline unrolls its search loop loop_cap times (0: it has no search loop): refuse a job
+    that needs more."""
+    check(loop_cap == 0 or job.search.max_iterations <= loop_cap,
+          f"search.max_iterations={job.search.max_iterations} is more than the {loop_cap} iterations this compiled "
+          f"pipeline holds: lower it, or compile the pipeline with a larger loop")
