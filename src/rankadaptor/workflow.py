@@ -233,7 +233,7 @@ def model_structure(pruned_uri: str, base_model: str) -> dict:
 # Recovery settings that say how a trial runs, not what it computes (or that the key holds elsewhere):
 # changing them must not make a measured trial look new.
 NOT_IN_TRIAL_KEY = ("data", "rank_vector", "seed", "checkpoint", "save_steps", "device", "micro_batch_tokens",
-                    "compile")
+                    "compile", "packing", "liger", "prefetch", "attention")
 
 
 def trial_key(job: JobConfig, structure: dict, data: dict, task: str, split: str, rank_vector: list[int]) -> bank.TrialKey:
