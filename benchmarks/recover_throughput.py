@@ -276,6 +276,7 @@ def measure(key: str, method: str, options: dict, base_model, rank_vector: list[
             ours(peft_model, warm, timed_examples, args, device, result, options)
         result.real_tokens = sum(len(e["input_ids"]) for e in timed_examples)
         result.peak_memory = peak_memory(device)
+        base_model.set_attn_implementation("sdpa")  # every method's held-out loss computed the same way
         result.heldout_loss = heldout_loss(peft_model, data["heldout"], device)
     except Exception as e:  # one failing variant must not lose the others' figures
         result.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
