@@ -31,7 +31,7 @@ fi
 if [[ -n "${TINY:-}" ]]; then
   recover=(--tiny); evaluate=(--shape tiny --tasks piqa,arc_challenge --limit 12); limits=(300 300 400)
 else
-  recover=(); evaluate=(--shape 1.1b --limit 100); limits=(120 120 200)
+  recover=(); evaluate=(--shape 1.1b --limit 50); limits=(150 100 170)
 fi
 [[ "$device" == cpu ]] && recover+=(--threads "${OMP_NUM_THREADS:-1}") && evaluate+=(--threads "${OMP_NUM_THREADS:-1}")
 eager=${EAGER-ours,packing,packing-flex,dropout0,prefetch,liger}

@@ -10,9 +10,10 @@ on exactly the batches the uninterrupted one would have.
 Speed on GPU: micro-batches are cut by a token budget from length-sorted examples (batches.py), so forward
 passes are large and hardly padded; the loop never waits for the GPU inside a step (token counts are
 taken on the CPU before the copy, the loss is summed on the device and read once per step); AdamW is the
-fused CUDA kernel; `compile` runs the model under torch.compile with dynamic shapes (micro-batches vary
-in shape), or automatic ones with `packing` (rows of at most eight lengths: static first, then one
-dynamic recompilation).
+fused CUDA kernel; `compile` runs each decoder layer under torch.compile (regional compilation: one
+layer's graph serves every layer of its shape, so compiling costs seconds, not minutes, at 1.1B) with
+dynamic shapes (micro-batches vary in shape), or automatic ones with `packing` (rows of at most eight
+lengths: static first, then one dynamic recompilation).
 Optional levers, each measured in benchmarks/recover_throughput.py: `packing` (batches.py), `liger`
 (kernels.py: fused linear cross-entropy, RMSNorm, SwiGLU, RoPE; GPU only) and `prefetch` (the next
 step's batches are built and pinned in a background thread while the GPU runs this one).
@@ -23,7 +24,8 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -144,28 +146,39 @@ def _prepare(examples: list[dict], step: list[list[int]], settings: TrainSetting
 
 
 def _loss_function(model, settings: TrainSettings):
-    """forward(batch) -> the micro-batch's mean loss over its label tokens; the model compiled if asked.
+    """forward(batch) -> the micro-batch's mean loss over its label tokens.
 
     With liger the decoder's last hidden states go to liger's fused linear cross-entropy, which never
     holds the full-vocabulary logits and skips masked tokens."""
     if not settings.liger:
-        module = model
-    else:
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        return lambda batch: model(**batch, use_cache=False).loss
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-        causal_lm = model.get_base_model()
-        module, head, fused = causal_lm.model, causal_lm.lm_head, LigerFusedLinearCrossEntropyLoss()
-    if settings.compile:
-        module = torch.compile(module, dynamic=None if settings.packing else True)  # packed: few shapes
-    if not settings.liger:
-        return lambda batch: module(**batch, use_cache=False).loss
+    causal_lm = model.get_base_model()
+    decoder, head, fused = causal_lm.model, causal_lm.lm_head, LigerFusedLinearCrossEntropyLoss()
 
     def forward(batch):
         labels = batch["labels"]
-        hidden = module(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).last_hidden_state
+        hidden = decoder(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).last_hidden_state
         return fused(head.weight, hidden[:, :-1].reshape(-1, hidden.shape[-1]), labels[:, 1:].reshape(-1))
 
     return forward
+
+
+@contextmanager
+def _compiled_layers(model, settings: TrainSettings) -> Iterator[None]:
+    """Each decoder layer's forward under torch.compile for the run, restored afterwards."""
+    if not settings.compile:
+        yield
+        return
+    layers = model.get_base_model().model.layers
+    for layer in layers:
+        layer.forward = torch.compile(layer.forward, dynamic=None if settings.packing else True)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # the instance attribute: the class's forward again
 
 
 def _compiled_graphs() -> int:
@@ -196,7 +209,7 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
     prepare = (lambda step: _prepare(examples, plan[step], settings, pad_id, on_gpu and settings.prefetch))
     model.train()
     bar = tqdm(total=steps, initial=log.step, desc="recover", unit="step")
-    with kernels:
+    with kernels, _compiled_layers(model, settings):
         forward = _loss_function(model, settings)
         upcoming = pool.submit(prepare, log.step) if pool and log.step < steps else None
         for step in range(log.step, steps):
