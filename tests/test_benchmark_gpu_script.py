@@ -56,7 +56,7 @@ def test_gpu_script_recover_rows_share_timed_examples_and_heldout_quality(gpu_sc
         assert row["quality_ok"] and math.isfinite(row["heldout_loss"]) and row["real_tokens_per_s"] > 0
         assert 0 < row["mfu"] < 1 and row["peak_memory"] > 0
     # LLM-Pruner's micro-batches of 4 in random length groups pad more than our token budget's
-    assert rows[BASELINE]["real_fraction"] < 0.75 < 0.85 < rows["ours"]["real_fraction"]
+    assert rows[BASELINE]["real_fraction"] < 0.75 and rows["ours"]["real_fraction"] > 0.85
     assert rows["ours + compile"]["compiled_graphs"] >= 1 and rows["ours"]["compiled_graphs"] == 0
     table = (gpu_script_output / "recover.txt").read_text()
     assert "| method | real tokens/s | vs baseline | real/padded | MFU |" in table
