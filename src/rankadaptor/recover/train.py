@@ -222,6 +222,8 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
                 weight = n / n_targets
                 log.real_tokens += real
                 log.padded_tokens += batch["input_ids"].numel()
+                if n == 0:  # nothing to learn from (every label masked); its mean loss would be NaN
+                    continue
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 try:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
