@@ -23,6 +23,7 @@ from rankadaptor.recover.ranks import CANDIDATES, TARGET_MODULES, check_rank_vec
 from rankadaptor.recover.train import TrainSettings, step_plan, train
 
 METHODS = ("lora", "adalora")
+ATTENTION = ("sdpa", "flex_attention", "eager")
 SCHEDULES = ("uniform", "increasing")
 
 
@@ -52,7 +53,14 @@ class RecoverConfig:
     save_steps: int = option(50, "checkpoint every N optimizer steps", runtime=True)
     checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)", set_by_job=True)
     group_by_length: bool = option(True, "make each step of examples of similar length (little padding)")
-    compile: bool = option(False, "run the model under torch.compile (GPU; the first steps compile)", runtime=True)
+    compile: bool = option(False, "run each decoder layer under torch.compile (GPU; the first steps compile)",
+                           runtime=True)
+    packing: bool = option(False, "pack whole examples into rows of micro_batch_tokens tokens with "
+                                  "document-aware attention: no padding, one shape for torch.compile", runtime=True)
+    liger: bool = option(False, "liger-kernel's fused linear cross-entropy, RMSNorm, SwiGLU and RoPE (CUDA only)",
+                         runtime=True)
+    prefetch: bool = option(False, "build and pin the next step's batches in a background thread", runtime=True)
+    attention: str = option("sdpa", f"attention implementation, one of {ATTENTION}", runtime=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
     seed: int = option(0, "seed for adapter init, dropout and data order")
 
@@ -75,6 +83,7 @@ class RecoverConfig:
         check(self.save_steps > 0 and (self.max_steps is None or self.max_steps > 0),
               "save_steps and max_steps must be positive")
         check(self.rank_vector is None or self.method == "lora", "rank_vector applies to method 'lora' only")
+        check(self.attention in ATTENTION, f"attention={self.attention!r} is not accepted; use one of {ATTENTION}")
 
 
 def resolve_rank_vector(config: RecoverConfig, num_layers: int) -> list[int]:
@@ -124,14 +133,18 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     num_layers = load_config(model_uri).num_hidden_layers
     rank_vector = resolve_rank_vector(config, num_layers)
     device = resolve_device(config.device)
+    check(not config.liger or device.type == "cuda",
+          f"liger=True needs a CUDA GPU (liger-kernel's Triton kernels); device={config.device!r} is {device}")
     model, tokenizer = load_model(model_uri, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
                                   device=device)
+    model.set_attn_implementation(config.attention)
     examples = load_examples(config.data, tokenizer, config.cutoff)
     settings = TrainSettings(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
                              micro_batch_tokens=config.micro_batch_tokens, warmup_steps=0,
                              max_grad_norm=config.max_grad_norm, save_steps=config.save_steps, seed=config.seed,
                              max_steps=config.max_steps, group_by_length=config.group_by_length,
-                             compile=config.compile)
+                             compile=config.compile, packing=config.packing, liger=config.liger,
+                             prefetch=config.prefetch)
     steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
     costs = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))

@@ -8,6 +8,12 @@ resumed run sees exactly the steps an uninterrupted one would. A step's examples
 of at most `micro_batch_tokens` padded tokens: short examples go many to a forward pass, long ones few, so
 hardly any compute goes to padding and every forward pass is large. A step's gradient is the same however
 it is cut, so the token budget sets activation memory, not the result.
+
+With packing, a micro-batch is instead one row of at most `micro_batch_tokens` tokens holding several whole
+examples (first-fit, longest first), no attention mask, and position ids that restart at each example:
+transformers reads the restarts as document boundaries, so no example attends to another. A row is padded
+up to a multiple of an eighth of the budget, so there are at most eight shapes (torch.compile). Each
+example's first label is masked, so the last token of one example is never trained to predict the next.
 """
 
 from __future__ import annotations
@@ -101,3 +107,42 @@ def collate(examples: list[dict], pad_id: int, length: int | None = None) -> dic
         labels[row, :n] = torch.tensor(e["labels"])
         mask[row, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def packed_rows(step: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """One step's examples, longest first, packed first-fit into rows of at most max_tokens real tokens."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(step, key=lambda i: -lengths[i]):
+        row = next((r for r, room in enumerate(free) if lengths[i] <= room), None)
+        if row is None:
+            rows.append([])
+            free.append(max_tokens)
+            row = len(rows) - 1
+        rows[row].append(i)
+        free[row] -= lengths[i]
+    return rows
+
+
+def packed_length(tokens: int, max_tokens: int) -> int:
+    """A packed row's length: its tokens rounded up to a multiple of max_tokens / 8 (a few shapes only)."""
+    bucket = max(1, max_tokens // 8)
+    return min(max_tokens, -(-tokens // bucket) * bucket)
+
+
+def pack(examples: list[dict], pad_id: int, max_tokens: int) -> dict[str, torch.Tensor]:
+    """Examples side by side in one row (packed_length long); the rest is padding that is its own document
+    (positions from 0, no labels). Position ids mark the documents; there is no attention mask."""
+    length = packed_length(sum(len(e["input_ids"]) for e in examples), max_tokens)
+    ids = torch.full((1, length), pad_id, dtype=torch.long)
+    labels = torch.full((1, length), IGNORE, dtype=torch.long)
+    positions = torch.zeros((1, length), dtype=torch.long)
+    start = 0
+    for e in examples:
+        n = len(e["input_ids"])
+        ids[0, start:start + n] = torch.tensor(e["input_ids"])
+        labels[0, start + 1:start + n] = torch.tensor(e["labels"][1:])  # the first label is never a target
+        positions[0, start:start + n] = torch.arange(n)
+        start += n
+    positions[0, start:] = torch.arange(length - start)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}

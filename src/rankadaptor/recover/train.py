@@ -10,14 +10,22 @@ on exactly the batches the uninterrupted one would have.
 Speed on GPU: micro-batches are cut by a token budget from length-sorted examples (batches.py), so forward
 passes are large and hardly padded; the loop never waits for the GPU inside a step (token counts are
 taken on the CPU before the copy, the loss is summed on the device and read once per step); AdamW is the
-fused CUDA kernel; `compile` runs the model under torch.compile with dynamic shapes (micro-batches vary
-in shape).
+fused CUDA kernel; `compile` runs each decoder layer under torch.compile (regional compilation: one
+layer's graph serves every layer of its shape, so compiling costs seconds, not minutes, at 1.1B) with
+dynamic shapes (micro-batches vary in shape), or automatic ones with `packing` (rows of at most eight
+lengths: static first, then one dynamic recompilation).
+Optional levers, each measured in benchmarks/recover_throughput.py: `packing` (batches.py), `liger`
+(kernels.py: fused linear cross-entropy, RMSNorm, SwiGLU, RoPE; GPU only) and `prefetch` (the next
+step's batches are built and pinned in a background thread while the GPU runs this one).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +34,7 @@ from tqdm import tqdm
 
 from rankadaptor import storage
 from rankadaptor.errors import UserError
-from rankadaptor.recover.batches import IGNORE, collate, epoch_steps, micro_batches
+from rankadaptor.recover.batches import IGNORE, collate, epoch_steps, micro_batches, pack, packed_rows
 
 
 @dataclass
@@ -42,6 +50,9 @@ class TrainSettings:
     max_steps: int | None = None
     group_by_length: bool = True
     compile: bool = False
+    packing: bool = False
+    liger: bool = False
+    prefetch: bool = False
 
 
 @dataclass
@@ -53,6 +64,7 @@ class TrainLog:
     seconds: float = 0.0
     step_seconds: list[float] = field(default_factory=list)
     resumed_from: int | None = None
+    compiled_graphs: int = 0  # graphs torch.compile built in this run (1 + graph breaks + recompiles)
 
 
 def _warmup_linear(warmup: int, total: int):
@@ -113,9 +125,66 @@ def _load_checkpoint(uri: str, model, optimizer, scheduler) -> TrainLog | None:
 def step_plan(examples: list[dict], settings: TrainSettings) -> list[list[list[int]]]:
     """Per optimizer step, its micro-batches of example indices; an epoch's last step may be smaller."""
     lengths = [len(e["input_ids"]) for e in examples]
-    plan = [micro_batches(step, lengths, settings.micro_batch_tokens) for epoch in range(settings.epochs)
+    cut = packed_rows if settings.packing else micro_batches
+    plan = [cut(step, lengths, settings.micro_batch_tokens) for epoch in range(settings.epochs)
             for step in epoch_steps(lengths, settings.batch_size, settings.seed, epoch, settings.group_by_length)]
     return plan[:settings.max_steps] if settings.max_steps else plan
+
+
+def _prepare(examples: list[dict], step: list[list[int]], settings: TrainSettings, pad_id: int,
+             pin: bool) -> list[tuple[dict[str, torch.Tensor], int, int]]:
+    """A step's micro-batches on the CPU, each with its label tokens and real tokens."""
+    prepared = []
+    for indices in step:
+        rows = [examples[i] for i in indices]
+        batch = pack(rows, pad_id, settings.micro_batch_tokens) if settings.packing else collate(rows, pad_id)
+        if pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        prepared.append((batch, int((batch["labels"][:, 1:] != IGNORE).sum()),
+                         sum(len(e["input_ids"]) for e in rows)))
+    return prepared
+
+
+def _loss_function(model, settings: TrainSettings):
+    """forward(batch) -> the micro-batch's mean loss over its label tokens.
+
+    With liger the decoder's last hidden states go to liger's fused linear cross-entropy, which never
+    holds the full-vocabulary logits and skips masked tokens."""
+    if not settings.liger:
+        return lambda batch: model(**batch, use_cache=False).loss
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    causal_lm = model.get_base_model()
+    decoder, head, fused = causal_lm.model, causal_lm.lm_head, LigerFusedLinearCrossEntropyLoss()
+
+    def forward(batch):
+        labels = batch["labels"]
+        hidden = decoder(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).last_hidden_state
+        return fused(head.weight, hidden[:, :-1].reshape(-1, hidden.shape[-1]), labels[:, 1:].reshape(-1))
+
+    return forward
+
+
+@contextmanager
+def _compiled_layers(model, settings: TrainSettings) -> Iterator[None]:
+    """Each decoder layer's forward under torch.compile for the run, restored afterwards."""
+    if not settings.compile:
+        yield
+        return
+    layers = model.get_base_model().model.layers
+    for layer in layers:
+        layer.forward = torch.compile(layer.forward, dynamic=None if settings.packing else True)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # the instance attribute: the class's forward again
+
+
+def _compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, checkpoint_uri: str,
@@ -123,6 +192,8 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
     """Train the model's trainable (adapter) parameters in place; resumes from checkpoint_uri if present."""
     device = model.device
     on_gpu = device.type == "cuda"
+    if settings.liger and not on_gpu:
+        raise UserError(f"liger=True needs a CUDA GPU (liger-kernel's Triton kernels); this run is on {device}")
     plan = step_plan(examples, settings)
     steps = len(plan)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
@@ -130,44 +201,58 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_linear(settings.warmup_steps, steps))
     torch.manual_seed(settings.seed)
     log = _load_checkpoint(checkpoint_uri, model, optimizer, scheduler) or TrainLog()
-    forward = torch.compile(model, dynamic=True) if settings.compile else model
+    graphs = _compiled_graphs()
+    if settings.liger:
+        from rankadaptor.recover.kernels import liger_kernels
+    kernels = liger_kernels(model) if settings.liger else nullcontext()
+    pool = ThreadPoolExecutor(max_workers=1) if settings.prefetch else None
+    prepare = (lambda step: _prepare(examples, plan[step], settings, pad_id, on_gpu and settings.prefetch))
     model.train()
     bar = tqdm(total=steps, initial=log.step, desc="recover", unit="step")
-    for step in range(log.step, steps):
-        started = time.time()
-        batches = [collate([examples[i] for i in batch], pad_id) for batch in plan[step]]
-        targets = [int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches]  # label tokens per micro-batch
-        n_targets = sum(targets)
-        step_loss = torch.zeros((), device=device)
-        for batch, n in zip(batches, targets):
-            weight = n / n_targets
-            log.real_tokens += int(batch["attention_mask"].sum())
-            log.padded_tokens += batch["input_ids"].numel()
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            try:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                    loss = forward(**batch, use_cache=False).loss * weight
-                loss.backward()
-            except torch.OutOfMemoryError:
-                rows, length = batch["input_ids"].shape
-                raise UserError(f"out of {device} memory on a micro-batch of {rows} x {length} tokens: lower "
-                                f"micro_batch_tokens (now {settings.micro_batch_tokens})") from None
-            step_loss += loss.detach()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        if adalora:
-            model.base_model.update_and_allocate(step)
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = step_loss.item()  # the step's one wait for the GPU
-        elapsed = time.time() - started
-        log.step, log.seconds = step + 1, log.seconds + elapsed
-        log.step_seconds.append(elapsed)
-        log.losses.append(step_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{log.real_tokens / max(log.seconds, 1e-9):.0f}")
-        if log.step % settings.save_steps == 0 and log.step < steps:
-            _save_checkpoint(checkpoint_uri, model, optimizer, scheduler, log, log.step // settings.save_steps)
+    with kernels, _compiled_layers(model, settings):
+        forward = _loss_function(model, settings)
+        upcoming = pool.submit(prepare, log.step) if pool and log.step < steps else None
+        for step in range(log.step, steps):
+            started = time.time()
+            batches = upcoming.result() if upcoming else prepare(step)
+            upcoming = pool.submit(prepare, step + 1) if pool and step + 1 < steps else None
+            n_targets = sum(n for _, n, _ in batches)
+            step_loss = torch.zeros((), device=device)
+            for batch, n, real in batches:
+                weight = n / n_targets
+                log.real_tokens += real
+                log.padded_tokens += batch["input_ids"].numel()
+                if n == 0:  # nothing to learn from (every label masked); its mean loss would be NaN
+                    continue
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                try:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                        loss = forward(batch) * weight
+                    loss.backward()
+                except torch.OutOfMemoryError:
+                    rows, length = batch["input_ids"].shape
+                    raise UserError(f"out of {device} memory on a micro-batch of {rows} x {length} tokens: lower "
+                                    f"micro_batch_tokens (now {settings.micro_batch_tokens})") from None
+                step_loss += loss.detach()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                           settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if adalora:
+                model.base_model.update_and_allocate(step)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = step_loss.item()  # the step's one wait for the GPU
+            elapsed = time.time() - started
+            log.step, log.seconds = step + 1, log.seconds + elapsed
+            log.step_seconds.append(elapsed)
+            log.losses.append(step_loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{log.real_tokens / max(log.seconds, 1e-9):.0f}")
+            if log.step % settings.save_steps == 0 and log.step < steps:
+                _save_checkpoint(checkpoint_uri, model, optimizer, scheduler, log, log.step // settings.save_steps)
+    if pool:
+        pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
+    log.compiled_graphs = _compiled_graphs() - graphs
     model.eval()
     return log
