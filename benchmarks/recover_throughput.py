@@ -251,7 +251,7 @@ def ours(peft_model, warm: list[dict], timed_examples: list[dict], args, device:
 def measure(key: str, method: str, options: dict, base_model, rank_vector: list[int], data: dict, tokenizer, args,
             device: torch.device) -> Result:
     """One method from fresh adapters on the shared base model; a failure is recorded, not raised."""
-    from rankadaptor.recover import RecoverConfig, adapt
+    from rankadaptor.recover import RecoverConfig, add_adapters
 
     result = Result(method, options)
     if options.get("liger") and device.type != "cuda":
@@ -268,7 +268,7 @@ def measure(key: str, method: str, options: dict, base_model, rank_vector: list[
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    peft_model = adapt(base_model, config, rank_vector, args.warmup_steps + args.steps)
+    peft_model = add_adapters(base_model, config, rank_vector, args.warmup_steps + args.steps)
     try:
         if method == BASELINE:
             hf_trainer(peft_model, tokenizer, warm, timed_examples, args, device, result)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     from rankadaptor.recover.ranks import increasing_schedule
     from transformers import AutoTokenizer
 
-    from rankadaptor.workflow import BUNDLED
+    from rankadaptor.job import BUNDLED
 
     if args.threads:
         torch.set_num_threads(args.threads)
