@@ -1,0 +1,159 @@
+"""Measure a pool of rank vectors on the bundled job: the real trials search_replay.py replays.
+
+Prunes the bundled 230K-parameter LLaMA once as the default job does (20%, self-distillation corpus),
+then really recovers (LoRA, the library's run_recover) and evaluates (workflow.measure) distinct
+budget-respecting rank vectors: uniform, increasing, decreasing, random (the search's own sampler) and
+local mutations of uniform r8. Each trial is scored on the select and report splits of the target task
+(ppl:heldout) and the default job's source tasks (ppl:boolq, ppl:piqa, ppl:hellaswag, ppl:openbookqa).
+Uniform r8 and ten other vectors are repeated over extra recovery seeds to measure the noise, and a
+subset is also run at the job's full recovery length to check that the short recovery ranks vectors
+the same way.
+
+Resumable: every finished trial is appended to the pool file (one JSON line, schema in benchmarks/POOL.md)
+and a rerun skips the (vector, seed, fidelity) trials already there. Budget it with --minutes.
+
+    python benchmarks/pool_measure.py --pool benchmarks/pool_aidreams260k.jsonl --work <scratch dir>
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rankadaptor import storage
+from rankadaptor.modeling import lora_parameters
+from rankadaptor.recover import RecoverConfig, run_recover
+from rankadaptor.search import SearchConfig, resolve_budget, sample_rank_vectors
+from rankadaptor.workflow import data_paths, load_job, measure, model_structure, prepare_data, prune_step, stage
+
+SCHEMA = "rankadaptor-pool/1"
+MACHINE_KEYS = ("model", "calibration", "ppl_text", "device")  # local paths and devices: not part of the data
+SPLITS = ("select", "report")
+SHORT_EPOCHS = 1  # the pool's recovery: half the default job's 2 epochs (agreement checked by --fidelity)
+NOISE_SEEDS = (1, 2, 3, 4)  # extra recovery seeds of the noise vectors (seed 0 is every vector's first)
+NOISE_VECTORS = 10  # vectors besides uniform r8 repeated over NOISE_SEEDS
+FIDELITY_VECTORS = 24  # vectors also recovered at the job's full length
+
+
+def prepared(work: Path) -> tuple[object, str, str, dict, dict]:
+    """The default job, its data and pruned model (made once under work/, reused by reruns)."""
+    job = load_job()
+    data_uri, pruned_uri = str(work / "data"), str(work / "pruned")
+    if not (work / "data" / "data.json").is_file():
+        prepare_data(job, data_uri)
+    if not (work / "pruned" / "prune_report.json").is_file():
+        prune_step(job, data_uri, pruned_uri)
+    return job, data_uri, pruned_uri, data_paths(data_uri), model_structure(pruned_uri, job.base_model)
+
+
+def plan(structure: dict, seed: int) -> list[tuple[str, list[int]]]:
+    """(kind, vector) in measuring order: structured families first, then random and local mutations.
+    Every vector is distinct and within the default budget (LoRA rank 8 everywhere)."""
+    config = SearchConfig()
+    cost, budget = structure["cost_per_rank"], resolve_budget(config, structure["cost_per_rank"])
+    cands, num_layers = sorted(config.candidates), len(structure["cost_per_rank"])
+    fits = [list(v) for v in itertools.product(cands, repeat=num_layers) if lora_parameters(list(v), cost) <= budget]
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, list[int]]] = [("uniform", [r] * num_layers) for r in cands if [r] * num_layers in fits]
+    mono = [("increasing", v) for v in fits if v == sorted(v) and len(set(v)) > 1]
+    mono += [("decreasing", v) for v in fits if v == sorted(v, reverse=True) and len(set(v)) > 1]
+    uniform8 = [8] * num_layers
+    local = [("mutation", v) for v in fits if sum(a != b for a, b in zip(v, uniform8)) in (1, 2)]
+    random = [("random", [int(r) for r in v]) for v in
+              sample_rank_vectors(SearchConfig(num_samples=4000, local_fraction=0.0), cost, rng)]
+    for family in (mono, local, random):
+        for i in rng.permutation(len(family)):
+            out.append(family[i])
+    seen, unique = set(), []
+    for kind, v in out:
+        if tuple(v) not in seen:
+            seen.add(tuple(v))
+            unique.append((kind, v))
+    return unique
+
+
+def trial(job, pruned_uri: str, data: dict, structure: dict, vector: list[int], seed: int, epochs: int,
+          scratch: Path) -> dict:
+    """One real trial: recover with the library, evaluate select and report splits of every task."""
+    config = stage(job, "recover", RecoverConfig, data=data["train"], rank_vector=vector, seed=seed, epochs=epochs)
+    adapter = str(scratch / f"adapter-{seed}-{epochs}-{'-'.join(map(str, vector))}")
+    started = time.perf_counter()
+    run_recover(config, pruned_uri, adapter)
+    from rankadaptor.modeling import load_model
+
+    model, tokenizer = load_model(pruned_uri, adapter)
+    tasks = [job.target_task, *job.source_tasks]
+    scores = {split: measure(model, tokenizer, tasks, split, data, job)["scores"] for split in SPLITS}
+    storage.remove(adapter)
+    return {"scores": scores, "seconds": time.perf_counter() - started,
+            "recovery": {k: v for k, v in vars(config).items() if k in ("epochs", "lr", "batch_size", "cutoff",
+                                                                       "alpha_ratio", "dropout")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pool", default="benchmarks/pool_aidreams260k.jsonl", help="append-only pool file")
+    parser.add_argument("--work", default=None, help="scratch directory for data, pruned model, adapters")
+    parser.add_argument("--minutes", type=float, default=22.0, help="stop starting trials after this long")
+    parser.add_argument("--max-vectors", type=int, default=400, help="distinct vectors at seed 0, short recovery")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the vector plan")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    work = Path(args.work or Path(tempfile.gettempdir()) / "rankadaptor-pool")
+    work.mkdir(parents=True, exist_ok=True)
+    job, _, pruned_uri, data, structure = prepared(work)
+    pool = Path(args.pool)
+    done = set()
+    if pool.is_file():
+        for line in pool.read_text().splitlines():
+            row = json.loads(line)
+            done.add((tuple(row["rank_vector"]), row["seed"], row["fidelity"]))
+    vectors = plan(structure, args.seed)[:args.max_vectors]
+    kinds = dict((tuple(v), k) for k, v in vectors)
+    short = [(v, 0, "short") for _, v in vectors]
+    noise_pick = [[8] * len(structure["cost_per_rank"])] + [v for _, v in vectors if v != [8] * len(v)][::max(
+        1, len(vectors) // NOISE_VECTORS)][:NOISE_VECTORS]
+    noise = [(v, s, "short") for v in noise_pick for s in NOISE_SEEDS]
+    fidelity = [(v, 0, "full") for _, v in vectors[:FIDELITY_VECTORS]]
+    # noise and fidelity first on a few vectors, so a budget cut still leaves both measurable
+    order = short[:FIDELITY_VECTORS] + fidelity + noise + short[FIDELITY_VECTORS:]
+    budget = resolve_budget(SearchConfig(), structure["cost_per_rank"])
+    full_epochs = stage(job, "recover", RecoverConfig, data="-").epochs
+    deadline = time.monotonic() + 60 * args.minutes
+    scratch = work / "adapters"
+    measured = 0
+    for vector, seed, fidelity_name in order:
+        if (tuple(vector), seed, fidelity_name) in done:
+            continue
+        if time.monotonic() > deadline:
+            print(f"time budget reached after {measured} new trials")
+            break
+        result = trial(job, pruned_uri, data, structure, vector, seed,
+                       SHORT_EPOCHS if fidelity_name == "short" else full_epochs, scratch)
+        row = {"schema": SCHEMA, "model": "aidreams-260k", "pruning": {k: v for k, v in structure["pruning"].items() if k not in MACHINE_KEYS},
+               "rank_vector": vector, "kind": kinds.get(tuple(vector), "other"), "seed": seed,
+               "fidelity": fidelity_name, "recovery": result["recovery"], "budget": budget,
+               "trainable_params": lora_parameters(vector, structure["cost_per_rank"]),
+               "cost_per_rank": structure["cost_per_rank"], "layer_features": structure["layer_features"],
+               "target_task": job.target_task, "source_tasks": job.source_tasks,
+               "scores": result["scores"], "seconds": round(result["seconds"], 3)}
+        with pool.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        done.add((tuple(vector), seed, fidelity_name))
+        measured += 1
+        print(f"{measured} {fidelity_name} seed={seed} {vector} {result['scores']['select'][job.target_task]:.4f} "
+              f"{result['seconds']:.1f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
