@@ -1,6 +1,7 @@
 """Budgeted proposal, update/convergence and the search loop."""
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
 from rankadaptor.modeling import lora_cost_per_rank, lora_parameters
-from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose, resolve_budget, run_loop,
-                                sample_rank_vectors, save_search, update)
+from rankadaptor.search import (Proposal, SearchConfig, SearchState, converged, load_search, propose, resolve_budget,
+                                run_loop, sample_rank_vectors, save_search, update)
 from rankadaptor.surrogate import SurrogateConfig, meta_pretrain, new_surrogate
 
 COST = [100, 60, 40, 80, 50, 100]  # LoRA parameters per unit rank of 6 layers
@@ -69,8 +70,8 @@ def test_loop_proposes_only_budgeted_new_vectors_and_stops_at_max_iterations():
 def test_loop_stops_when_the_prediction_is_within_threshold():
     state, history = run_loop(lambda v: 0.5, fresh_state(), SearchConfig(num_samples=200, threshold=1e9),
                               progress=False)
-    assert len(history) == 1
-    config = SearchConfig(num_samples=200, threshold=0.002)
+    assert len(history) == 3  # patience: the last 3 predictions must be within the threshold
+    config = SearchConfig(num_samples=200, threshold=0.002, patience=1)
     proposal = propose(fresh_state(), config)
     assert update(fresh_state(), proposal, proposal.predicted + 0.001, config)[1].converged
     _, outcome = update(fresh_state(), proposal, proposal.predicted - 0.003, config)
@@ -135,3 +136,23 @@ def test_loop_beats_random_search_on_a_synthetic_task():
         loop_regret.append(bench.summarise(loop, best, baseline, 0.1)[1])
         random_regret.append(bench.summarise(randomly, best, baseline, 0.1)[1])
     assert np.mean(loop_regret) < 0.7 * np.mean(random_regret), (loop_regret, random_regret)
+
+
+def test_stopping_rule_ignores_one_lucky_trial_after_poor_predictions():
+    """Noise sd 0.01 (the threshold): two trials predicted 0.05 off, then one predicted within 0.001 by
+    luck. The old rule (last |error| < threshold) stopped here; the noise-aware rule must not, and must
+    stop once the last `patience` predictions are all within the noise."""
+    from rankadaptor.surrogate import Observation
+
+    config = SearchConfig(threshold=0.01, patience=3)
+    state = fresh_state()
+    trials = [([8, 8, 8, 8, 8, 8], 0.50, None), ([4, 8, 8, 12, 8, 8], 0.52, 0.57),
+              ([8, 4, 8, 8, 12, 8], 0.49, 0.44), ([8, 8, 4, 8, 8, 12], 0.51, 0.511)]
+    observations = [Observation("t", v, score, predicted=pred) for v, score, pred in trials]
+    lucky = dataclasses.replace(state, observations=observations)
+    assert abs(observations[-1].predicted - observations[-1].score) < config.threshold
+    assert not converged(lucky, config)
+    calm = [*observations, Observation("t", [12, 8, 8, 4, 8, 8], 0.505, predicted=0.50),
+            Observation("t", [8, 12, 8, 8, 4, 8], 0.50, predicted=0.508)]
+    assert converged(dataclasses.replace(state, observations=calm), config)
+    assert not converged(dataclasses.replace(state, observations=calm[:1]), config)  # the anchor alone: never
