@@ -39,6 +39,7 @@ from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.registry import RegistryConfig, register
 from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose,
                                 sample_rank_vectors, save_search, update)
+from rankadaptor.search import converged as search_converged
 from rankadaptor.surrogate import Observation, SurrogateConfig, adapt, meta_pretrain, new_surrogate, structure_features
 
 PPL = "ppl:"
@@ -390,9 +391,8 @@ def update_step(job: JobConfig, state_uri: str, proposal_uri: str, metrics_uri: 
 
 
 def converged(job: JobConfig, state_uri: str) -> bool:
-    """Whether the last trial's prediction was within the threshold of its measurement (the loop gate)."""
-    last = load_search(state_uri).measured()[-1]
-    return bool(abs(last.predicted - last.score) < stage(job, "search", SearchConfig).threshold)
+    """The loop gate: search.converged on the current state (the same rule search.update applies)."""
+    return search_converged(load_search(state_uri), stage(job, "search", SearchConfig))
 
 
 # ---------------------------------------------------------------------------------------------- finish
@@ -423,6 +423,7 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
     """Evaluate the best trial on the held-out rows, compare it with the baselines with bootstrap
     intervals, draw the plots, register the adapter in MLflow, and write the report artifact."""
     from rankadaptor import report as rpt
+    from rankadaptor.champion import SEARCHED, choose_adapter
     from rankadaptor.stats import kendall_tau, paired_bootstrap
 
     state, data = load_search(state_uri), data_paths(data_uri)
@@ -459,16 +460,20 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
                 {t: baselines[other]["report"]["tasks"][t] for t in zero_shot}, seed=job.seed)))
         comparisons[other] = entry
     versus_lora = comparisons["lora_r8"][target]
-    significant = versus_lora["low"] > 0
-    verdict = verdict_line(target, versus_lora)
+    decision = choose_adapter(versus_lora["diff"], versus_lora["low"], versus_lora["high"],
+                              stage(job, "search", SearchConfig).threshold)  # threshold = the trial noise sd
+    significant = decision.register == SEARCHED
+    verdict = f"{verdict_line(target, versus_lora)}. {decision.reason}"
     searched = [o for o in trials if o.predicted is not None]  # the baseline anchor has no prediction
     history = [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
                 "abs_error": abs(o.predicted - o.score)} for i, o in enumerate(searched)]
     tau = kendall_tau([h["predicted"] for h in history], [h["measured"] for h in history]) if len(history) >= 3 else None
     # The registry's champion rule compares `report_mean`: here that is the held-out target score.
-    registration_report = {**_slim(ours["report"]), "mean": ours["report"]["scores"][target]}
+    registered = ours["report"] if significant else baselines["lora_r8"]["report"]
+    registration_report = {**_slim(registered), "mean": registered["scores"][target]}
     report = {"target_task": target, "table": rows, "columns": columns, "comparisons": comparisons,
-              "significant": significant, "verdict": verdict, "history": history, "kendall_tau": tau,
+              "significant": significant, "verdict": verdict,
+              "decision": {"register": decision.register, "reason": decision.reason}, "history": history, "kendall_tau": tau,
               "best": {"rank_vector": best.rank_vector, "select_score": best.score, "adapter": best.artifact,
                        "trainable_params": best_params},
               "budget_uniform8": int(8 * sum(state.cost_per_rank)), "iterations": len(history),
@@ -483,9 +488,11 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
                                        f"Surrogate ranking quality (Kendall tau over the search trials): {tau}\n")
         best_trial = trial_key(job, model_structure(pruned_uri, job.base_model), data, target, "select",
                                best.rank_vector).id
-        report["registration"] = register(best.artifact, pruned_uri, registration_report,
+        adapter = best.artifact if significant else storage.join(baselines_uri, "lora_r8")
+        report["registration"] = register(adapter, pruned_uri, registration_report,
                                           stage(job, "registry", RegistryConfig),
                                           lineage={"bank_experiment": job.experiment, "best_trial_id": best_trial,
-                                                   "trial_count": len(trials), **(lineage or {})})
+                                                   "trial_count": len(trials), "registered_adapter": decision.register,
+                                                   **(lineage or {})})
         storage.write_json_atomic(out / "report.json", report)
     return report
