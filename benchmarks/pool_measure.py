@@ -32,7 +32,15 @@ from rankadaptor import storage
 from rankadaptor.modeling import lora_parameters
 from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.search import SearchConfig, resolve_budget, sample_rank_vectors
-from rankadaptor.workflow import data_paths, load_job, measure, model_structure, prepare_data, prune_step, stage
+from rankadaptor.workflow import (
+    data_paths,
+    load_job,
+    measure,
+    model_structure,
+    prepare_data,
+    prune_step,
+    stage,
+)
 
 SCHEMA = "rankadaptor-pool/1"
 MACHINE_KEYS = ("model", "calibration", "ppl_text", "device")  # local paths and devices: not part of the data
@@ -55,7 +63,8 @@ def prepared(work: Path) -> tuple[object, str, str, dict, dict]:
 
 
 def plan(structure: dict, seed: int) -> list[tuple[str, list[int]]]:
-    """(kind, vector) in measuring order: structured families first, then random and local mutations.
+    """(kind, vector) in measuring order: uniform first, then monotone, local mutations of uniform r8 and
+    random vectors in turn.
     Every vector is distinct and within the default budget (LoRA rank 8 everywhere)."""
     config = SearchConfig()
     cost, budget = structure["cost_per_rank"], resolve_budget(config, structure["cost_per_rank"])
@@ -69,9 +78,9 @@ def plan(structure: dict, seed: int) -> list[tuple[str, list[int]]]:
     local = [("mutation", v) for v in fits if sum(a != b for a, b in zip(v, uniform8)) in (1, 2)]
     random = [("random", [int(r) for r in v]) for v in
               sample_rank_vectors(SearchConfig(num_samples=4000, local_fraction=0.0), cost, rng)]
-    for family in (mono, local, random):
-        for i in rng.permutation(len(family)):
-            out.append(family[i])
+    shuffled = [[family[i] for i in rng.permutation(len(family))] for family in (mono, local, random)]
+    for row in itertools.zip_longest(*shuffled):  # round robin: a budget cut leaves every family represented
+        out.extend(v for v in row if v is not None)
     seen, unique = set(), []
     for kind, v in out:
         if tuple(v) not in seen:
@@ -105,6 +114,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=22.0, help="stop starting trials after this long")
     parser.add_argument("--max-vectors", type=int, default=400, help="distinct vectors at seed 0, short recovery")
     parser.add_argument("--seed", type=int, default=0, help="seed of the vector plan")
+    parser.add_argument("--extend", action="store_true", help="only measure more distinct vectors (seed 0, short)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work or Path(tempfile.gettempdir()) / "rankadaptor-pool")
@@ -117,7 +127,7 @@ def main() -> None:
             row = json.loads(line)
             done.add((tuple(row["rank_vector"]), row["seed"], row["fidelity"]))
     vectors = plan(structure, args.seed)[:args.max_vectors]
-    kinds = dict((tuple(v), k) for k, v in vectors)
+    kinds = {tuple(v): k for k, v in vectors}
     short = [(v, 0, "short") for _, v in vectors]
     noise_pick = [[8] * len(structure["cost_per_rank"])] + [v for _, v in vectors if v != [8] * len(v)][::max(
         1, len(vectors) // NOISE_VECTORS)][:NOISE_VECTORS]
@@ -125,6 +135,8 @@ def main() -> None:
     fidelity = [(v, 0, "full") for _, v in vectors[:FIDELITY_VECTORS]]
     # noise and fidelity first on a few vectors, so a budget cut still leaves both measurable
     order = short[:FIDELITY_VECTORS] + fidelity + noise + short[FIDELITY_VECTORS:]
+    if args.extend:  # more distinct vectors only; the noise and fidelity trials stay those already measured
+        order = short
     budget = resolve_budget(SearchConfig(), structure["cost_per_rank"])
     full_epochs = stage(job, "recover", RecoverConfig, data="-").epochs
     deadline = time.monotonic() + 60 * args.minutes

@@ -19,8 +19,10 @@ it has several) and a method may only pick vectors the pool has. Every method st
 Reported per method and T: regret = best pool value minus the pool value of the vector the method
 would pick (its best measured), on the select split (what the search sees), and the probability that
 the pick beats uniform r8 on the report split by more than the measured seed-to-seed noise, each with a
-95% bootstrap CI over replay seeds; for the surrogate loops also where the noise-aware stopping rule
-(search.converged, threshold = the noise) stops. Pool schema: benchmarks/POOL.md.
+95% bootstrap CI over replay seeds; the probability that the job would claim a gain (register the
+pick over uniform r8 by champion.choose_adapter, from the measured report-split difference and the
+noise); and for the surrogate loops where the noise-aware stopping rule (search.converged, threshold =
+the noise) stops. Pool schema: benchmarks/POOL.md.
 
     python benchmarks/search_replay.py --pool benchmarks/pool_aidreams260k.jsonl [--json] [--png curve.png]
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 import warnings
@@ -39,9 +42,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.errors import UserError, check
-from rankadaptor.search import SearchConfig, SearchState, converged, propose_from, update
-from rankadaptor.surrogate import Observation, SurrogateConfig, adapt, meta_pretrain, new_surrogate
+from rankadaptor.search import (
+    SearchConfig,
+    SearchState,
+    converged,
+    propose_from,
+    update,
+)
+from rankadaptor.surrogate import (
+    Observation,
+    SurrogateConfig,
+    adapt,
+    meta_pretrain,
+    new_surrogate,
+)
 
 SCHEMA = "rankadaptor-pool/1"
 REPORT_TS = (5, 10, 20)
@@ -52,6 +68,7 @@ METHODS = ("uniform r8", "random", "mutation", "optuna TPE", "loop", "loop kappa
 class Pool:
     vectors: np.ndarray  # [N, L] distinct rank vectors
     draws: list[list[float]]  # per vector: the target's select-split score of each measured seed
+    report_draws: list[list[float]]  # per vector: the report-split score of the same seeds
     select: np.ndarray  # [N] mean over seeds, select split (what the search optimises)
     report: np.ndarray  # [N] mean over seeds, report split (select when the pool has no report split)
     sources: dict[str, np.ndarray]  # source task -> [N] select-split score (seed mean; NaN where missing)
@@ -122,16 +139,22 @@ def load_pool(path: str, target: str | None = None, fidelity: str | None = "shor
         dof = sum(len(g) - 1 for g in groups)
         return float(np.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof)) if dof else 0.0
 
-    return Pool(vectors, draws, np.asarray([np.mean(d) for d in draws]),
-                np.asarray([np.mean(d) for d in report_draws]), sources, per[keys[0]]["features"], baseline,
+    select, report = np.asarray([np.mean(d) for d in draws]), np.asarray([np.mean(d) for d in report_draws])
+    if all("true_score" in r for r in rows):  # a synthetic pool knows the noiseless score: regret against it
+        truth = {tuple(r["rank_vector"]): float(r["true_score"]) for r in rows}
+        select = report = np.asarray([truth[k] for k in keys])
+    return Pool(vectors, draws, report_draws, select, report, sources, per[keys[0]]["features"], baseline,
                 pooled_sd(draws), pooled_sd(report_draws), target, np.asarray([len(d) for d in draws]), has_report)
 
 
 # ------------------------------------------------------------------------------------------- methods
 
-def draw_measurements(pool: Pool, rng: np.random.Generator) -> np.ndarray:
-    """What a trial of each vector returns in one replay: one of its recorded seeds, at random."""
-    return np.asarray([d[rng.integers(len(d))] for d in pool.draws], float)
+def draw_measurements(pool: Pool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """What a trial of each vector returns in one replay: one of its recorded seeds, at random; its
+    select-split score (what the search sees) and the same adapter's report-split score."""
+    seeds = [int(rng.integers(len(d))) for d in pool.draws]
+    return (np.asarray([d[k] for d, k in zip(pool.draws, seeds)], float),
+            np.asarray([d[k] for d, k in zip(pool.report_draws, seeds)], float))
 
 
 def run_random(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray) -> list[int]:
@@ -219,7 +242,7 @@ def run_loop(pool: Pool, trials: int, rng: np.random.Generator, measured: np.nda
         fresh[order] = False
         proposal = propose_from(search_state, search, pool.vectors[fresh])
         pick = int(np.flatnonzero(fresh)[np.flatnonzero((pool.vectors[fresh] == proposal.rank_vector).all(axis=1))[0]])
-        search_state, outcome = update(search_state, proposal, measured[pick], search)
+        search_state, _ = update(search_state, proposal, measured[pick], search)
         order.append(pick)
         if stopped is None and converged(search_state, search):
             stopped = len(order)
@@ -238,6 +261,15 @@ def pick_curve(order: list[int], measured: np.ndarray, trials: int) -> np.ndarra
 def regret_curve(pool: Pool, picks: np.ndarray) -> np.ndarray:
     """Select-split regret of each pick: the pool's best seed-mean score minus the pick's."""
     return pool.select.max() - pool.select[picks]
+
+
+def claims_gain(diff: float, noise: float, searched: bool) -> bool:
+    """Whether the job would register the pick over uniform r8 (champion.choose_adapter) from one measured
+    report-split difference, its CI from the trial noise (two independent trials: se = noise * sqrt 2)."""
+    if not searched:
+        return False
+    half = 1.96 * math.sqrt(2.0) * noise
+    return choose_adapter(diff, diff - half, diff + half, noise).register == SEARCHED
 
 
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 2000) -> tuple[float, float, float]:
@@ -267,24 +299,27 @@ def replay(pool: Pool, methods: list[str], seeds: int, trials: int, per_task: in
     for method in methods:
         check(method in runners, f"unknown method {method!r}; choose from {list(runners)}")
         started = time.perf_counter()
-        regrets, beats, stops, stop_regrets, orders = [], [], [], [], []
+        regrets, beats, claims, stops, stop_regrets, orders = [], [], [], [], [], []
         for seed in range(seeds):
-            measured = draw_measurements(pool, np.random.default_rng([seed, 10_000]))  # same for every method
+            measured, reported = draw_measurements(pool, np.random.default_rng([seed, 10_000]))  # same for all
             rng = np.random.default_rng([seed, METHODS.index(method)])
             order, stopped = runners[method](rng, measured)
             picks = pick_curve(order, measured, trials)
             regrets.append(regret_curve(pool, picks))
             beats.append(pool.report[picks] - pool.report[pool.baseline] > pool.noise_report)
+            claims.append([claims_gain(reported[p] - reported[pool.baseline], pool.noise_report, p != pool.baseline)
+                           for p in picks])
             orders.append([int(i) for i in order])
             if stopped is not None or method.startswith(("loop", "paper")):
                 stops.append(stopped)
                 if stopped is not None:
                     stop_regrets.append(regrets[-1][stopped - 1])
-        regrets, beats = np.asarray(regrets), np.asarray(beats, float)
+        regrets, beats, claims = np.asarray(regrets), np.asarray(beats, float), np.asarray(claims, float)
         ci_rng = np.random.default_rng(0)
         result[method] = {
             "regret": [bootstrap_ci(regrets[:, t], ci_rng) for t in range(trials)],
             "p_beat": [bootstrap_ci(beats[:, t], ci_rng) for t in range(trials)],
+            "p_claim": [bootstrap_ci(claims[:, t], ci_rng) for t in range(trials)],
             "stopped_at": stops, "regret_at_stop": stop_regrets, "orders": orders,
             "seconds": time.perf_counter() - started}
     return result
@@ -305,13 +340,16 @@ def summary(pool: Pool) -> dict:
 
 
 def table(result: dict, pool_summary: dict, trials: int) -> str:
-    ts = [t for t in REPORT_TS if t <= trials]
+    ts = [t for t in REPORT_TS if t <= trials] or [trials]
     head = ("| method | " + " | ".join(f"regret T={t}" for t in ts) + " | "
-            + " | ".join(f"P(beat r8) T={t}" for t in ts) + " | stops at (median) | regret at stop |")
-    lines = [head, "|" + "---|" * (1 + 2 * len(ts) + 2)]
+            + " | ".join(f"P(beat r8) T={t}" for t in ts) + f" | P(claims gain) T={ts[-1]} | stops at (median) | "
+            "regret at stop |")
+    lines = [head, "|" + "---|" * (1 + 2 * len(ts) + 3)]
     for method, r in result.items():
         cells = [f"{r['regret'][t - 1][0]:.4f} [{r['regret'][t - 1][1]:.4f}, {r['regret'][t - 1][2]:.4f}]" for t in ts]
         cells += [f"{r['p_beat'][t - 1][0]:.2f} [{r['p_beat'][t - 1][1]:.2f}, {r['p_beat'][t - 1][2]:.2f}]" for t in ts]
+        claim = r["p_claim"][ts[-1] - 1]
+        cells.append(f"{claim[0]:.2f} [{claim[1]:.2f}, {claim[2]:.2f}]")
         stops = [s for s in r["stopped_at"] if s is not None]
         stop = "-" if not r["stopped_at"] else (f"{np.median(stops):.0f} ({len(stops)}/{len(r['stopped_at'])} stop)"
                                                 if stops else f"never (0/{len(r['stopped_at'])})")

@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,8 +34,14 @@ from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
 from rankadaptor.modeling import lora_parameters
-from rankadaptor.surrogate import (Observation, SurrogateState, adapt, predict, read_surrogate_files,
-                                   write_surrogate_files)
+from rankadaptor.surrogate import (
+    Observation,
+    SurrogateState,
+    adapt,
+    predict,
+    read_surrogate_files,
+    write_surrogate_files,
+)
 
 BASELINE_RANK = 8  # standard LoRA recovery rank (LLM-Pruner): the default budget is this rank everywhere
 SEARCH_FILE = "search.json"
