@@ -107,6 +107,38 @@ def trial(job, pruned_uri: str, data: dict, structure: dict, vector: list[int], 
                                                                        "alpha_ratio", "dropout")}}
 
 
+def summarise(path: Path) -> dict:
+    """Fidelity agreement (Kendall tau of short vs full recovery on the vectors measured both ways, per
+    split) and noise (pooled seed-to-seed sd vs between-vector sd of seed-0 scores), target task."""
+    from scipy.stats import kendalltau
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    target = rows[0]["target_task"]
+    out: dict = {"rows": len(rows), "seconds": round(sum(r["seconds"] for r in rows), 1)}
+    short = {tuple(r["rank_vector"]): r for r in rows if r["fidelity"] == "short" and r["seed"] == 0}
+    full = {tuple(r["rank_vector"]): r for r in rows if r["fidelity"] == "full"}
+    out["distinct_vectors"] = len(short)
+    out["kinds"] = {k: sum(r["kind"] == k for r in short.values()) for k in sorted({r["kind"] for r in short.values()})}
+    both = sorted(set(short) & set(full))
+    for split in SPLITS:
+        a = [short[v]["scores"][split][target] for v in both]
+        b = [full[v]["scores"][split][target] for v in both]
+        out[f"fidelity_tau_{split}"] = float(kendalltau(a, b).statistic) if len(both) > 2 else None
+        seeds: dict = {}
+        for r in rows:
+            if r["fidelity"] == "short":
+                seeds.setdefault(tuple(r["rank_vector"]), []).append(r["scores"][split][target])
+        groups = [np.asarray(v) for v in seeds.values() if len(v) >= 2]
+        dof = sum(len(g) - 1 for g in groups)
+        out[f"noise_sd_{split}"] = float(np.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof)) if dof else None
+        out[f"between_sd_{split}"] = float(np.std([r["scores"][split][target] for r in short.values()], ddof=1))
+        out[f"uniform8_seed_sd_{split}"] = float(np.std(seeds.get((8,) * len(both[0]), [np.nan]), ddof=1)) if both else None
+    out["fidelity_vectors"], out["noise_vectors"] = len(both), len(groups)
+    out["seconds_per_trial"] = {f: round(float(np.mean([r["seconds"] for r in rows if r["fidelity"] == f])), 2)
+                                for f in ("short", "full")}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pool", default="benchmarks/pool_aidreams260k.jsonl", help="append-only pool file")
@@ -115,7 +147,11 @@ def main() -> None:
     parser.add_argument("--max-vectors", type=int, default=400, help="distinct vectors at seed 0, short recovery")
     parser.add_argument("--seed", type=int, default=0, help="seed of the vector plan")
     parser.add_argument("--extend", action="store_true", help="only measure more distinct vectors (seed 0, short)")
+    parser.add_argument("--summary", action="store_true", help="print the pool's fidelity and noise figures, run nothing")
     args = parser.parse_args()
+    if args.summary:
+        print(json.dumps(summarise(Path(args.pool)), indent=1))
+        return
     torch.set_num_threads(1)
     work = Path(args.work or Path(tempfile.gettempdir()) / "rankadaptor-pool")
     work.mkdir(parents=True, exist_ok=True)
