@@ -31,16 +31,38 @@ from rankadaptor.config import option
 from rankadaptor.data import read_records, read_texts, sample_corpus
 from rankadaptor.errors import UserError, check
 from rankadaptor.evaluate import TASKS, EvalConfig, data_files, evaluate, split_rows
-from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, load_model, lora_cost_per_rank,
-                                  lora_parameters, resolve_device)
+from rankadaptor.modeling import (
+    attn_head_dim,
+    config_widths,
+    load_config,
+    load_model,
+    lora_cost_per_rank,
+    lora_parameters,
+    resolve_device,
+)
 from rankadaptor.perplexity import document_log_likelihoods
 from rankadaptor.prune import PruneConfig, run_prune
 from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.registry import RegistryConfig, register
-from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose,
-                                sample_rank_vectors, save_search, update)
+from rankadaptor.search import (
+    Proposal,
+    SearchConfig,
+    SearchState,
+    load_search,
+    propose,
+    sample_rank_vectors,
+    save_search,
+    update,
+)
 from rankadaptor.search import converged as search_converged
-from rankadaptor.surrogate import Observation, SurrogateConfig, adapt, meta_pretrain, new_surrogate, structure_features
+from rankadaptor.surrogate import (
+    Observation,
+    SurrogateConfig,
+    adapt,
+    meta_pretrain,
+    new_surrogate,
+    structure_features,
+)
 
 PPL = "ppl:"
 
@@ -472,8 +494,8 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
     registered = ours["report"] if significant else baselines["lora_r8"]["report"]
     registration_report = {**_slim(registered), "mean": registered["scores"][target]}
     report = {"target_task": target, "table": rows, "columns": columns, "comparisons": comparisons,
-              "significant": significant, "verdict": verdict,
-              "decision": {"register": decision.register, "reason": decision.reason}, "history": history, "kendall_tau": tau,
+              "significant": significant, "verdict": verdict, "history": history, "kendall_tau": tau,
+              "decision": {"register": decision.register, "reason": decision.reason},
               "best": {"rank_vector": best.rank_vector, "select_score": best.score, "adapter": best.artifact,
                        "trainable_params": best_params},
               "budget_uniform8": int(8 * sum(state.cost_per_rank)), "iterations": len(history),
