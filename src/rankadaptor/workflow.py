@@ -31,38 +31,16 @@ from rankadaptor.config import option
 from rankadaptor.data import read_records, read_texts, sample_corpus
 from rankadaptor.errors import UserError, check
 from rankadaptor.evaluate import TASKS, EvalConfig, data_files, evaluate, split_rows
-from rankadaptor.modeling import (
-    attn_head_dim,
-    config_widths,
-    load_config,
-    load_model,
-    lora_cost_per_rank,
-    lora_parameters,
-    resolve_device,
-)
+from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, load_model, lora_cost_per_rank,
+                                  lora_parameters, resolve_device)
 from rankadaptor.perplexity import document_log_likelihoods
 from rankadaptor.prune import PruneConfig, run_prune
 from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.registry import RegistryConfig, register
-from rankadaptor.search import (
-    Proposal,
-    SearchConfig,
-    SearchState,
-    load_search,
-    propose,
-    sample_rank_vectors,
-    save_search,
-    update,
-)
-from rankadaptor.search import converged as search_converged
-from rankadaptor.surrogate import (
-    Observation,
-    SurrogateConfig,
-    adapt,
-    meta_pretrain,
-    new_surrogate,
-    structure_features,
-)
+from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose,
+                                sample_rank_vectors, save_search, update)
+from rankadaptor.search import converged as search_converged  # noqa: I001 (workflow.converged keeps its name)
+from rankadaptor.surrogate import Observation, SurrogateConfig, adapt, meta_pretrain, new_surrogate, structure_features
 
 PPL = "ppl:"
 
