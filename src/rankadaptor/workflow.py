@@ -39,7 +39,7 @@ from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.registry import RegistryConfig, register
 from rankadaptor.search import (Proposal, SearchConfig, SearchState, load_search, propose,
                                 sample_rank_vectors, save_search, update)
-from rankadaptor.search import converged as search_converged  # noqa: I001 (workflow.converged keeps its name)
+from rankadaptor.search import converged as search_converged
 from rankadaptor.surrogate import Observation, SurrogateConfig, adapt, meta_pretrain, new_surrogate, structure_features
 
 PPL = "ppl:"
