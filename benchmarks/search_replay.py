@@ -385,7 +385,10 @@ def plot(result: dict, trials: int, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", required=True, help="pool file (JSONL, benchmarks/POOL.md)")
+    parser.add_argument("--pool", help="pool file (JSONL, benchmarks/POOL.md)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="instead of replaying: merge the --json outputs of runs over method subsets (same pool, "
+                             "seeds, trials) and print/plot them as one")
     parser.add_argument("--target", default=None, help="target task (default: the rows' target_task)")
     parser.add_argument("--fidelity", default="short", help="rows of this fidelity (if the pool has several)")
     parser.add_argument("--seeds", type=int, default=20, help="replay seeds per method")
@@ -397,6 +400,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png", default=None, help="write the regret curve here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        info, trials = parts[0]["pool"], parts[0]["trials"]
+        result = {m: r for part in parts for m, r in part["methods"].items()}
+        result = {m: result[m] for m in METHODS if m in result}
+        if args.png:
+            plot(result, trials, args.png)
+        print(json.dumps({**parts[0], "methods": result}) if args.json else table(result, info, trials))
+        return
+    if not args.pool:
+        sys.exit("error: --pool is required (or --merge)")
     try:
         check(args.seeds >= 1 and args.trials >= 1, f"--seeds={args.seeds} and --trials={args.trials} must be >= 1")
         pool = load_pool(args.pool, args.target, args.fidelity)
