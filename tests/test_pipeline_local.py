@@ -19,7 +19,8 @@ TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"],
 
 def tiny_job(threshold, max_iterations, bootstrap_trials, report_tasks):
     return load_job(None, {**TINY, "bootstrap_trials": bootstrap_trials, "report_tasks": report_tasks,
-                           "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500},
+                           "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500,
+                                      "patience": 1},
                            "registry": {"model_name": "tiny"}})
 
 
