@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from rankadaptor import storage
-from rankadaptor.modeling import lora_parameters
+from rankadaptor.modeling import load_model, lora_parameters
 from rankadaptor.recover import RecoverConfig, run_recover
 from rankadaptor.search import SearchConfig, resolve_budget, sample_rank_vectors
 from rankadaptor.workflow import (
@@ -96,8 +96,6 @@ def trial(job, pruned_uri: str, data: dict, structure: dict, vector: list[int], 
     adapter = str(scratch / f"adapter-{seed}-{epochs}-{'-'.join(map(str, vector))}")
     started = time.perf_counter()
     run_recover(config, pruned_uri, adapter)
-    from rankadaptor.modeling import load_model
-
     model, tokenizer = load_model(pruned_uri, adapter)
     tasks = [job.target_task, *job.source_tasks]
     scores = {split: measure(model, tokenizer, tasks, split, data, job)["scores"] for split in SPLITS}

@@ -69,6 +69,10 @@ def test_stops_at_max_iterations(tmp_path, monkeypatch):
     assert all(h["rank_vector"] != [8, 8, 8, 8] for h in report["history"])
     assert report["best"]["trainable_params"] <= budget
     assert "significantly" in report["verdict"]
+    # honest registration: the uniform adapter unless the searched vector beat it beyond noise
+    assert report["decision"]["register"] == ("searched" if report["significant"] else "uniform")
+    version = client.get_model_version("tiny", report["registration"]["version"])
+    assert version.tags["registered_adapter"] == report["decision"]["register"]
 
 
 def test_verdict_says_plainly_whether_the_gain_is_significant():
