@@ -20,7 +20,8 @@ TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"], "runtime": {"micro_batc
 
 def tiny_job(threshold, max_iterations, bootstrap_trials, report_tasks):
     return load_job(None, {**TINY, "bootstrap_trials": bootstrap_trials, "report_tasks": report_tasks,
-                           "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500},
+                           "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500,
+                                      "patience": 1},
                            "registry": {"model_name": "tiny"}})
 
 
@@ -73,4 +74,8 @@ def test_stops_at_max_iterations(tmp_path, monkeypatch):
     assert report["significant"] == (versus["low"] > 0)
     assert f"{versus['diff']:+.4f} (95% CI {versus['low']:+.4f} .. {versus['high']:+.4f})" in report["verdict"]
     assert f"uniform LoRA r={job.baseline_rank}" in report["verdict"]
+    # honest registration: the uniform adapter unless the searched vector beat it beyond noise
+    assert report["decision"]["register"] == ("searched" if report["significant"] else "uniform")
+    version = client.get_model_version("tiny", report["registration"]["version"])
+    assert version.tags["registered_adapter"] == report["decision"]["register"]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.stats import kendall_tau, paired_bootstrap
 from rankadaptor.surrogate import Observation
 
@@ -52,7 +53,7 @@ def verdict_line(task: str, diff: dict, baseline_rank: int) -> str:
     return f"RankAdaptor does NOT significantly beat {lora} on held-out {task}: {interval} includes 0"
 
 
-def _slim(result: dict) -> dict:
+def slim(result: dict) -> dict:
     """An evaluation without the per-row lists (for tags and tables)."""
     return {**result, "tasks": {t: {k: v for k, v in r.items() if k not in ("rows", "row_ids", "skipped")}
                                 for t, r in result["tasks"].items()}}
@@ -69,8 +70,10 @@ def _interval(ours: dict, theirs: dict, tasks: list[str], seed: int) -> dict:
 
 
 def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict], ours: dict[str, dict],
-                 trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, seed: int) -> dict[str, Any]:
-    """The report of a finished search. baselines: {method: {"select": eval, "report": eval, "trainable_params"}}
+                 trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, seed: int,
+                 noise: float = 0.0) -> dict[str, Any]:
+    """The report of a finished search; noise (the trial noise sd) decides, with the interval, which adapter
+    is registered (champion.choose_adapter). baselines: {method: {"select": eval, "report": eval, "trainable_params"}}
     (UNIFORM required); ours: the best trial's {"select": eval, "report": eval}; trials: the target's trials."""
     best = max(trials, key=lambda o: o.score)
     params = int(sum(r * c for r, c in zip(best.rank_vector, cost_per_rank)))
@@ -91,17 +94,19 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
         if zero_shot:
             comparisons[other]["zero-shot mean"] = _interval(ours["report"], methods[other]["report"], zero_shot, seed)
     versus = comparisons[UNIFORM][target]
+    decision = choose_adapter(versus["diff"], versus["low"], versus["high"], noise, baseline_rank)
     rows = history(trials, cost_per_rank)
     tau = kendall_tau([h.predicted for h in rows], [h.measured for h in rows]) if len(rows) >= 3 else None
     return {"target_task": target, "table": table, "columns": [c for c in table[0] if c != "method"],
-            "comparisons": comparisons, "significant": versus["low"] > 0,
-            "verdict": verdict_line(target, versus, baseline_rank), "history": [vars(h) for h in rows],
+            "comparisons": comparisons, "significant": decision.register == SEARCHED,
+            "verdict": f"{verdict_line(target, versus, baseline_rank)}. {decision.reason}",
+            "decision": {"register": decision.register, "reason": decision.reason}, "history": [vars(h) for h in rows],
             "kendall_tau": tau, "baseline_rank": baseline_rank,
             "baseline_select_score": baselines[UNIFORM]["select"]["scores"][target],
             "best": {"rank_vector": best.rank_vector, "select_score": best.score, "adapter": best.artifact,
                      "trainable_params": params},
             "budget": baseline_rank * int(sum(cost_per_rank)), "iterations": len(rows),
-            "evaluation": {split: _slim(result) for split, result in ours.items()}}
+            "evaluation": {split: slim(result) for split, result in ours.items()}}
 
 
 def markdown(report: dict) -> str:

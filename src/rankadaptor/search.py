@@ -6,6 +6,11 @@ the prediction for the chosen vector is within a threshold of its measurement. `
 separate plain functions over a serialisable `SearchState` because the Kubeflow pipeline runs them as
 separate steps with the trial in between; `run_loop` composes them for local use and the benchmarks.
 
+Convergence (`converged`) is noise-aware: one prediction that lands within the threshold can be luck
+when a trial's seed-to-seed noise is as large as the effect being searched for, so the search stops only
+when the prediction error over the last `patience` trials (root mean square) is within the threshold.
+Set the threshold to the measured seed-to-seed sd of a trial's score (benchmarks/RESULTS.md).
+
 Budget: a rank vector r trains sum_i r_i * c_i LoRA parameters, c_i being layer i's cost per unit of
 rank (sum over its 7 projections of in + out features). The default budget is what LoRA at rank 8 on
 every layer of the same model trains, the paper's "same level as standard LoRA".
@@ -16,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -28,8 +34,14 @@ from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
 from rankadaptor.modeling import lora_parameters
-from rankadaptor.surrogate import (Observation, SurrogateState, adapt, predict, read_surrogate_files,
-                                   write_surrogate_files)
+from rankadaptor.surrogate import (
+    Observation,
+    SurrogateState,
+    adapt,
+    predict,
+    read_surrogate_files,
+    write_surrogate_files,
+)
 
 BASELINE_RANK = 8  # standard LoRA recovery rank (LLM-Pruner): the default budget is this rank everywhere
 SEARCH_FILE = "search.json"
@@ -48,8 +60,9 @@ class SearchConfig:
     local_fraction: float = option(0.5, "share of num_samples drawn as mutations (a few searched layers redrawn) "
                                         "of the best measured vectors; 0 = the paper's purely random sampling")
     kappa: float = option(0.0, "exploration bonus: pick by mean + kappa * ensemble std (0 = the paper's greedy pick)")
-    threshold: float = option(0.005, "converged when |predicted - measured| < threshold, in score units "
-                                     "(0.005 = half a point of accuracy)")
+    threshold: float = option(0.005, "converged when the RMS prediction error of the last `patience` trials is "
+                                     "< threshold, in score units; set it to the trial noise (seed-to-seed sd)")
+    patience: int = option(3, "trials whose prediction errors must all count towards convergence")
     max_iterations: int = option(20, "most trials (fine-tune + evaluate) one search runs")
     seed: int = option(0, "seed of the sampler")
 
@@ -70,6 +83,7 @@ class SearchConfig:
               f"threshold={self.threshold} can never be met: |predicted - measured| < threshold needs a finite "
               "threshold > 0 (in score units, e.g. 0.005)")
         check(1 <= self.max_iterations <= 10_000, f"max_iterations={self.max_iterations} must be in [1, 10000]")
+        check(1 <= self.patience <= 100, f"patience={self.patience} must be in [1, 100]")
 
 
 @dataclass
@@ -172,17 +186,35 @@ def propose(state: SearchState, config: SearchConfig) -> Proposal:
     fresh = np.asarray([tuple(row) not in measured for row in samples.tolist()], bool)
     check(bool(fresh.any()), f"all {len(samples)} sampled rank vectors were measured already: the search space "
                              f"({len(measured)} trials) is exhausted; stop or widen candidates/searched_layers")
-    samples = samples[fresh]
-    mean, std = predict(state.surrogate, samples, state.layer_features, state.task)
+    return propose_from(state, config, samples[fresh])
+
+
+def propose_from(state: SearchState, config: SearchConfig, candidates: np.ndarray) -> Proposal:
+    """The best of given unmeasured rank vectors [M, L] by mean + kappa * std (propose's last step; a
+    replay over a measured pool calls it with the pool's unmeasured vectors)."""
+    check(len(candidates) > 0, "no candidate rank vectors to propose from")
+    mean, std = predict(state.surrogate, candidates, state.layer_features, state.task)
     best = int(np.argmax(mean + config.kappa * std))
-    vector = [int(r) for r in samples[best]]
+    vector = [int(r) for r in candidates[best]]
     return Proposal(vector, float(mean[best]), float(std[best]), lora_parameters(vector, state.cost_per_rank))
+
+
+def converged(state: SearchState, config: SearchConfig) -> bool:
+    """Whether the search may stop: at least `patience` searched trials, and the root mean square of
+    |predicted - measured| over the last `patience` of them is below the threshold (the trial noise).
+    One lucky prediction after poor ones is not convergence; the baseline anchor (no prediction) is not
+    counted."""
+    predicted = [o for o in state.measured() if o.predicted is not None]
+    if len(predicted) < config.patience:
+        return False
+    errors = np.asarray([o.predicted - o.score for o in predicted[-config.patience:]], np.float64)
+    return bool(np.sqrt(np.mean(errors ** 2)) < config.threshold)
 
 
 def update(state: SearchState, proposal: Proposal, score: float, config: SearchConfig,
            cost: float | None = None, artifact: str | None = None) -> tuple[SearchState, Outcome]:
     """Record the measured score of a proposal, adapt the surrogate online, and say whether the search
-    converged (|predicted - measured| < threshold) and which trial is best so far."""
+    converged (see `converged`) and which trial is best so far."""
     config.validate()
     vector = [int(r) for r in proposal.rank_vector]
     check(len(vector) == len(state.cost_per_rank),
@@ -198,13 +230,6 @@ def update(state: SearchState, proposal: Proposal, score: float, config: SearchC
     abs_error = abs(proposal.predicted - float(score))
     best = max(new_state.measured(), key=lambda o: o.score)
     return new_state, Outcome(converged(new_state, config), abs_error, best)
-
-
-def converged(state: SearchState, config: SearchConfig) -> bool:
-    """Whether the search may stop: the last trial's prediction was within the threshold of its measurement.
-    update() and the pipeline's loop gate both decide with this."""
-    last = state.measured()[-1] if state.measured() else None
-    return last is not None and last.predicted is not None and abs(last.predicted - last.score) < config.threshold
 
 
 def run_loop(trial_fn: Callable[[list[int]], float], state: SearchState, config: SearchConfig,

@@ -12,26 +12,37 @@ by meta-learning on other tasks and updated online on the target task. Here:
   layers' ranks together and makes distinct vectors look alike), and because the shared encoder learns
   "how a layer of this shape responds to rank" from every layer of every model, which is what lets
   observations from other models and pruning settings help. The price: layers interact only through the
-  pooled nonlinearity, not position by position.
+  pooled nonlinearity, not position by position. So that it can still learn which layer wants rank,
+  a per-layer linear term on each layer's scaled rank (`layer_head`, the "ranks"-mode head) is added for
+  rank vectors of the layer count the surrogate was built for; it starts at zero and only the target
+  model's (and same-depth models') observations move it.
   Fixed (unsearched) layers are part of the input: they are constant within one search, so they cost the
   network nothing there, and they keep observations from searches with different searched layers, or
   different models, comparable.
-- A small ensemble (members differ by their initialisation seed) gives a spread for the search's
-  exploration bonus. All members are trained at once as batched weights ([member, in, out]).
-- Scores are z-scored per task, so tasks with different accuracy levels share one model. A target
-  task's mean and spread come from its own observations as they arrive (the spread shrunk towards the
-  source tasks' while there are few).
+- A small ensemble gives a spread for the search's exploration bonus. Members differ by their
+  initialisation seed and by Bayesian-bootstrap weights on the observations (each fit draws Exp(1)
+  weights per member and observation), so their disagreement reflects the data, not only the initialisation. Hidden units are SiLU,
+  which cannot die into a constant output the way an all-ReLU member can. All members are trained at once
+  as batched weights ([member, in, out]).
+- Scores are z-scored per (model, task) group in that group's own units (Observation.group names the
+  model and pruning), so perplexity and accuracy tasks, and one task on several models, share one model.
+  A target task's mean and spread come from its own observations; while there are few, the spread is
+  shrunk towards the same task's spread on other models, never towards other tasks' raw units.
+  Groups too thin (< 3 observations) or constant to z-score are skipped with a warning.
 - Offline meta-pretraining is Reptile (Nichol et al. 2018): sample a source task, take a few Adam steps
   on it, move the weights part of the way towards the adapted ones. Online adaptation takes a few steps
   from the current weights on the target task's observations each time one arrives (all of them,
   replayed, so earlier points are not forgotten); optimiser state is not kept, so the whole state is
-  weights + JSON and the Kubeflow propose/update steps can persist it as an artifact.
+  weights + JSON and the Kubeflow propose/update steps can persist it as an artifact. fit_loss is a
+  held-out meta-validation loss: the z-MSE on a held-out quarter of each source group after adapting to
+  the rest (1.0 = no better than predicting the group mean).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +61,7 @@ from rankadaptor.errors import check
 FEATURE_MODES = ("ranks", "ranks+structure")
 WEIGHTS_FILE = "surrogate.safetensors"
 META_FILE = "surrogate.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PRIOR_PSEUDO_COUNT = 2.0  # weight of the source tasks' spread in a target task's spread estimate
 
 
@@ -66,6 +77,8 @@ class Observation:
     cost: float | None = option(None, "seconds the trial took")
     predicted: float | None = option(None, "the surrogate's prediction before the trial")
     artifact: str | None = option(None, "URI of the trial's adapter artifact, where it was kept")
+    group: str | None = option(None, "model and pruning the trial ran on (e.g. the pruned model's checksum): "
+                                     "meta-pretraining z-scores each (group, task) on its own")
 
     def validate(self) -> None:
         check(bool(self.task), "an observation needs a non-empty task name")
@@ -91,6 +104,10 @@ class SurrogateConfig:
     outer_lr: float = option(0.5, "Reptile step size towards the adapted weights, annealed linearly to 0")
     batch_size: int = option(32, "observations per gradient step")
     adapt_steps: int = option(20, "online adaptation: Adam steps on the target observations per new point")
+    layer_head: bool = option(True, "add a per-layer linear term on each layer's rank for rank vectors of the "
+                                    "surrogate's own layer count (lets ranks+structure learn per-layer effects)")
+    bootstrap: bool = option(True, "fit each ensemble member on its own bootstrap weights of the observations")
+    holdout_fraction: float = option(0.25, "share of each source group held out for the meta-validation loss")
 
     def validate(self) -> None:
         check(self.feature_mode in FEATURE_MODES,
@@ -104,6 +121,7 @@ class SurrogateConfig:
         check(0 < self.outer_lr <= 1, f"outer_lr={self.outer_lr} must be in (0, 1]")
         check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         check(self.adapt_steps >= 0, f"adapt_steps={self.adapt_steps} must be >= 0")
+        check(0 <= self.holdout_fraction < 1, f"holdout_fraction={self.holdout_fraction} must be in [0, 1)")
 
 
 @dataclass
@@ -113,11 +131,11 @@ class SurrogateState:
     config: SurrogateConfig
     params: dict[str, torch.Tensor]
     rank_range: list[int]  # [lowest, highest] candidate rank: ranks are scaled to (r - lo) / (hi - lo)
-    num_layers: int | None  # input length in "ranks" mode; None in "ranks+structure" (any layer count)
+    num_layers: int | None  # input length in "ranks" mode; the layer head's length in "ranks+structure"
     num_features: int  # structural features per layer in "ranks+structure" mode
     source_tasks: list[str] = dataclasses.field(default_factory=list)
     task_stats: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # task -> [mean, std, n]
-    fit_loss: float | None = None  # mean squared error (z units) after inner adaptation on source tasks
+    fit_loss: float | None = None  # held-out meta-validation z-MSE on the source groups (1.0 = learned nothing)
 
 
 def _shapes(config: SurrogateConfig, input_dim: int) -> list[tuple[str, int, int]]:
@@ -138,6 +156,13 @@ def _shapes(config: SurrogateConfig, input_dim: int) -> list[tuple[str, int, int
     return shapes
 
 
+LAYER_HEAD = "layer_head.weight"
+
+
+def _has_layer_head(config: SurrogateConfig, num_layers: int | None) -> bool:
+    return config.feature_mode != "ranks" and config.layer_head and num_layers is not None
+
+
 def _input_dim(config: SurrogateConfig, num_layers: int | None, num_features: int) -> int:
     return num_layers if config.feature_mode == "ranks" else 2 + num_features
 
@@ -146,7 +171,8 @@ def new_surrogate(config: SurrogateConfig, candidates: list[int], num_layers: in
                   num_features: int = 0) -> SurrogateState:
     """A randomly initialised surrogate (the 'no meta-pretraining' starting point).
 
-    num_layers is required in "ranks" mode (the input length); num_features is the length of each row of
+    num_layers is required in "ranks" mode (the input length) and sizes the per-layer head in
+    "ranks+structure" mode (None: no layer head); num_features is the length of each row of
     Observation.layer_features in "ranks+structure" mode (0 = rank and depth only)."""
     config.validate()
     check(len(candidates) >= 1 and min(candidates) >= 0, f"candidates={candidates!r} must be non-negative ranks")
@@ -154,7 +180,7 @@ def new_surrogate(config: SurrogateConfig, candidates: list[int], num_layers: in
     if config.feature_mode == "ranks":
         check(num_layers is not None and num_layers >= 1,
               'feature_mode="ranks" needs num_layers (the rank vector length) >= 1')
-    else:
+    elif not config.layer_head:
         num_layers = None
     check(num_features >= 0, f"num_features={num_features} must be >= 0")
     params = {}
@@ -166,6 +192,8 @@ def new_surrogate(config: SurrogateConfig, candidates: list[int], num_layers: in
             weights.append((torch.rand(n_in, n_out, generator=g) * 2 - 1) * bound)
             biases.append((torch.rand(1, n_out, generator=g) * 2 - 1) * bound)
         params[f"{name}.weight"], params[f"{name}.bias"] = torch.stack(weights), torch.stack(biases)
+    if _has_layer_head(config, num_layers):
+        params[LAYER_HEAD] = torch.zeros(config.ensemble, num_layers, 1)  # starts as "no per-layer effect"
     return SurrogateState(config, params, [lo, hi if hi > lo else lo + 1], num_layers, num_features)
 
 
@@ -221,7 +249,7 @@ def _encoder(state: SurrogateState, params: dict[str, torch.Tensor], x: torch.Te
     h = x.reshape(1, n * num_layers, d)
     for name, _, _ in _shapes(state.config, d):
         if name.startswith("enc."):
-            h = torch.relu(_linear(params, h, name))
+            h = torch.nn.functional.silu(_linear(params, h, name))
     return h.reshape(h.shape[0], n, num_layers, -1)
 
 
@@ -229,7 +257,7 @@ def _head(state: SurrogateState, params: dict[str, torch.Tensor], h: torch.Tenso
     """[members or 1, N, in] -> predictions in z units [members, N]."""
     head = [name for name, _, _ in _shapes(state.config, 1) if name.startswith("head.")]
     for name in head[:-1]:
-        h = torch.relu(_linear(params, h, name))
+        h = torch.nn.functional.silu(_linear(params, h, name))
     return _linear(params, h, head[-1]).squeeze(-1)
 
 
@@ -240,8 +268,22 @@ def _forward(state: SurrogateState, params: dict[str, torch.Tensor], x: torch.Te
         return _head(state, params, x.unsqueeze(0))  # broadcast over members
     h = _encoder(state, params, x)
     if mask is None:
-        return _head(state, params, h.mean(dim=2))
-    return _head(state, params, (h * mask[None, :, :, None]).sum(dim=2) / mask.sum(dim=1)[None, :, None])
+        out = _head(state, params, h.mean(dim=2))
+    else:
+        out = _head(state, params, (h * mask[None, :, :, None]).sum(dim=2) / mask.sum(dim=1)[None, :, None])
+    return out + _layer_term(state, params, x[:, :, 0], mask)
+
+
+def _layer_term(state: SurrogateState, params: dict[str, torch.Tensor], scaled: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+    """The per-layer linear head [members, N] on scaled ranks [N, L']: applies to rows of exactly the
+    surrogate's layer count, 0 for rows of other models."""
+    if LAYER_HEAD not in params or scaled.shape[1] < state.num_layers:
+        return torch.zeros(1, scaled.shape[0])
+    length = mask.sum(dim=1) if mask is not None else torch.full((scaled.shape[0],), float(scaled.shape[1]))
+    valid = (length == state.num_layers).to(scaled.dtype)
+    ranks = (2.0 * scaled[:, :state.num_layers] - 1.0) * valid[:, None]  # centred: [-1, 1], well conditioned
+    return torch.matmul(ranks.unsqueeze(0), params[LAYER_HEAD]).squeeze(-1)
 
 
 def _forward_many(state: SurrogateState, ranks: np.ndarray, features: Any) -> torch.Tensor:
@@ -257,25 +299,34 @@ def _forward_many(state: SurrogateState, ranks: np.ndarray, features: Any) -> to
     table = table.transpose(1, 2).reshape(table.shape[0], num_layers * len(values), -1)  # row l * U + u
     rows = torch.from_numpy(codes.reshape(n, num_layers) + np.arange(num_layers) * len(values))
     pool = torch.zeros(n, num_layers * len(values)).scatter_(1, rows, 1.0 / num_layers)
-    return _head(state, state.params, torch.matmul(pool, table))
+    lo, hi = state.rank_range
+    scaled = torch.from_numpy(((ranks - lo) / (hi - lo)).astype(np.float32))
+    return _head(state, state.params, torch.matmul(pool, table)) + _layer_term(state, state.params, scaled, None)
 
 
 def _fit(state: SurrogateState, params: dict[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor | None,
          y: torch.Tensor, steps: int, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], float]:
     """Adam steps on (x, y) from the given weights; returns new weights and the last minibatch MSE.
 
-    Each member's loss is its own mean squared error; summing them keeps members' gradients separate."""
+    Each member's loss is its own (bootstrap-weighted) mean squared error; summing them keeps members'
+    gradients separate. Bootstrap weights are Exp(1) per member and observation, drawn once per fit."""
     config = state.config
     trained = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    if config.bootstrap and config.ensemble > 1:
+        # Bayesian bootstrap (Rubin 1981): Exp(1) weights keep every observation in every member, which
+        # matters when observations barely outnumber layers (a 0/1 resample would drop a third of them)
+        weights = -torch.log(torch.rand(config.ensemble, len(y), generator=generator).clamp(min=1e-12))
+    else:
+        weights = torch.ones(config.ensemble, len(y))
     optimizer = torch.optim.Adam(trained.values(), lr=config.inner_lr, betas=(0.0, 0.999))  # Reptile's choice
     loss_value = float("nan")
     for _ in range(steps):
         if len(y) > config.batch_size:
             idx = torch.randperm(len(y), generator=generator)[:config.batch_size]
-            xb, yb, mb = x[idx], y[idx], (mask[idx] if mask is not None else None)
+            xb, yb, mb, wb = x[idx], y[idx], (mask[idx] if mask is not None else None), weights[:, idx]
         else:
-            xb, yb, mb = x, y, mask
-        loss = ((_forward(state, trained, xb, mb) - yb) ** 2).mean(dim=1).sum()
+            xb, yb, mb, wb = x, y, mask, weights
+        loss = ((wb * (_forward(state, trained, xb, mb) - yb) ** 2).sum(dim=1) / wb.sum(dim=1).clamp(min=1.0)).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -285,37 +336,48 @@ def _fit(state: SurrogateState, params: dict[str, torch.Tensor], x: torch.Tensor
 
 # ------------------------------------------------------------------------------------- normalisation
 
-def _prior(state: SurrogateState) -> tuple[float, float]:
-    """Mean and spread expected of an unseen task: the source tasks' averages (none: 0, 1)."""
-    stats = [state.task_stats[t] for t in state.source_tasks if t in state.task_stats]
-    if not stats:
-        return 0.0, 1.0
-    return float(np.mean([s[0] for s in stats])), float(np.mean([s[1] for s in stats]))
+GROUP_SEPARATOR = "::"
 
 
-def _task_stats(state: SurrogateState, scores: np.ndarray) -> tuple[float, float]:
-    """A target task's mean and spread from its own n scores; the spread is shrunk towards the source
-    tasks' with PRIOR_PSEUDO_COUNT pseudo-observations, since 2-3 scores say little about it."""
+def group_key(observation: Observation) -> str:
+    """The z-scoring group of an observation: its task, on its model and pruning (when known)."""
+    return f"{observation.group}{GROUP_SEPARATOR}{observation.task}" if observation.group else observation.task
+
+
+def _task_of(key: str) -> str:
+    return key.split(GROUP_SEPARATOR)[-1]
+
+
+def _same_task_std(state: SurrogateState, task: str) -> float | None:
+    """The task's spread measured on other models (other groups of the same task), in its own units."""
+    stds = [s[1] for key, s in state.task_stats.items() if key != task and _task_of(key) == task and s[1] > 0]
+    return float(np.mean(stds)) if stds else None
+
+
+def _task_stats(state: SurrogateState, task: str, scores: np.ndarray) -> tuple[float, float]:
+    """A target task's mean and spread from its own n scores. While n is small the spread is shrunk
+    towards the same task's spread on other models (PRIOR_PSEUDO_COUNT pseudo-observations); other tasks'
+    spreads are in other units (perplexity vs accuracy) and are never used."""
     mean = float(scores.mean())
-    has_prior = bool(state.source_tasks)
-    prior_std = _prior(state)[1]
+    prior_std = _same_task_std(state, task)
     dof = len(scores) - 1
     sample_var = float(scores.var(ddof=1)) if dof > 0 else 0.0
-    if has_prior:
+    if prior_std is not None:
         std = math.sqrt((dof * sample_var + PRIOR_PSEUDO_COUNT * prior_std ** 2) / (dof + PRIOR_PSEUDO_COUNT))
     else:
         std = math.sqrt(sample_var)
-    if not std > 1e-12:  # one score, or all equal: any scale gives z = 0
-        std = prior_std
+    if not std > 1e-12:  # one score, or all equal, and no prior: any scale gives z = 0
+        std = prior_std or 1.0
     return mean, std
 
 
 def stats_for(state: SurrogateState, task: str | None) -> tuple[float, float]:
-    """(mean, std) turning the network's z units into the task's score units."""
+    """(mean, std) turning the network's z units into the task's score units ((0, 1) for a task never seen:
+    its predictions are then z-scores, which order vectors correctly but carry no unit)."""
     if task is not None and task in state.task_stats:
         mean, std, _ = state.task_stats[task]
         return mean, std
-    return _prior(state)
+    return 0.0, 1.0
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -323,44 +385,60 @@ def stats_for(state: SurrogateState, task: str | None) -> tuple[float, float]:
 def _group(observations: list[Observation]) -> dict[str, list[Observation]]:
     groups: dict[str, list[Observation]] = {}
     for o in observations:
-        groups.setdefault(o.task, []).append(o)
+        groups.setdefault(group_key(o), []).append(o)
     return groups
 
 
 def meta_pretrain(state: SurrogateState, observations: list[Observation], progress: bool = True) -> SurrogateState:
-    """Offline Reptile over the observations grouped by task; returns the meta-learned surrogate.
+    """Offline Reptile over the observations grouped by (model, pruning, task); returns the meta-learned
+    surrogate (unchanged, with a warning, when no group is usable).
 
-    Each task's scores are z-scored with its own mean and spread (kept in task_stats: they are also the
-    prior for a new task). fit_loss is the mean z-MSE on each source task after inner_steps of adaptation
-    from the meta-learned weights, i.e. how well the initialisation adapts, which is what Reptile optimises."""
+    Each group's scores are z-scored with its own mean and spread (kept in task_stats); groups with fewer
+    than 3 observations or constant scores are skipped with a warning. A holdout_fraction of each group
+    (groups of >= 4) is held out: fit_loss is the z-MSE on those rows after inner_steps of adaptation to
+    the rest from the meta-learned weights (1.0 = no better than the group mean), the honest measure of
+    whether meta-pretraining learned anything that transfers."""
     config = state.config
-    groups = _group(observations)
-    check(len(groups) >= 1, "meta-pretraining needs observations of at least one source task")
-    data, stats = {}, {}
-    for task, obs in sorted(groups.items()):
-        check(len(obs) >= 3, f"source task {task!r} has {len(obs)} observations; meta-pretraining needs >= 3 per task")
-        scores = np.asarray([o.score for o in obs], np.float64)
-        std = float(scores.std(ddof=1))
-        check(std > 0, f"source task {task!r}: all {len(obs)} scores are equal, nothing to learn from")
-        stats[task] = [float(scores.mean()), std, float(len(obs))]
-        x, mask = _batch(state, obs)
-        data[task] = (x, mask, torch.tensor((scores - scores.mean()) / std, dtype=torch.float32))
-    tasks = sorted(data)
+    data, val, stats, skipped = {}, {}, {}, []
     g = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    for key, obs in sorted(_group(observations).items()):
+        scores = np.asarray([o.score for o in obs], np.float64)
+        if len(obs) < 3 or not float(scores.std(ddof=1)) > 0:
+            skipped.append(f"{key} ({len(obs)} observations{', constant' if len(obs) >= 3 else ''})")
+            continue
+        std = float(scores.std(ddof=1))
+        stats[key] = [float(scores.mean()), std, float(len(obs))]
+        z = (scores - scores.mean()) / std
+        order = rng.permutation(len(obs))
+        n_val = int(round(config.holdout_fraction * len(obs))) if len(obs) >= 4 else 0
+        fit, held = order[n_val:], order[:n_val]
+        x, mask = _batch(state, [obs[i] for i in fit])
+        data[key] = (x, mask, torch.tensor(z[fit], dtype=torch.float32))
+        if n_val:
+            xv, mv = _batch(state, [obs[i] for i in held])
+            val[key] = (xv, mv, torch.tensor(z[held], dtype=torch.float32))
+    if skipped:
+        warnings.warn(f"meta-pretraining skipped {len(skipped)} group(s) too thin or constant to learn from: "
+                      f"{', '.join(skipped)}", stacklevel=2)
+    if not data:
+        warnings.warn("meta-pretraining found no usable source group: the surrogate starts untrained", stacklevel=2)
+        return state
+    keys = sorted(data)
     theta = {k: v.clone() for k, v in state.params.items()}
     for it in tqdm(range(config.meta_iterations), desc="meta-pretrain (Reptile)", disable=not progress):
-        task = tasks[int(torch.randint(len(tasks), (1,), generator=g))]
-        phi, _ = _fit(state, theta, *data[task], steps=config.inner_steps, generator=g)
+        key = keys[int(torch.randint(len(keys), (1,), generator=g))]
+        phi, _ = _fit(state, theta, *data[key], steps=config.inner_steps, generator=g)
         step = config.outer_lr * (1.0 - it / config.meta_iterations)
         theta = {k: theta[k] + step * (phi[k] - theta[k]) for k in theta}
     losses = []
-    for task in tasks:
-        x, mask, y = data[task]
-        adapted, _ = _fit(state, theta, x, mask, y, steps=config.inner_steps, generator=g)
+    for key in sorted(val):
+        adapted, _ = _fit(state, theta, *data[key], steps=config.inner_steps, generator=g)
+        xv, mv, yv = val[key]
         with torch.no_grad():
-            losses.append(float(((_forward(state, adapted, x, mask) - y) ** 2).mean()))
-    return dataclasses.replace(state, params=theta, source_tasks=tasks, task_stats={**state.task_stats, **stats},
-                               fit_loss=float(np.mean(losses)))
+            losses.append(float(((_forward(state, adapted, xv, mv).mean(dim=0) - yv) ** 2).mean()))
+    return dataclasses.replace(state, params=theta, source_tasks=keys, task_stats={**state.task_stats, **stats},
+                               fit_loss=float(np.mean(losses)) if losses else None)
 
 
 def adapt(state: SurrogateState, observations: list[Observation], task: str,
@@ -370,7 +448,7 @@ def adapt(state: SurrogateState, observations: list[Observation], task: str,
     obs = [o for o in observations if o.task == task]
     check(len(obs) >= 1, f"no observations of task {task!r} to adapt to")
     scores = np.asarray([o.score for o in obs], np.float64)
-    mean, std = _task_stats(state, scores)
+    mean, std = _task_stats(state, task, scores)
     x, mask = _batch(state, obs)
     y = torch.tensor((scores - mean) / std, dtype=torch.float32)
     g = torch.Generator().manual_seed(state.config.seed * 7919 + len(obs))
@@ -445,13 +523,14 @@ def write_surrogate_files(state: SurrogateState, directory: Path) -> None:
         "config": cfg.to_dict(state.config),
         "arch": {"layers": [list(s) for s in _shapes(state.config, _input_dim(state.config, state.num_layers,
                                                                                state.num_features))],
-                 "pooling": "mean over layers" if state.config.feature_mode != "ranks" else None},
+                 "pooling": "mean over layers" if state.config.feature_mode != "ranks" else None,
+                 "layer_head": _has_layer_head(state.config, state.num_layers)},
         "input_scaling": {"rank_range": state.rank_range, "rank": "(r - lo) / (hi - lo)",
                           "depth": "layer index / (layers - 1)", "num_layers": state.num_layers,
                           "num_features": state.num_features},
         "normalisation": state.task_stats,
         "source_tasks": state.source_tasks,
-        "fit_loss": state.fit_loss,
+        "fit_loss": state.fit_loss,  # held-out meta-validation z-MSE
     })
 
 
@@ -467,6 +546,11 @@ def read_surrogate_files(directory: Path, where: str) -> SurrogateState:
     state = SurrogateState(config, load_file(str(directory / WEIGHTS_FILE)), list(scaling["rank_range"]),
                            scaling["num_layers"], int(scaling["num_features"]), list(meta["source_tasks"]),
                            {k: list(v) for k, v in meta["normalisation"].items()}, meta["fit_loss"])
+    if _has_layer_head(config, state.num_layers):
+        tensor = state.params.get(LAYER_HEAD)
+        check(tensor is not None and tuple(tensor.shape) == (config.ensemble, state.num_layers, 1),
+              f"surrogate {where!r}: weight {LAYER_HEAD} is missing or not of shape "
+              f"{(config.ensemble, state.num_layers, 1)}")
     for name, n_in, n_out in _shapes(config, _input_dim(config, state.num_layers, state.num_features)):
         for suffix, shape in (("weight", (config.ensemble, n_in, n_out)), ("bias", (config.ensemble, 1, n_out))):
             tensor = state.params.get(f"{name}.{suffix}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rankadaptor import storage
 from rankadaptor.job import JobConfig
 from rankadaptor.registry import register as register_version
-from rankadaptor.report import build_report, write_report
+from rankadaptor.champion import SEARCHED
+from rankadaptor.report import UNIFORM, slim, build_report, write_report
 from rankadaptor.steps.model import scores
 from rankadaptor.trial import best_trial, trial_key
 
@@ -17,14 +18,19 @@ def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, bas
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
     ours = scores(job, pruned_uri, best.artifact, data_uri, [job.target_task, *job.report_tasks], ("select", "report"))
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
-                          job.baseline_rank, job.seed)
-    # The registry's champion rule compares `report_mean`: here that is the held-out target score.
-    held_out = {**report["evaluation"]["report"], "mean": ours["report"]["scores"][job.target_task]}
+                          job.baseline_rank, job.seed, noise=job.search.threshold)  # threshold: the trial noise sd
+    # Honest registration: the uniform adapter unless the searched vector beat it beyond noise. The registry's
+    # champion rule compares `report_mean`: the held-out target score of the registered adapter.
+    searched = report["decision"]["register"] == SEARCHED
+    registered = ours["report"] if searched else baselines[UNIFORM]["report"]
+    adapter = best.artifact if searched else storage.join(baselines_uri, UNIFORM)
+    held_out = {**slim(registered), "mean": registered["scores"][job.target_task]}
     best_id = trial_key(job, context, job.target_task, "select", best.rank_vector).id
     with storage.writing_dir(output_uri) as out:
-        report["registration"] = register_version(best.artifact, pruned_uri, held_out, job.registry_config(),
+        report["registration"] = register_version(adapter, pruned_uri, held_out, job.registry_config(),
                                                   lineage={"bank_experiment": job.bank.experiment,
                                                            "best_trial_id": best_id, "trial_count": len(trials),
+                                                           "registered_adapter": report["decision"]["register"],
                                                            **(lineage or {})})
         write_report(report, out)
     return report

@@ -1,0 +1,431 @@
+"""Replay rank searches against a measured pool: is the search worth its trials, on real measurements?
+
+A trial returns the pool's measured score of a vector (one of its recorded seeds, drawn at random when
+it has several) and a method may only pick vectors the pool has. Every method starts from uniform rank 8
+(the job measures it first, as its baseline) and gets the same number of trials T = 1..max. Methods:
+
+- uniform r8: no search (the simple choice);
+- random: the other trials uniformly from the pool, without repeats;
+- mutation: a random pool vector at Hamming distance <= 2 of one of the 3 best measured (the search's
+  local sampler, without a surrogate);
+- optuna TPE: Optuna's TPE sampler over one categorical per layer, its suggestion snapped to the nearest
+  unmeasured pool vector (what an Optuna or Katib user would run);
+- loop: the job's search (ranks+structure surrogate, meta-pretrained on the pool's source tasks at the
+  job's size: `--bootstrap` vectors per source task; greedy, kappa 0), proposing among unmeasured pool
+  vectors with search.propose_from and updating with search.update; "loop kappa=1" adds the ensemble
+  spread (UCB);
+- paper: ranks-only surrogate, meta-pretrained the same way, greedy.
+
+Reported per method and T: regret = best pool value minus the pool value of the vector the method
+would pick (its best measured), on the select split (what the search sees), and the probability that
+the pick beats uniform r8 on the report split by more than the measured seed-to-seed noise, each with a
+95% bootstrap CI over replay seeds; the probability that the job would claim a gain (register the
+pick over uniform r8 by champion.choose_adapter, from the measured report-split difference and the
+noise); and for the surrogate loops where the noise-aware stopping rule (search.converged, threshold =
+the noise) stops. Pool schema: benchmarks/POOL.md.
+
+    python benchmarks/search_replay.py --pool benchmarks/pool_aidreams260k.jsonl [--json] [--png curve.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rankadaptor.champion import SEARCHED, choose_adapter
+from rankadaptor.errors import UserError, check
+from rankadaptor.search import (
+    SearchConfig,
+    SearchState,
+    converged,
+    propose_from,
+    update,
+)
+from rankadaptor.surrogate import (
+    Observation,
+    SurrogateConfig,
+    adapt,
+    meta_pretrain,
+    new_surrogate,
+)
+
+SCHEMA = "rankadaptor-pool/1"
+REPORT_TS = (5, 10, 20)
+METHODS = ("uniform r8", "random", "mutation", "optuna TPE", "loop", "loop kappa=1", "paper: ranks-only greedy")
+
+
+@dataclass
+class Pool:
+    vectors: np.ndarray  # [N, L] distinct rank vectors
+    draws: list[list[float]]  # per vector: the target's select-split score of each measured seed
+    report_draws: list[list[float]]  # per vector: the report-split score of the same seeds
+    select: np.ndarray  # [N] mean over seeds, select split (what the search optimises)
+    report: np.ndarray  # [N] mean over seeds, report split (select when the pool has no report split)
+    sources: dict[str, np.ndarray]  # source task -> [N] select-split score (seed mean; NaN where missing)
+    layer_features: list[list[float]] | None
+    baseline: int  # index of uniform r8
+    noise_select: float  # pooled seed-to-seed sd of the target score
+    noise_report: float
+    target: str
+    seeds_per_vector: np.ndarray
+    has_report: bool
+
+
+def _split_scores(row: dict) -> dict[str, dict[str, float]]:
+    """{split: {task: score}} from either schema form: nested scores, or a flat row with `split`."""
+    scores = row.get("scores")
+    check(isinstance(scores, dict) and scores, f"pool row {row.get('rank_vector')} has no scores")
+    if all(isinstance(v, dict) for v in scores.values()):
+        return scores
+    return {row.get("split", "select"): scores}
+
+
+def load_pool(path: str, target: str | None = None, fidelity: str | None = "short",
+              baseline_rank: int = 8) -> Pool:
+    """Read a pool file (JSONL, schema in benchmarks/POOL.md); rows of other fidelities are left out."""
+    file = Path(path)
+    check(file.is_file(), f"pool file {path!r} does not exist")
+    rows = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{path}:{n} is not a JSON line") from None
+        check(row.get("schema", SCHEMA) == SCHEMA, f"{path}:{n} has schema {row.get('schema')!r}; this reads {SCHEMA}")
+        check(isinstance(row.get("rank_vector"), list) and row["rank_vector"],
+              f"{path}:{n} needs a rank_vector (list of ints)")
+        rows.append(row)
+    check(bool(rows), f"pool file {path!r} holds no rows")
+    fidelities = {r.get("fidelity") for r in rows}
+    if fidelity is not None and fidelity in fidelities:
+        rows = [r for r in rows if r.get("fidelity") == fidelity]
+    target = target or rows[0].get("target_task")
+    check(target is not None, "the pool rows name no target_task: pass --target")
+    layers = {len(r["rank_vector"]) for r in rows}
+    check(len(layers) == 1, f"pool rows have rank vectors of different lengths {sorted(layers)}: one model per pool")
+    per: dict[tuple, dict] = {}
+    for r in rows:
+        entry = per.setdefault(tuple(r["rank_vector"]), {"seeds": {}, "features": r.get("layer_features")})
+        entry["seeds"][r.get("seed", 0)] = _split_scores(r)
+    keys = sorted(per)
+    check(all(target in s.get("select", {}) for e in per.values() for s in e["seeds"].values()),
+          f"every pool row needs the target task {target!r} on the select split")
+    has_report = all("report" in s and target in s["report"] for e in per.values() for s in e["seeds"].values())
+    draws = [[s["select"][target] for s in per[k]["seeds"].values()] for k in keys]
+    report_draws = [[s["report"][target] for s in per[k]["seeds"].values()] if has_report else d
+                    for k, d in zip(keys, draws)]
+    source_names = sorted({t for e in per.values() for s in e["seeds"].values() for t in s["select"] if t != target})
+    sources = {t: np.asarray([np.mean([s["select"][t] for s in per[k]["seeds"].values() if t in s["select"]] or
+                                      [np.nan]) for k in keys]) for t in source_names}
+    vectors = np.asarray(keys, np.int64)
+    check(baseline_rank in set(vectors.ravel().tolist()) and any((v == baseline_rank).all() for v in vectors),
+          f"the pool has no uniform rank-{baseline_rank} vector: it is every method's starting point")
+    baseline = int(np.flatnonzero((vectors == baseline_rank).all(axis=1))[0])
+
+    def pooled_sd(values: list[list[float]]) -> float:
+        groups = [np.asarray(v) for v in values if len(v) >= 2]
+        dof = sum(len(g) - 1 for g in groups)
+        return float(np.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof)) if dof else 0.0
+
+    select, report = np.asarray([np.mean(d) for d in draws]), np.asarray([np.mean(d) for d in report_draws])
+    if all("true_score" in r for r in rows):  # a synthetic pool knows the noiseless score: regret against it
+        truth = {tuple(r["rank_vector"]): float(r["true_score"]) for r in rows}
+        select = report = np.asarray([truth[k] for k in keys])
+    return Pool(vectors, draws, report_draws, select, report, sources, per[keys[0]]["features"], baseline,
+                pooled_sd(draws), pooled_sd(report_draws), target, np.asarray([len(d) for d in draws]), has_report)
+
+
+# ------------------------------------------------------------------------------------------- methods
+
+def draw_measurements(pool: Pool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """What a trial of each vector returns in one replay: one of its recorded seeds, at random; its
+    select-split score (what the search sees) and the same adapter's report-split score."""
+    seeds = [int(rng.integers(len(d))) for d in pool.draws]
+    return (np.asarray([d[k] for d, k in zip(pool.draws, seeds)], float),
+            np.asarray([d[k] for d, k in zip(pool.report_draws, seeds)], float))
+
+
+def run_random(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray) -> list[int]:
+    others = np.setdiff1d(np.arange(len(pool.vectors)), [pool.baseline])
+    return [pool.baseline, *rng.permutation(others)[:trials - 1].tolist()]
+
+
+def run_uniform(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray) -> list[int]:
+    return [pool.baseline]
+
+
+def run_mutation(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray) -> list[int]:
+    order, scores = [pool.baseline], {pool.baseline: measured[pool.baseline]}
+    while len(order) < min(trials, len(pool.vectors)):
+        parents = sorted(scores, key=lambda i: -scores[i])[:3]
+        distance = (pool.vectors[:, None, :] != pool.vectors[parents][None, :, :]).sum(axis=2).min(axis=1)
+        fresh = np.ones(len(pool.vectors), bool)
+        fresh[order] = False
+        near = np.flatnonzero(fresh & (distance <= 2))
+        pick = int(rng.choice(near if len(near) else np.flatnonzero(fresh)))
+        order.append(pick)
+        scores[pick] = measured[pick]
+    return order
+
+
+def run_tpe(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray) -> list[int]:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    choices = [sorted({int(r) for r in pool.vectors[:, layer]}) for layer in range(pool.vectors.shape[1])]
+    dists = {f"r{layer}": CategoricalDistribution(c) for layer, c in enumerate(choices)}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+        seed=int(rng.integers(2 ** 31)), n_startup_trials=min(10, max(1, trials // 2))))
+    order: list[int] = []
+
+    def record(i: int) -> None:
+        order.append(i)
+        params = {f"r{layer}": int(r) for layer, r in enumerate(pool.vectors[i])}
+        study.add_trial(create_trial(params=params, distributions=dists, value=measured[i]))
+
+    record(pool.baseline)
+    while len(order) < min(trials, len(pool.vectors)):
+        asked = study.ask(dists)
+        want = np.asarray([asked.params[f"r{layer}"] for layer in range(len(choices))])
+        study.tell(asked, state=TrialState.FAIL)  # the suggestion itself is not measured: its nearest pool vector is
+        distance = np.abs(pool.vectors - want).sum(axis=1).astype(float) + rng.random(len(pool.vectors)) * 1e-3
+        distance[order] = np.inf
+        record(int(np.argmin(distance)))
+    return order
+
+
+def _source_observations(pool: Pool, per_task: int, rng: np.random.Generator) -> list[Observation]:
+    """The job's meta-pretraining data: per_task random vectors (not uniform r8) measured on each source task."""
+    others = np.setdiff1d(np.arange(len(pool.vectors)), [pool.baseline])
+    obs = []
+    for task, scores in pool.sources.items():
+        have = others[np.isfinite(scores[others])]
+        for i in rng.permutation(have)[:per_task]:
+            obs.append(Observation(task, [int(r) for r in pool.vectors[i]], float(scores[i]), pool.layer_features))
+    return obs
+
+
+def run_loop(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray, surrogate: SurrogateConfig,
+             search: SearchConfig, per_task: int) -> tuple[list[int], int | None]:
+    """The job's search over the pool: meta-pretrain, anchor on uniform r8, propose_from/update.
+    Returns the trial order and the trial count at which search.converged first said stop (or None)."""
+    candidates = sorted({int(r) for r in pool.vectors.ravel()})
+    features = pool.layer_features if surrogate.feature_mode != "ranks" else None
+    state = new_surrogate(surrogate, candidates, pool.vectors.shape[1], len(features[0]) if features else 0)
+    sources = _source_observations(pool, per_task, rng)
+    if sources:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = meta_pretrain(state, [dataclasses.replace(o, layer_features=features) for o in sources],
+                                  progress=False)
+    anchor = Observation(pool.target, [int(r) for r in pool.vectors[pool.baseline]],
+                         measured[pool.baseline], features)
+    cost = [1] * pool.vectors.shape[1]  # the pool already respects its budget; cost only labels proposals
+    search_state = SearchState(pool.target, adapt(state, [anchor], pool.target), cost, features, [anchor])
+    order, stopped = [pool.baseline], None
+    while len(order) < min(trials, len(pool.vectors)):
+        fresh = np.ones(len(pool.vectors), bool)
+        fresh[order] = False
+        proposal = propose_from(search_state, search, pool.vectors[fresh])
+        pick = int(np.flatnonzero(fresh)[np.flatnonzero((pool.vectors[fresh] == proposal.rank_vector).all(axis=1))[0]])
+        search_state, _ = update(search_state, proposal, measured[pick], search)
+        order.append(pick)
+        if stopped is None and converged(search_state, search):
+            stopped = len(order)
+    return order, stopped
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+def pick_curve(order: list[int], measured: np.ndarray, trials: int) -> np.ndarray:
+    """The vector a method would pick (its best measured trial) after each of 1..trials trials; a method
+    with fewer trials (uniform r8, or a pool smaller than T) keeps its last pick."""
+    values = measured[order]
+    return np.asarray([order[int(np.argmax(values[:min(t + 1, len(order))]))] for t in range(trials)])
+
+
+def regret_curve(pool: Pool, picks: np.ndarray) -> np.ndarray:
+    """Select-split regret of each pick: the pool's best seed-mean score minus the pick's."""
+    return pool.select.max() - pool.select[picks]
+
+
+def claims_gain(diff: float, noise: float, searched: bool) -> bool:
+    """Whether the job would register the pick over uniform r8 (champion.choose_adapter) from one measured
+    report-split difference, its CI from the trial noise (two independent trials: se = noise * sqrt 2)."""
+    if not searched:
+        return False
+    half = 1.96 * math.sqrt(2.0) * noise
+    return choose_adapter(diff, diff - half, diff + half, noise).register == SEARCHED
+
+
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 2000) -> tuple[float, float, float]:
+    """Mean over replay seeds (axis 0) with a 95% percentile bootstrap interval (resampling seeds)."""
+    values = np.asarray(values, float)
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = values[idx].mean(axis=1)
+    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def replay(pool: Pool, methods: list[str], seeds: int, trials: int, per_task: int) -> dict:
+    runners = {
+        "uniform r8": lambda rng, m: (run_uniform(pool, trials, rng, m), None),
+        "random": lambda rng, m: (run_random(pool, trials, rng, m), None),
+        "mutation": lambda rng, m: (run_mutation(pool, trials, rng, m), None),
+        "optuna TPE": lambda rng, m: (run_tpe(pool, trials, rng, m), None),
+        "loop": lambda rng, m: run_loop(pool, trials, rng, m, SurrogateConfig(seed=int(rng.integers(1000))),
+                                     SearchConfig(kappa=0.0, threshold=noise), per_task),
+        "loop kappa=1": lambda rng, m: run_loop(pool, trials, rng, m, SurrogateConfig(seed=int(rng.integers(1000))),
+                                             SearchConfig(kappa=1.0, threshold=noise), per_task),
+        "paper: ranks-only greedy": lambda rng, m: run_loop(
+            pool, trials, rng, m, SurrogateConfig(feature_mode="ranks", seed=int(rng.integers(1000))),
+            SearchConfig(kappa=0.0, threshold=noise), per_task),
+    }
+    noise = max(pool.noise_select, 1e-9)
+    result = {}
+    for method in methods:
+        check(method in runners, f"unknown method {method!r}; choose from {list(runners)}")
+        started = time.perf_counter()
+        regrets, beats, claims, stops, stop_regrets, orders = [], [], [], [], [], []
+        for seed in range(seeds):
+            measured, reported = draw_measurements(pool, np.random.default_rng([seed, 10_000]))  # same for all
+            rng = np.random.default_rng([seed, METHODS.index(method)])
+            order, stopped = runners[method](rng, measured)
+            picks = pick_curve(order, measured, trials)
+            regrets.append(regret_curve(pool, picks))
+            beats.append(pool.report[picks] - pool.report[pool.baseline] > pool.noise_report)
+            claims.append([claims_gain(reported[p] - reported[pool.baseline], pool.noise_report, p != pool.baseline)
+                           for p in picks])
+            orders.append([int(i) for i in order])
+            if stopped is not None or method.startswith(("loop", "paper")):
+                stops.append(stopped)
+                if stopped is not None:
+                    stop_regrets.append(regrets[-1][stopped - 1])
+        regrets, beats, claims = np.asarray(regrets), np.asarray(beats, float), np.asarray(claims, float)
+        ci_rng = np.random.default_rng(0)
+        result[method] = {
+            "regret": [bootstrap_ci(regrets[:, t], ci_rng) for t in range(trials)],
+            "p_beat": [bootstrap_ci(beats[:, t], ci_rng) for t in range(trials)],
+            "p_claim": [bootstrap_ci(claims[:, t], ci_rng) for t in range(trials)],
+            "stopped_at": stops, "regret_at_stop": stop_regrets, "orders": orders,
+            "seconds": time.perf_counter() - started}
+    return result
+
+
+def summary(pool: Pool) -> dict:
+    between = float(pool.select[pool.seeds_per_vector >= 1].std(ddof=1)) if len(pool.select) > 1 else 0.0
+    return {"vectors": len(pool.vectors), "layers": int(pool.vectors.shape[1]), "target": pool.target,
+            "trials": int(pool.seeds_per_vector.sum()), "vectors_with_seeds": int((pool.seeds_per_vector >= 2).sum()),
+            "noise_sd_select": pool.noise_select, "noise_sd_report": pool.noise_report,
+            "between_vector_sd_select": between, "has_report_split": pool.has_report,
+            "uniform_r8_select": float(pool.select[pool.baseline]), "best_select": float(pool.select.max()),
+            "uniform_r8_regret": float(pool.select.max() - pool.select[pool.baseline]),
+            "best_vector": pool.vectors[int(np.argmax(pool.select))].tolist(), "baseline_index": pool.baseline,
+            "rank_vectors": pool.vectors.tolist(),  # what the indices in "orders" refer to
+            "uniform_r8_rank": int((pool.select > pool.select[pool.baseline]).sum()) + 1,
+            "source_tasks": sorted(pool.sources)}
+
+
+def table(result: dict, pool_summary: dict, trials: int) -> str:
+    ts = [t for t in REPORT_TS if t <= trials] or [trials]
+    head = ("| method | " + " | ".join(f"regret T={t}" for t in ts) + " | "
+            + " | ".join(f"P(beat r8) T={t}" for t in ts) + f" | P(claims gain) T={ts[-1]} | stops at (median) | "
+            "regret at stop |")
+    lines = [head, "|" + "---|" * (1 + 2 * len(ts) + 3)]
+    for method, r in result.items():
+        cells = [f"{r['regret'][t - 1][0]:.4f} [{r['regret'][t - 1][1]:.4f}, {r['regret'][t - 1][2]:.4f}]" for t in ts]
+        cells += [f"{r['p_beat'][t - 1][0]:.2f} [{r['p_beat'][t - 1][1]:.2f}, {r['p_beat'][t - 1][2]:.2f}]" for t in ts]
+        claim = r["p_claim"][ts[-1] - 1]
+        cells.append(f"{claim[0]:.2f} [{claim[1]:.2f}, {claim[2]:.2f}]")
+        stops = [s for s in r["stopped_at"] if s is not None]
+        stop = "-" if not r["stopped_at"] else (f"{np.median(stops):.0f} ({len(stops)}/{len(r['stopped_at'])} stop)"
+                                                if stops else f"never (0/{len(r['stopped_at'])})")
+        at_stop = f"{np.mean(r['regret_at_stop']):.4f}" if r["regret_at_stop"] else "-"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {stop} | {at_stop} |")
+    s = pool_summary
+    lines.append("")
+    lines.append(f"pool: {s['vectors']} vectors x {s['layers']} layers, {s['trials']} trials; target {s['target']}; "
+                 f"noise sd (seed-to-seed) select {s['noise_sd_select']:.4f}, report {s['noise_sd_report']:.4f}; "
+                 f"between-vector sd {s['between_vector_sd_select']:.4f}; uniform r8 ranks {s['uniform_r8_rank']} "
+                 f"of {s['vectors']} (regret {s['uniform_r8_regret']:.4f})")
+    return "\n".join(lines)
+
+
+def plot(result: dict, trials: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = np.arange(1, trials + 1)
+    for method, r in result.items():
+        mean = np.asarray([v[0] for v in r["regret"]])
+        ax.plot(xs, mean, label=method)
+        ax.fill_between(xs, [v[1] for v in r["regret"]], [v[2] for v in r["regret"]], alpha=0.15)
+    ax.set_xlabel("trials (fine-tune + evaluate), the first is uniform r8")
+    ax.set_ylabel("regret on the select split (pool best - pick)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pool", help="pool file (JSONL, benchmarks/POOL.md)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="instead of replaying: merge the --json outputs of runs over method subsets (same pool, "
+                             "seeds, trials) and print/plot them as one")
+    parser.add_argument("--target", default=None, help="target task (default: the rows' target_task)")
+    parser.add_argument("--fidelity", default="short", help="rows of this fidelity (if the pool has several)")
+    parser.add_argument("--seeds", type=int, default=20, help="replay seeds per method")
+    parser.add_argument("--trials", type=int, default=20, help="trials per search (T)")
+    parser.add_argument("--bootstrap", type=int, default=5, help="meta-pretraining vectors per source task (the "
+                                                                 "default job's bootstrap_trials)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--png", default=None, help="write the regret curve here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        info, trials = parts[0]["pool"], parts[0]["trials"]
+        result = {m: r for part in parts for m, r in part["methods"].items()}
+        result = {m: result[m] for m in METHODS if m in result}
+        if args.png:
+            plot(result, trials, args.png)
+        print(json.dumps({**parts[0], "methods": result}) if args.json else table(result, info, trials))
+        return
+    if not args.pool:
+        sys.exit("error: --pool is required (or --merge)")
+    try:
+        check(args.seeds >= 1 and args.trials >= 1, f"--seeds={args.seeds} and --trials={args.trials} must be >= 1")
+        pool = load_pool(args.pool, args.target, args.fidelity)
+        result = replay(pool, [m.strip() for m in args.methods.split(",") if m.strip()], args.seeds, args.trials,
+                        args.bootstrap)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    info = summary(pool)
+    if args.png:
+        plot(result, args.trials, args.png)
+    if args.json:
+        print(json.dumps({"pool": info, "trials": args.trials, "seeds": args.seeds, "methods": result}))
+    else:
+        print(table(result, info, args.trials))
+
+
+if __name__ == "__main__":
+    main()

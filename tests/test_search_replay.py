@@ -1,0 +1,85 @@
+"""benchmarks/search_replay.py on small made-up pools, run as a script (as a user runs it)."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLAY = ROOT / "benchmarks" / "search_replay.py"
+
+
+def run(*args):
+    done = subprocess.run([sys.executable, str(REPLAY), *map(str, args)], capture_output=True, text=True, cwd=ROOT, check=False,
+                          timeout=600)
+    return done
+
+
+def write_pool(path, vectors, scores, flat=False):
+    """A pool with one split (select) and one seed; `flat` uses the {split, scores: {task: value}} row form."""
+    with path.open("w") as f:
+        for v, s in zip(vectors, scores):
+            row = {"schema": "rankadaptor-pool/1", "rank_vector": v, "seed": 0, "target_task": "acc"}
+            if flat:
+                row.update(split="select", scores={"acc": s, "src": -s})
+            else:
+                row["scores"] = {"select": {"acc": s, "src": -s}}
+            f.write(json.dumps(row) + "\n")
+
+
+def brute_force_random_regret(scores, baseline, trials):
+    """Expected regret of random search that measures the baseline first, then trials-1 distinct others,
+    averaged over every possible subset."""
+    others = [i for i in range(len(scores)) if i != baseline]
+    regrets = [max(scores) - max(scores[i] for i in (baseline, *subset))
+               for subset in itertools.combinations(others, trials - 1)]
+    return float(np.mean(regrets))
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_random_search_regret_matches_brute_force(tmp_path, flat):
+    rng = np.random.default_rng(3)
+    vectors = [[8, 8, 8]] + [list(map(int, v)) for v in rng.choice([2, 4, 6, 12], size=(7, 3))]
+    vectors = [list(v) for v in dict.fromkeys(map(tuple, vectors))]
+    scores = [float(s) for s in rng.normal(0.5, 0.05, len(vectors))]
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, vectors, scores, flat)
+    done = run("--pool", pool, "--methods", "uniform r8,random", "--seeds", 600, "--trials", 4, "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["pool"]["vectors"] == len(vectors) and out["pool"]["layers"] == 3
+    for t in (1, 2, 3, 4):
+        expected = brute_force_random_regret(scores, 0, t)
+        mean, low, high = out["methods"]["random"]["regret"][t - 1]
+        assert low <= expected <= high and abs(mean - expected) < 0.02, (t, mean, expected)
+        assert out["methods"]["uniform r8"]["regret"][t - 1][0] == pytest.approx(max(scores) - scores[0])
+    # each replayed random search measures distinct vectors, uniform r8 first
+    first = out["pool"]["rank_vectors"][out["pool"]["baseline_index"]]
+    assert first == [8, 8, 8]
+    for order in out["methods"]["random"]["orders"]:
+        assert order[0] == out["pool"]["baseline_index"] and len(set(order)) == len(order) == 4
+
+
+def test_every_method_prints_a_row_and_a_curve_on_a_pool_of_another_depth(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = [[8] * 5] + [list(map(int, v)) for v in rng.choice([4, 8, 12], size=(30, 5))]
+    vectors = [list(v) for v in dict.fromkeys(map(tuple, vectors))]
+    weights = rng.normal(0, 1, 5)
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, vectors, [float(np.dot(v, weights)) for v in vectors])
+    done = run("--pool", pool, "--seeds", 2, "--trials", 5, "--png", tmp_path / "curve.png")
+    assert done.returncode == 0, done.stderr
+    for method in ("uniform r8", "random", "mutation", "optuna TPE", "loop", "loop kappa=1", "paper: ranks-only greedy"):
+        assert f"| {method} |" in done.stdout
+    assert "regret T=5" in done.stdout and (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_a_pool_without_uniform_r8_is_refused_in_one_line(tmp_path):
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, [[4, 4], [2, 12]], [0.1, 0.2])
+    done = run("--pool", pool)
+    assert done.returncode != 0 and "no uniform rank-8 vector" in done.stderr and "Traceback" not in done.stderr
