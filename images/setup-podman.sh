@@ -75,7 +75,7 @@ fi
 
 # 5. the CPU image
 read -r image context < <("$ROOT/images/build.sh" --only cpu --dry-run \
-  | sed -n 's/.* -t \([^ ]*\) .*rankadaptor.context=\([0-9a-f]*\).*/\1 \2/p')
+  | sed -n 's/^+ [a-z]* build -t \([^ ]*\) .*rankadaptor.context=\([0-9a-f]*\).*/\1 \2/p')
 have=$(podman image inspect --format '{{index .Config.Labels "rankadaptor.context"}}' "$image" 2>/dev/null || true)
 if [ "$have" != "$context" ]; then
   log "building $image offline"
