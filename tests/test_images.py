@@ -67,7 +67,7 @@ def dockerfile_problems(text: str, runtime: bool) -> list[str]:
         if not re.search(r"^ENV\s.*\bHF_HUB_OFFLINE=1\b", text, re.MULTILINE):
             problems.append("HF_HUB_OFFLINE=1 is not the default")
         if not (re.search(r"^ARG TORCH_INDEX=https://download\.pytorch\.org/whl/\S+$", text, re.MULTILINE)
-                and re.search(r"--index-url \$TORCH_INDEX\b.* torch==2\.13\.0\b", text)):
+                and re.search(r'PIP_INDEX_URL="\$TORCH_INDEX".* pip install torch==2\.13\.0\b', text)):
             problems.append("torch==2.13.0 is not installed from the PyTorch index")
         if "images/requirements.txt" not in text:
             problems.append("images/requirements.txt is not installed")
