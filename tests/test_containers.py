@@ -93,6 +93,13 @@ def test_image_runs_offline_as_its_user_with_the_compiling_kfp(image):
     assert out["torch"].split("+")[0] == "2.13.0"
     assert out["offline"] == ["1", "1"]
     assert "rankadaptor" in podman_run(image, "rankadaptor", "--help")
+    # Every component (also those of the bootstrap pipeline, which the run below does not start) loads
+    # in the image with the library its body calls.
+    loaded = podman_run(image, "python", "-c", (
+        "import importlib, pkgutil, components, rankadaptor.workflow; "
+        "names = sorted(m.name for m in pkgutil.iter_modules(components.__path__)); "
+        "[importlib.import_module(f'components.{n}') for n in names]; print(' '.join(names))"))
+    assert loaded.split() == sorted(p.stem for p in (ROOT / "components").glob("*.py") if p.stem != "__init__")
 
 
 def test_pipeline_runs_in_containers_and_registers_a_champion(image, docker_host, tmp_path):
