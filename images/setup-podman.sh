@@ -13,7 +13,8 @@
 #      TORCH_INDEX=URL takes torch from that index instead);
 #   5. the CPU image, built offline from 3 and 4 by images/build.sh, unless an image of the same
 #      name already carries the current commit's context label.
-# Prints the CPU image's name last. Exit status 3 with one line: no container runtime here.
+# Prints the CPU image's name last. Exit status 3 with one line: no container runtime here (none
+# installable, or podman cannot start a container).
 #
 #   images/setup-podman.sh            # as root on a CI machine: installs what is missing
 set -euo pipefail
@@ -61,6 +62,11 @@ if ! podman image exists "$BASE_IMAGE"; then
   log "imported $BASE_IMAGE"
 fi
 
+# The runtime must start a container here (not so in some unprivileged CI containers).
+if ! err=$(podman run --rm --network host "$BASE_IMAGE" true 2>&1); then
+  echo "podman cannot run containers here: $(echo "$err" | tail -n1)" >&2; exit 3
+fi
+
 # 4. the wheels, for pip inside the build (no index reachable from it)
 WHEELS=$CACHE/wheels/cpu
 stamp=$WHEELS/.requirements
@@ -76,6 +82,7 @@ fi
 # 5. the CPU image
 read -r image context < <("$ROOT/images/build.sh" --only cpu --dry-run \
   | sed -n 's/^+ [a-z]* build -t \([^ ]*\) .*rankadaptor.context=\([0-9a-f]*\).*/\1 \2/p')
+[ -n "$image" ] || { echo "images/build.sh --dry-run named no image (see above)" >&2; exit 1; }
 have=$(podman image inspect --format '{{index .Config.Labels "rankadaptor.context"}}' "$image" 2>/dev/null || true)
 if [ "$have" != "$context" ]; then
   log "building $image offline"
