@@ -26,13 +26,15 @@ def bootstrap_vectors(job: str, pruned_model: Input[Model], data: Input[Dataset]
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def bootstrap_trial(job: str, pruned_model: Input[Model], data: Input[Dataset], rank_vector: list,
-                    work_uri: str = "") -> bool:
+                    work_uri: str = "", gpu_count: int = 0) -> bool:
     """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result."""
     from rankadaptor import storage
     from rankadaptor.job import job_from_json
+    from rankadaptor.modeling import require_gpus
     from rankadaptor.steps.model import bootstrap_trial
     from rankadaptor.trial import trial_context
 
+    require_gpus(gpu_count)
     config = job_from_json(job)
     context = trial_context(pruned_model.path, data.path, config.base_model)
     root = work_uri or storage.join(pruned_model.uri.rsplit("/", 2)[0], "bootstrap")

@@ -7,12 +7,14 @@ from components import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def register(job: str, run_id: str, search_state: Input[Artifact], pruned_model: Input[Model],
              data: Input[Dataset], baselines: Input[Artifact], report: Output[Artifact], summary: Output[Markdown],
-             metrics: Output[Metrics]):
+             metrics: Output[Metrics], gpu_count: int = 0):
     """Held-out evaluation of the best trial, the comparison report and plots, MLflow registration."""
     from rankadaptor.job import job_from_json
+    from rankadaptor.modeling import require_gpus
     from rankadaptor.report import markdown_with_plots
     from rankadaptor.steps.register import register
 
+    require_gpus(gpu_count)
     result = register(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path,
                       report.path, lineage={"pipeline_run": run_id})
     with open(summary.path, "w") as f:

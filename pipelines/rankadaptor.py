@@ -103,7 +103,8 @@ def build(loop_cap: int = LOOP_CAP):
 
         def finish(search_state):
             gpu_step(register(job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, search_state=search_state,
-                              pruned_model=pruned, data=corpus, baselines=baseline), **gpu).set_caching_options(False)
+                              pruned_model=pruned, data=corpus, baselines=baseline, gpu_count=gpu["gpu_count"]),
+                     **gpu).set_caching_options(False)
 
         def loop(search_state, i: int):
             next_state = iteration(job=job, search_state=search_state, pruned_model=pruned, data=corpus,
@@ -137,7 +138,8 @@ def bootstrap_pipeline(*args):
                                    **options)
     vectors = bootstrap_vectors(job=job, pruned_model=pruned, data=corpus).output
     with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS) as rank_vector:
-        gpu_step(bootstrap_trial(job=job, pruned_model=pruned, data=corpus, rank_vector=rank_vector),
+        gpu_step(bootstrap_trial(job=job, pruned_model=pruned, data=corpus, rank_vector=rank_vector,
+                                 gpu_count=gpu["gpu_count"]),
                  **gpu).set_caching_options(False)
 
 

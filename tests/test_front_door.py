@@ -52,3 +52,19 @@ def test_a_folder_that_is_not_an_adapter_is_named(tiny_model_dir, tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(UserError, match=r"artifact '.*plain' is incomplete or not written by rankadaptor"):
         load_model(str(tiny_model_dir), str(tmp_path / "plain"))
+
+
+def test_a_gpu_step_without_a_gpu_fails_at_once_on_a_cluster(monkeypatch):
+    import torch
+
+    from rankadaptor.modeling import require_gpus
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    require_gpus(1)  # kfp.local: placement has no effect
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(UserError, match="gpu_count=2: a step uses one GPU"):
+        require_gpus(2)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="gpu_count=1 but this pod sees no usable GPU"):
+            require_gpus(1)
+    require_gpus(0)

@@ -41,6 +41,23 @@ def layer_widths(model: PreTrainedModel) -> list[dict[str, int]]:
              "intermediate": layer.mlp.gate_proj.out_features} for layer in model.model.layers]
 
 
+def require_gpus(gpu_count: int) -> None:
+    """A step placed on a GPU node fails at once, in one line, when the pod sees no GPU (a driver too old for
+    the image's CUDA, say) instead of running for hours on CPU; more than one GPU would sit idle. Off a
+    cluster (kfp.local) placement has no effect, so nothing is checked there."""
+    import os
+
+    import torch
+
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return
+    if gpu_count > 1:
+        raise UserError(f"gpu_count={gpu_count}: a step uses one GPU; set gpu_count to 1 (or 0 for CPU)")
+    if gpu_count == 1 and not torch.cuda.is_available():
+        raise UserError("gpu_count=1 but this pod sees no usable GPU (torch.cuda.is_available() is False): check the "
+                        "node's NVIDIA driver against the image's CUDA, or set gpu_count to 0 to run on CPU")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' means the GPU when there is one."""
     import torch
