@@ -23,7 +23,7 @@ from rankadaptor.recover.ranks import CANDIDATES, TARGET_MODULES, check_rank_vec
 from rankadaptor.recover.train import TrainSettings, step_plan, train
 
 METHODS = ("lora", "adalora")
-ATTENTION = ("sdpa", "flex_attention", "eager")
+ATTENTION = ("auto", "sdpa", "flex_attention", "eager")
 SCHEDULES = ("uniform", "increasing")
 
 
@@ -55,12 +55,15 @@ class RecoverConfig:
     group_by_length: bool = option(True, "make each step of examples of similar length (little padding)")
     compile: bool = option(False, "run each decoder layer under torch.compile (GPU; the first steps compile)",
                            runtime=True)
-    packing: bool = option(False, "pack whole examples into rows of micro_batch_tokens tokens with "
-                                  "document-aware attention: no padding, one shape for torch.compile", runtime=True)
+    packing: bool | None = option(None, "pack whole examples into rows of micro_batch_tokens tokens with "
+                                        "document-aware attention: no padding; default (null): on with a CUDA "
+                                        "GPU, where it was fastest at equal held-out loss (benchmarks/RESULTS.md), "
+                                        "off on CPU", runtime=True)
     liger: bool = option(False, "liger-kernel's fused linear cross-entropy, RMSNorm, SwiGLU and RoPE (CUDA only)",
                          runtime=True)
     prefetch: bool = option(False, "build and pin the next step's batches in a background thread", runtime=True)
-    attention: str = option("sdpa", f"attention implementation, one of {ATTENTION}", runtime=True)
+    attention: str = option("auto", f"attention implementation, one of {ATTENTION}; auto: flex_attention when "
+                                    "packing on a CUDA GPU (fastest measured), else sdpa", runtime=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
     seed: int = option(0, "seed for adapter init, dropout and data order")
 
@@ -137,13 +140,16 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
           f"liger=True needs a CUDA GPU (liger-kernel's Triton kernels); device={config.device!r} is {device}")
     model, tokenizer = load_model(model_uri, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
                                   device=device)
-    model.set_attn_implementation(config.attention)
+    packing = device.type == "cuda" if config.packing is None else config.packing
+    attention = config.attention if config.attention != "auto" else (
+        "flex_attention" if packing and device.type == "cuda" else "sdpa")
+    model.set_attn_implementation(attention)
     examples = load_examples(config.data, tokenizer, config.cutoff)
     settings = TrainSettings(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
                              micro_batch_tokens=config.micro_batch_tokens, warmup_steps=0,
                              max_grad_norm=config.max_grad_norm, save_steps=config.save_steps, seed=config.seed,
                              max_steps=config.max_steps, group_by_length=config.group_by_length,
-                             compile=config.compile, packing=config.packing, liger=config.liger,
+                             compile=config.compile, packing=packing, liger=config.liger,
                              prefetch=config.prefetch)
     steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
