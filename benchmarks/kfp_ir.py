@@ -2,7 +2,7 @@
 
 Shared by `workflow_size.py` (Argo nodes per executed task) and `transfer_per_run.py` (weight downloads
 per executed task), so both count the same run. The unrolled search loop is simulated: every task whose
-trigger condition reads a `converged` gate sees "not converged" until `max_iterations` loop bodies have
+trigger condition reads a `gate` task's output sees "not converged" until `max_iterations` loop bodies have
 run (None: never converges, every unrolled iteration runs: the worst case). Conditions that do not read a
 gate are taken as true. A `ParallelFor` (parameter or artifact iterator) runs `loop_items` times.
 """
@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "pipelines" / "compiled"
 LOOP_BODY = "rankadaptor-iteration"  # DAG task name prefix of the unrolled search-loop body (a sub-pipeline)
-GATE = "converged"  # name of the gate output a loop condition reads
+GATE = "pipelinechannel--gate"  # how a loop condition reads the `gate` task's boolean output
 
 
 def load(path: Path) -> tuple[dict, dict]:
@@ -106,7 +106,7 @@ def compile_main(cap: int, directory: Path) -> Path:
     """
     path = Path(directory) / f"rankadaptor-cap{cap}.yaml"
     code = ("import sys; from kfp import compiler; from pipelines.rankadaptor import build; "
-            "compiler.Compiler().compile(build(max_iterations=int(sys.argv[1])), sys.argv[2])")
+            "compiler.Compiler().compile(build(loop_cap=int(sys.argv[1])), sys.argv[2])")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT),
                                                                       os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-c", code, str(cap), str(path)], check=False, capture_output=True, text=True, env=env,
