@@ -11,6 +11,7 @@ budget on the same model) and train_metrics.json (loss per step, tokens/s, secon
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,7 @@ from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import check
 from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, load_model, lora_cost_per_rank,
-                                  lora_parameters, resolve_device)
+                                  lora_parameters, resolve, resolve_device)
 from rankadaptor.recover.batches import load_examples
 from rankadaptor.recover import masked
 from rankadaptor.recover.ranks import (CANDIDATES, TARGET_MODULES, check_rank_vector, error_proportional_ranks,
@@ -102,7 +103,7 @@ def resolve_rank_vector(config: RecoverConfig, num_layers: int, model_uri: str |
 
 def reconstruction_error(model_uri: str) -> list[float]:
     """Per-layer reconstruction error recorded by `rankadaptor prune` next to the pruned model."""
-    report = storage.local_dir(model_uri) / "prune_report.json"
+    report = Path(resolve(model_uri)) / "prune_report.json"
     check(report.is_file() and "reconstruction_error" in storage.read_json(report),
           f"schedule 'losa' needs the per-layer reconstruction_error of the prune report of {model_uri!r}: "
           f"prune the model with `rankadaptor prune` (any mode) or give a rank_vector")
