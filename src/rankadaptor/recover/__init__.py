@@ -11,8 +11,8 @@ budget on the same model) and train_metrics.json (loss per step, tokens/s, secon
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from peft import AdaLoraConfig, LoraConfig, get_peft_model
@@ -22,8 +22,8 @@ from rankadaptor.config import option
 from rankadaptor.errors import check
 from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, load_model, lora_cost_per_rank,
                                   lora_parameters, resolve, resolve_device)
-from rankadaptor.recover.batches import load_examples
 from rankadaptor.recover import masked
+from rankadaptor.recover.batches import load_examples
 from rankadaptor.recover.ranks import (CANDIDATES, TARGET_MODULES, check_rank_vector, error_proportional_ranks,
                                        increasing_schedule, rank_patterns)
 from rankadaptor.recover.train import TrainSettings, step_plan, train
