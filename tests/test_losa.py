@@ -183,3 +183,20 @@ def test_losa_schedule_needs_the_prune_report(tmp_path, text):
         run_recover(from_dict(RecoverConfig, {"data": str(text), "schedule": "losa", **FAST}), str(MODEL),
                     str(tmp_path / "adapter"))
     assert not (tmp_path / "adapter").exists()
+
+
+def test_sparse_jobs_recover_masked_and_add_the_losa_rows():
+    from rankadaptor.workflow import load_job, sparse_baselines, stage, starting_trials, trial_method
+
+    dense = load_job()
+    assert trial_method(dense) == "lora" and sparse_baselines(dense) == {} and starting_trials(dense) == ["lora_r8"]
+    sparse = load_job(overrides={"prune": {"mode": "unstructured", "ratio": 0.5, "nm": "2:4"}, "losa_start": True})
+    prune = stage(sparse, "prune", PruneConfig, model=str(MODEL), calibration="text.txt")
+    assert (prune.mode, prune.ratio, prune.nm) == ("unstructured", 0.5, "2:4")  # the job's options reach the step
+    assert trial_method(sparse) == "losa"
+    assert sparse_baselines(sparse) == {"losa_masked_r8": ("losa", "uniform"), "losa": ("losa", "losa")}
+    assert starting_trials(sparse) == ["losa_masked_r8", "losa"]
+    structured = load_job(overrides={"losa_baseline": True})
+    assert sparse_baselines(structured) == {"losa": ("lora", "losa")} and starting_trials(structured) == ["lora_r8"]
+    with pytest.raises(UserError, match="prune: nm='2:4' applies to mode 'unstructured' only"):
+        load_job(overrides={"prune": {"nm": "2:4"}})

@@ -60,6 +60,10 @@ class JobConfig:
                                              "empty: lm-eval's hub datasets")
     bootstrap_trials: int = option(6, "random rank vectors measured on the source tasks when the bank lacks them")
     adalora_baseline: bool = option(False, "also run the AdaLoRA baseline")
+    losa_baseline: bool = option(False, "also run LoSA's rank allocation (ranks from reconstruction error, same "
+                                        "budget) as a baseline row; always on for unstructured-sparse jobs")
+    losa_start: bool = option(False, "give the search LoSA's rank vector as a measured starting trial "
+                                     "(runs the LoSA baseline)")
     experiment: str = option(bank.DEFAULT_EXPERIMENT, "MLflow experiment of the observation bank")
     seed: int = option(0, "seed of the corpus, bootstrap vectors, recovery and splits")
     prune: dict = option({}, "PruneConfig options (model and calibration are filled in)")
@@ -206,9 +210,10 @@ def evaluate_step(job: JobConfig, pruned_uri: str, data_uri: str, adapter_uri: s
 
 
 def recover_step(job: JobConfig, pruned_uri: str, data_uri: str, rank_vector: list[int] | None,
-                 output_uri: str, method: str = "lora") -> dict:
-    recover_config = stage(job, "recover", RecoverConfig, data=data_paths(data_uri)["train"], method=method,
-                           rank_vector=rank_vector, seed=job.seed)
+                 output_uri: str, method: str | None = None, schedule: str | None = None) -> dict:
+    recover_config = stage(job, "recover", RecoverConfig, data=data_paths(data_uri)["train"],
+                           method=method or trial_method(job), rank_vector=rank_vector, seed=job.seed,
+                           **({"schedule": schedule} if schedule else {}))
     return run_recover(recover_config, pruned_uri, output_uri)
 
 
@@ -237,7 +242,7 @@ NOT_IN_TRIAL_KEY = ("data", "rank_vector", "seed", "checkpoint", "save_steps", "
 
 
 def trial_key(job: JobConfig, structure: dict, data: dict, task: str, split: str, rank_vector: list[int]) -> bank.TrialKey:
-    recovery = {k: v for k, v in cfg.to_dict(stage(job, "recover", RecoverConfig)).items()
+    recovery = {k: v for k, v in cfg.to_dict(stage(job, "recover", RecoverConfig, method=trial_method(job))).items()
                 if k not in NOT_IN_TRIAL_KEY}
     return bank.TrialKey(base_model=job.base_model, base_checksum=structure["checksum"], pruning=structure["pruning"],
                          task=task, split=split, rank_vector=list(rank_vector), recovery=recovery,
@@ -260,24 +265,57 @@ def prune_step(job: JobConfig, data_uri: str, output_uri: str) -> dict:
     return run_prune(prune_config, output_uri)
 
 
+# ------------------------------------------------------------------- sparse jobs (LoSA, issue 19)
+
+def is_sparse(job: JobConfig) -> bool:
+    """An unstructured-sparse job: the prune step's mode decides how every later step recovers."""
+    return job.prune.get("mode") == "unstructured"
+
+
+def trial_method(job: JobConfig) -> str:
+    """How trials recover: the job's recover.method, else masked LoRA for sparse jobs (the merged model
+    keeps its zeros), else LoRA."""
+    return job.recover.get("method") or ("losa" if is_sparse(job) else "lora")
+
+
+def sparse_baselines(job: JobConfig) -> dict[str, tuple[str, str]]:
+    """Extra baseline rows, name -> (method, schedule): masked LoRA at the uniform rank (a sparse job's
+    search anchor) and LoSA's reconstruction-error ranks (masked for sparse jobs)."""
+    rows = {"losa_masked_r8": ("losa", "uniform")} if is_sparse(job) else {}
+    if is_sparse(job) or job.losa_baseline or job.losa_start:
+        rows["losa"] = (trial_method(job), "losa")
+    return rows
+
+
+def starting_trials(job: JobConfig) -> list[str]:
+    """Baseline rows banked as measured target trials before the search: the uniform-rank anchor, run
+    the way trials run, and LoSA's rank vector when the job asks for it."""
+    return ["losa_masked_r8" if trial_method(job) == "losa" else "lora_r8", *(["losa"] if job.losa_start else [])]
+
+
 # ------------------------------------------------------------------------------------------ baselines
 
 def baselines_step(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: str) -> dict:
     """The paper's comparison rows on both splits: the pruned model without recovery, uniform LoRA r=8,
     and optionally AdaLoRA. Adapters are kept inside this artifact."""
+    from rankadaptor.prune.unstructured import merged_sparsity
+
     data = data_paths(data_uri)
     tasks = [job.target_task, *job.report_tasks]
-    methods = {"pruned": None, "lora_r8": "lora", **({"adalora": "adalora"} if job.adalora_baseline else {})}
+    methods = {"pruned": (None, None), "lora_r8": ("lora", "uniform"), **sparse_baselines(job),
+               **({"adalora": ("adalora", None)} if job.adalora_baseline else {})}
     results = {}
     with storage.writing_dir(output_uri) as out:
-        for name, method in tqdm(methods.items(), desc="baselines", unit="method"):
+        for name, (method, schedule) in tqdm(methods.items(), desc="baselines", unit="method"):
             adapter_dir = None
             if method:
                 adapter_dir = str(out / name)
-                recovered = recover_step(job, pruned_uri, data_uri, None, adapter_dir, method=method)
+                recovered = recover_step(job, pruned_uri, data_uri, None, adapter_dir, method=method, schedule=schedule)
             model, tokenizer = load_model(pruned_uri, adapter_dir)
             results[name] = {split: measure(model, tokenizer, tasks, split, data, job) for split in ("select", "report")}
             results[name]["trainable_params"] = recovered["trainable_params"] if method else 0
+            results[name]["rank_vector"] = recovered["rank_vector"] if method else None
+            results[name]["sparsity"] = merged_sparsity(model)
         storage.write_json_atomic(out / "baselines.json", results)
     return results
 
@@ -345,9 +383,11 @@ def meta_pretrain_step(job: JobConfig, pruned_uri: str, data_uri: str, baselines
     if sources:
         surrogate = meta_pretrain(surrogate, sources)
     uniform = [stage(job, "recover", RecoverConfig).rank] * structure["num_layers"]
-    baseline_score = _read(baselines_uri, "baselines.json")["lora_r8"]["select"]["scores"][job.target_task]
-    _record(job, structure, data, job.target_task, "select", uniform, baseline_score, "baseline",
-            adapter_uri=storage.join(baselines_uri, "lora_r8"))
+    baselines = _read(baselines_uri, "baselines.json")
+    for name in starting_trials(job):  # the uniform anchor (masked for sparse jobs), then LoSA's ranks if asked
+        _record(job, structure, data, job.target_task, "select", baselines[name].get("rank_vector") or uniform,
+                baselines[name]["select"]["scores"][job.target_task], "baseline",
+                adapter_uri=storage.join(baselines_uri, name))
     key = trial_key(job, structure, data, job.target_task, "select", uniform)
     rows = bank.load_observations(job.experiment, base_checksum=key.base_checksum, task=job.target_task,
                                   split="select", data_checksum=key.data_checksum, recovery=key.recovery,
@@ -435,14 +475,19 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
     ours = {split: measure(model, tokenizer, [target, *job.report_tasks], split, data, job)
             for split in ("select", "report")}
     best_params = lora_parameters(best.rank_vector, state.cost_per_rank)
-    order = [m for m in ("pruned", "lora_r8", "adalora") if m in baselines]
-    methods = {**{m: baselines[m] for m in order}, "rankadaptor": {**ours, "trainable_params": best_params}}
+    order = [m for m in ("pruned", "lora_r8", "losa_masked_r8", "losa", "adalora") if m in baselines]
+    from rankadaptor.prune.unstructured import merged_sparsity
+
+    methods = {**{m: baselines[m] for m in order},
+               "rankadaptor": {**ours, "trainable_params": best_params, "sparsity": merged_sparsity(model)}}
 
     rows = []
     for name, result in methods.items():
-        row = {"method": name, "trainable_params": result["trainable_params"],
+        row = {"method": name, "trainable_params": result["trainable_params"], "sparsity": result.get("sparsity"),
                f"{target} (select)": result["select"]["scores"][target],
                f"{target} (report)": result["report"]["scores"][target]}
+        if target.startswith(PPL):
+            row["perplexity (report)"] = result["report"]["tasks"][target]["perplexity"]
         row.update({t: result["report"]["scores"][t] for t in zero_shot})
         row["zero-shot mean (report)"] = _zero_shot_mean(result["report"], zero_shot)
         rows.append(row)

@@ -212,3 +212,11 @@ def reconstruction_errors(dense: list[torch.Tensor], pruned: list[torch.Tensor],
         scale = target.reshape(-1, target.shape[-1]).norm(dim=0).clamp_min(1e-12)
         errors.append(float(((target - got) / scale).square().sum() / target.shape[-1]))
     return errors
+
+
+def merged_sparsity(model: nn.Module) -> float:
+    """Projection sparsity of a model with its adapter (if any) merged in: what a server would run.
+    Merges in place."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return projection_sparsity(model)
