@@ -91,7 +91,7 @@ def test_nm_and_rmi_sparsity(text, tmp_path):
 
     report = run_prune(prune_config(text, sparsity_allocation="rmi", rmi_spread=0.05), str(tmp_path / "rmi"))
     assert sorted(report["target_layer_sparsity"]) == pytest.approx([0.45, 0.45, 0.55, 0.55])
-    assert abs(report["sparsity"] - 0.5) < 0.01  # rows round their pruned count down
+    assert abs(report["sparsity"] - 0.5) < 0.005  # rows round their pruned count
     least = min(range(4), key=lambda i: report["rmi_importance"][i])
     assert report["target_layer_sparsity"][least] == pytest.approx(0.55)
 

@@ -62,8 +62,9 @@ def wanda_scores(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor
 
 
 def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """True where a weight is kept: in each row, all but the int(sparsity * columns) lowest scores."""
-    pruned = int(scores.shape[1] * sparsity)
+    """True where a weight is kept: in each row, all but the round(sparsity * columns) lowest scores
+    (rounded, not truncated as in Wanda's code, so layer-wise rates keep their mean)."""
+    pruned = round(scores.shape[1] * sparsity)
     keep = torch.ones_like(scores, dtype=torch.bool)
     if pruned:
         keep.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :pruned], False)
