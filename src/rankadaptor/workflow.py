@@ -448,14 +448,14 @@ def _zero_shot_mean(result: dict, tasks: list[str]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def verdict_line(task: str, diff: dict) -> str:
+def verdict_line(task: str, diff: dict, baseline: str = "uniform LoRA r=8") -> str:
     """What the comparison with uniform LoRA says, in plain words (significant at 95% or not)."""
     interval = f"{diff['diff']:+.4f} (95% CI {diff['low']:+.4f} .. {diff['high']:+.4f})"
     if diff["low"] > 0:
-        return f"RankAdaptor significantly beats uniform LoRA r=8 on held-out {task}: {interval}"
+        return f"RankAdaptor significantly beats {baseline} on held-out {task}: {interval}"
     if diff["high"] < 0:
-        return f"RankAdaptor is significantly WORSE than uniform LoRA r=8 on held-out {task}: {interval}"
-    return f"RankAdaptor does NOT significantly beat uniform LoRA r=8 on held-out {task}: {interval} includes 0"
+        return f"RankAdaptor is significantly WORSE than {baseline} on held-out {task}: {interval}"
+    return f"RankAdaptor does NOT significantly beat {baseline} on held-out {task}: {interval} includes 0"
 
 
 def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str,
@@ -503,9 +503,10 @@ def finish_step(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, 
                 {t: ours["report"]["tasks"][t] for t in zero_shot},
                 {t: baselines[other]["report"]["tasks"][t] for t in zero_shot}, seed=job.seed)))
         comparisons[other] = entry
-    versus_lora = comparisons["lora_r8"][target]
+    anchor = starting_trials(job)[0]  # sparse jobs: masked uniform LoRA, the search's own recovery (issue 19)
+    versus_lora = comparisons[anchor][target]
     significant = versus_lora["low"] > 0
-    verdict = verdict_line(target, versus_lora)
+    verdict = verdict_line(target, versus_lora, "uniform LoRA r=8" + (" (masked)" if anchor != "lora_r8" else ""))
     searched = [o for o in trials if o.predicted is not None]  # the baseline anchor has no prediction
     history = [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
                 "abs_error": abs(o.predicted - o.score)} for i, o in enumerate(searched)]
