@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
     heldout, train = docs[:n_heldout], docs[n_heldout:]
     (work / "train.txt").write_text("\n\n".join(train))
     prune = {"model": args.model, "calibration": str(work / "train.txt"), "mode": "unstructured",
-             "ratio": args.sparsity, "nm": args.nm, "sparsity_allocation": args.allocation, "device": args.device}
+             "ratio": args.sparsity, "nm": args.nm or "", "sparsity_allocation": args.allocation, "device": args.device}
     report = run_prune(from_dict(PruneConfig, prune), str(work / "pruned"))
     rows = [{"method": "dense", "ppl": perplexity(dense, tokenizer, heldout, seq_len=64),
              "sparsity": projection_sparsity(dense), "ranks": None, "lora_params": 0}]

@@ -117,6 +117,18 @@ def test_bad_sparsity_options_are_refused(text, case, match):
         prune_config(text, **case)
 
 
+def test_cli_takes_an_nm_pattern(text, tmp_path, capsys):
+    from rankadaptor.cli import main
+
+    out = tmp_path / "nm"
+    assert main(["prune", "--model", str(MODEL), "--calibration", str(text), "--mode", "unstructured",
+                 "--nm", "2:4", "--output", str(out)]) == 0  # YAML 1.1 would read 2:4 as the number 124
+    assert json.loads((out / "prune_report.json").read_text())["nm"] == "2:4"
+    assert main(["prune", "--model", str(MODEL), "--calibration", str(text), "--nm", "2:4",
+                 "--output", str(tmp_path / "bad")]) == 2
+    assert "nm='2:4' applies to mode 'unstructured' only" in capsys.readouterr().err
+
+
 def test_wrong_number_of_layer_rates_writes_nothing(text, tmp_path):
     with pytest.raises(UserError, match="layer_sparsity has 2 entries but the model has 4"):
         run_prune(prune_config(text, layer_sparsity=[0.5, 0.5]), str(tmp_path / "out"))

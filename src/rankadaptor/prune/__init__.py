@@ -63,8 +63,8 @@ class PruneConfig:
                                      "(LoSA: 0.01 up to 50%, 0.02 up to 60%, 0.03 up to 70%)")
     layer_sparsity: list[float] | None = option(None, "unstructured mode: one sparsity per decoder layer "
                                                       "(overrides ratio and sparsity_allocation)")
-    nm: str | None = option(None, "unstructured mode: N:M pattern such as '2:4' (zero the N lowest-scoring of "
-                                  "every M consecutive weights of a row); overrides ratio")
+    nm: str = option("", "unstructured mode: N:M pattern such as '2:4' (zero the N lowest-scoring of every M "
+                         "consecutive weights of a row); overrides ratio; empty: none")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     seed: int = option(0, "seed for calibration sampling")
 
@@ -86,16 +86,16 @@ class PruneConfig:
         check(self.sparsity_allocation in ALLOCATIONS,
               f"sparsity_allocation={self.sparsity_allocation!r} is not accepted; use one of {ALLOCATIONS}")
         check(0 <= self.rmi_spread < 1, f"rmi_spread={self.rmi_spread} is outside [0, 1)")
-        unstructured_only = {"layer_sparsity": self.layer_sparsity, "nm": self.nm,
+        unstructured_only = {"layer_sparsity": self.layer_sparsity, "nm": self.nm or None,
                              "sparsity_allocation": None if self.sparsity_allocation == "uniform" else "rmi"}
         for name, value in unstructured_only.items():
             check(value is None or self.mode == "unstructured",
                   f"{name}={value!r} applies to mode 'unstructured' only (mode is {self.mode!r})")
         check(self.layer_sparsity is None or all(0 <= s < 1 for s in self.layer_sparsity),
               f"layer_sparsity={self.layer_sparsity}: every rate must be in [0, 1)")
-        check(self.nm is None or self.layer_sparsity is None and self.sparsity_allocation == "uniform",
+        check(not self.nm or self.layer_sparsity is None and self.sparsity_allocation == "uniform",
               f"nm={self.nm!r} fixes every layer's sparsity at N/M: drop layer_sparsity / sparsity_allocation")
-        if self.nm is not None:
+        if self.nm:
             parse_nm(self.nm)
 
 
@@ -147,7 +147,7 @@ def prune_model(model, batch: torch.Tensor, config: PruneConfig) -> tuple[torch.
         wanda_prune(model, batch, targets, nm)
         return model, {"layer_ratio": config.ratio, "pruned_layers": list(range(num_layers)), "removed_blocks": [],
                        "layer_importance": evidence.get("rmi_importance", []), "target_layer_sparsity": targets,
-                       "nm": config.nm, **evidence}
+                       "nm": config.nm or None, **evidence}
     if config.mode == "width":
         layers = pruned_layers(config, num_layers)
         ratio = config.ratio if config.ratio_scope == "layer" else layer_ratio_for_global(model, layers, config.ratio)
