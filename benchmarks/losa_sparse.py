@@ -64,8 +64,12 @@ def measure(model_dir: Path, heldout: list[str]) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="losa-bench-") as work:
+        return _run(args, Path(work))
+
+
+def _run(args: argparse.Namespace, work: Path) -> dict:
     started = time.time()
-    work = Path(tempfile.mkdtemp(prefix="losa-bench-"))
     dense, tokenizer = load_model(args.model)
     docs = sample_corpus(dense, tokenizer, args.docs, args.tokens, seed=0)
     n_heldout = max(2, len(docs) // 5)
