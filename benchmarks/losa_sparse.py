@@ -15,6 +15,7 @@ from the dense model (train + held-out), as the bundled job uses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -112,7 +113,8 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(0)
-    result = run(args)
+    with contextlib.redirect_stdout(sys.stderr):  # the stages' progress lines; stdout is the table or JSON
+        result = run(args)
     print(json.dumps(result, default=str) if args.json else table(result))
     return 0
 
