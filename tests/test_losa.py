@@ -212,3 +212,17 @@ def test_sparse_jobs_recover_masked_and_add_the_losa_rows():
     assert sparse_baselines(structured) == {"losa": ("lora", "losa")} and starting_trials(structured) == ["lora_r8"]
     with pytest.raises(UserError, match="prune: nm='2:4' applies to mode 'unstructured' only"):
         load_job(overrides={"prune": {"nm": "2:4"}})
+
+
+def test_benchmark_keeps_sparsity_only_with_masked_lora():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "losa_sparse.py"
+    out = subprocess.run([sys.executable, str(script), "--docs", "40", "--epochs", "1", "--device", "cpu", "--json"],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = {row["method"]: row for row in json.loads(out)["rows"]}
+    assert rows["pruned (wanda)"]["sparsity"] == 0.5 and rows["dense"]["sparsity"] == 0.0
+    assert rows["losa-masked lora (uniform)"]["sparsity"] == rows["losa-masked lora (losa ranks)"]["sparsity"] == 0.5
+    assert rows["lora (uniform)"]["sparsity"] < 0.01
+    assert rows["losa-masked lora (uniform)"]["ppl"] < rows["pruned (wanda)"]["ppl"]
