@@ -55,7 +55,8 @@ def test_a_packed_row_scores_each_example_as_alone(tiny_model_dir, attention):
 
 def run(tiny_model_dir, tmp_path, name, **levers):
     model, _ = load_model(str(tiny_model_dir))
-    peft_model = add_adapters(model, from_dict(RecoverConfig, {"data": "x", "dropout": 0.0}), [8] * model.config.num_hidden_layers, 4)
+    config = from_dict(RecoverConfig, {"data": "x", "dropout": 0.0})
+    peft_model = add_adapters(model, config, [8] * model.config.num_hidden_layers, 4)
     settings = TrainSettings(lr=2e-3, epochs=1, batch_size=8, micro_batch_tokens=128, warmup_steps=1,
                              max_grad_norm=1.0, save_steps=100, seed=0, **levers)
     log = train(peft_model, examples(32, model.config.vocab_size), settings, 0, str(tmp_path / name))

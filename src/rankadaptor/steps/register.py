@@ -7,7 +7,7 @@ from rankadaptor.job import JobConfig
 from rankadaptor.registry import register as register_version
 from rankadaptor.report import build_report, write_report
 from rankadaptor.steps.model import scores
-from rankadaptor.trial import best_trial, trial_key
+from rankadaptor.trial import best_trial, starting_trials, trial_key
 
 
 def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str, output_uri: str,
@@ -17,7 +17,7 @@ def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, bas
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
     ours = scores(job, pruned_uri, best.artifact, data_uri, [job.target_task, *job.report_tasks], ("select", "report"))
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
-                          job.baseline_rank, job.seed)
+                          job.baseline_rank, job.seed, anchor=starting_trials(job)[0])
     # The registry's champion rule compares `report_mean`: here that is the held-out target score.
     held_out = {**report["evaluation"]["report"], "mean": ours["report"]["scores"][job.target_task]}
     best_id = trial_key(job, context, job.target_task, "select", best.rank_vector).id
