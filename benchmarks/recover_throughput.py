@@ -332,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer.pad_token_id, tokenizer.padding_side = 0, "right"
     n_layers = shape["num_hidden_layers"]  # the paper's layout: rank 8 outside, 4/6/10/12 by quarters inside
     rank_vector = [8] * pruned.start + increasing_schedule(len(pruned)) + [8] * (n_layers - pruned.stop)
+
     def draw(n, seed):
-        return synthetic_examples(n, shape["vocab_size"], args.cutoff, args.median_length, args.sigma,
-                                                  seed)
+        return synthetic_examples(n, shape["vocab_size"], args.cutoff, args.median_length, args.sigma, seed)
+
     data = {"warm": draw(args.warmup_steps * args.batch_size, args.seed + 1),
             "timed": draw(args.steps * args.batch_size, args.seed), "heldout": draw(args.heldout, args.seed + 2)}
     data["corrupt"] = corrupted(data["timed"], shape["vocab_size"], args.seed)

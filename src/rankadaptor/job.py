@@ -77,6 +77,11 @@ class JobConfig:
                                     "lm-eval's hub datasets.")
     bootstrap_trials: int = option(6, "Random rank vectors measured on the source tasks when the bank lacks them.")
     adalora_baseline: bool = option(False, "Also run the AdaLoRA baseline.")
+    losa_baseline: bool = option(False, "Also run LoSA's rank allocation (ranks from the prune report's reconstruction "
+                                        "error, the baseline's budget) as a baseline row; always on for "
+                                        "unstructured-sparse jobs.")
+    losa_start: bool = option(False, "Give the search LoSA's rank vector as a measured starting trial (runs the "
+                                     "LoSA baseline).")
     seed: int = option(0, "The job's one seed: corpus, calibration, bootstrap vectors, recovery, evaluation "
                           "splits, surrogate and search sampler.")
     corpus_docs: int = option(400, "Documents sampled for the self-distillation corpus.")
@@ -105,6 +110,16 @@ class JobConfig:
     def baseline_rank(self) -> int:
         """The uniform LoRA rank of the baseline, of the default budget, and of every report text."""
         return self.recover.rank
+
+    @property
+    def is_sparse(self) -> bool:
+        """An unstructured-sparse job (prune.mode unstructured): every recovery is masked so it stays sparse."""
+        return self.prune.mode == "unstructured"
+
+    @property
+    def trial_method(self) -> str:
+        """How trials and the uniform anchor recover: masked LoRA (losa) for sparse jobs, else LoRA."""
+        return "losa" if self.is_sparse else "lora"
 
     def validate(self) -> None:
         check(bool(self.base_model), "base_model is required: a local checkpoint directory, s3:// URI or hub id")
@@ -142,8 +157,11 @@ class JobConfig:
     def prune_config(self, calibration: str, ppl_text: str | None = None) -> PruneConfig:
         return self._filled(self.prune, model=self.base_model, calibration=calibration, ppl_text=ppl_text)
 
-    def recover_config(self, data: str, rank_vector: list[int] | None = None, method: str = "lora") -> RecoverConfig:
-        return self._filled(self.recover, data=data, rank_vector=rank_vector, method=method)
+    def recover_config(self, data: str, rank_vector: list[int] | None = None, method: str | None = None,
+                       schedule: str | None = None) -> RecoverConfig:
+        """A recovery run the job's way (method: the trial method unless a baseline names another)."""
+        return self._filled(self.recover, data=data, rank_vector=rank_vector, method=method or self.trial_method,
+                            **({"schedule": schedule} if schedule else {}))
 
     def eval_config(self, tasks: list[str], split: str, heldout: str | None) -> EvalConfig:
         return self._filled(self.evaluate, tasks=tasks, split=split, data_dir=self.eval_data_dir or None,

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from rankadaptor.champion import SEARCHED, choose_adapter
+from rankadaptor.evaluate import PPL
 from rankadaptor.stats import kendall_tau, paired_bootstrap
 from rankadaptor.surrogate import Observation
 
 PLOTS = ("ranks.png", "predicted_vs_measured.png", "convergence.png")
 PRUNED, UNIFORM, ADALORA, OURS = "pruned", "lora_uniform", "adalora", "rankadaptor"  # the table's methods
+MASKED_UNIFORM, LOSA = "losa_masked_uniform", "losa"  # sparse jobs (LoSA): masked uniform LoRA, LoSA's ranks
+BASELINES = (PRUNED, UNIFORM, MASKED_UNIFORM, LOSA, ADALORA)  # the table's order
 
 
 @dataclass
@@ -42,10 +45,11 @@ def history(trials: list[Observation], cost_per_rank: list[int]) -> list[History
             for i, o in enumerate(searched)]
 
 
-def verdict_line(task: str, diff: dict, baseline_rank: int) -> str:
-    """What the comparison with uniform LoRA says, in plain words (significant at 95% or not)."""
+def verdict_line(task: str, diff: dict, baseline_rank: int, masked: bool = False) -> str:
+    """What the comparison with uniform LoRA (masked for sparse jobs) says, in plain words (significant at 95%
+    or not)."""
     interval = f"{diff['diff']:+.4f} (95% CI {diff['low']:+.4f} .. {diff['high']:+.4f})"
-    lora = f"uniform LoRA r={baseline_rank}"
+    lora = f"uniform LoRA r={baseline_rank}" + (" (masked)" if masked else "")
     if diff["low"] > 0:
         return f"RankAdaptor significantly beats {lora} on held-out {task}: {interval}"
     if diff["high"] < 0:
@@ -71,20 +75,25 @@ def _interval(ours: dict, theirs: dict, tasks: list[str], seed: int) -> dict:
 
 def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict], ours: dict[str, dict],
                  trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, seed: int,
-                 noise: float = 0.0) -> dict[str, Any]:
+                 noise: float = 0.0, anchor: str = UNIFORM) -> dict[str, Any]:
     """The report of a finished search; noise (the trial noise sd) decides, with the interval, which adapter
-    is registered (champion.choose_adapter). baselines: {method: {"select": eval, "report": eval, "trainable_params"}}
-    (UNIFORM required); ours: the best trial's {"select": eval, "report": eval}; trials: the target's trials."""
+    is registered (champion.choose_adapter). baselines: {method: {"select": eval, "report": eval,
+    "trainable_params", optional "sparsity"}} (the anchor required); ours: the best trial's {"select": eval,
+    "report": eval, optional "sparsity"}; trials: the target's trials; anchor: the uniform row the verdict
+    compares with (MASKED_UNIFORM for sparse jobs: the recovery the search itself runs)."""
     best = max(trials, key=lambda o: o.score)
     params = int(sum(r * c for r, c in zip(best.rank_vector, cost_per_rank)))
     zero_shot = [t for t in report_tasks if t != target]
-    methods = {**{m: baselines[m] for m in (PRUNED, UNIFORM, ADALORA) if m in baselines},
-               OURS: {**ours, "trainable_params": params}}
+    methods = {**{m: baselines[m] for m in BASELINES if m in baselines}, OURS: {**ours, "trainable_params": params}}
+    sparse = any(r.get("sparsity") is not None for r in methods.values())
     table = []
     for name, result in methods.items():
         row = {"method": name, "trainable_params": result["trainable_params"],
+               **({"sparsity": result.get("sparsity")} if sparse else {}),
                f"{target} (select)": result["select"]["scores"][target],
                f"{target} (report)": result["report"]["scores"][target],
+               **({"perplexity (report)": result["report"]["tasks"][target].get("perplexity")}
+                  if target.startswith(PPL) else {}),
                **{t: result["report"]["scores"][t] for t in zero_shot},
                "zero-shot mean (report)": _mean(result["report"], zero_shot)}
         table.append(row)
@@ -93,20 +102,21 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
         comparisons[other] = {target: _interval(ours["report"], methods[other]["report"], [target], seed)}
         if zero_shot:
             comparisons[other]["zero-shot mean"] = _interval(ours["report"], methods[other]["report"], zero_shot, seed)
-    versus = comparisons[UNIFORM][target]
+    versus = comparisons[anchor][target]
     decision = choose_adapter(versus["diff"], versus["low"], versus["high"], noise, baseline_rank)
     rows = history(trials, cost_per_rank)
     tau = kendall_tau([h.predicted for h in rows], [h.measured for h in rows]) if len(rows) >= 3 else None
     return {"target_task": target, "table": table, "columns": [c for c in table[0] if c != "method"],
             "comparisons": comparisons, "significant": decision.register == SEARCHED,
-            "verdict": f"{verdict_line(target, versus, baseline_rank)}. {decision.reason}",
-            "decision": {"register": decision.register, "reason": decision.reason}, "history": [vars(h) for h in rows],
+            "verdict": f"{verdict_line(target, versus, baseline_rank, anchor == MASKED_UNIFORM)}. {decision.reason}",
+            "decision": {"register": decision.register, "reason": decision.reason}, "anchor": anchor,
+            "history": [vars(h) for h in rows],
             "kendall_tau": tau, "baseline_rank": baseline_rank,
-            "baseline_select_score": baselines[UNIFORM]["select"]["scores"][target],
+            "baseline_select_score": baselines[anchor]["select"]["scores"][target],
             "best": {"rank_vector": best.rank_vector, "select_score": best.score, "adapter": best.artifact,
                      "trainable_params": params},
             "budget": baseline_rank * int(sum(cost_per_rank)), "iterations": len(rows),
-            "evaluation": {split: slim(result) for split, result in ours.items()}}
+            "evaluation": {split: slim(ours[split]) for split in ("select", "report")}}
 
 
 def markdown(report: dict) -> str:

@@ -17,6 +17,7 @@ from rankadaptor.errors import check
 from rankadaptor.job import JobConfig
 from rankadaptor.modeling import attn_head_dim, config_widths, lora_cost_per_rank, lora_parameters
 from rankadaptor.recover import RecoverConfig
+from rankadaptor.report import LOSA, MASKED_UNIFORM, UNIFORM
 from rankadaptor.search import SearchState, load_search, save_search
 from rankadaptor.surrogate import Observation, structure_features
 
@@ -74,6 +75,12 @@ def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank
                          task=task, split=split, rank_vector=list(rank_vector),
                          recovery=recovery_identity(job.recover_config("")), data_checksum=context.data_checksum,
                          seed=job.seed)
+
+
+def starting_trials(job: JobConfig) -> list[str]:
+    """Baseline rows banked as measured target trials before the search: first the uniform anchor recovered
+    the way trials are (masked for sparse jobs), then LoSA's rank vector when the job asks (losa_start)."""
+    return [MASKED_UNIFORM if job.trial_method == "losa" else UNIFORM, *([LOSA] if job.losa_start else [])]
 
 
 def record(job: JobConfig, context: TrialContext, task: str, rank_vector: list[int], score: float, stage: str,

@@ -1,6 +1,8 @@
-"""The prune stage: a base LLaMA in, a smaller checkpoint + prune_report.json out.
+"""The prune stage: a base LLaMA in, a smaller (or sparse) checkpoint + prune_report.json out.
 
-Width mode is LLM-Pruner's block-wise pruning; depth mode is Shortened LLaMA. Everything the user can
+Width mode is LLM-Pruner's block-wise pruning; depth mode is Shortened LLaMA; unstructured mode is Wanda
+(optionally N:M, optionally with LoSA's RMI layer-wise rates), zeros in dense tensors. Every mode records
+each layer's reconstruction error against the dense model (LoSA's rank allocation reads it). Everything the user can
 get wrong (ratio, layer range, architecture, paths, calibration length) is checked before the model is
 loaded or any output is written.
 """
@@ -20,10 +22,15 @@ from rankadaptor.modeling import count_parameters, layer_widths, load_config, lo
 from rankadaptor.perplexity import perplexity
 from rankadaptor.prune.depth import choose_blocks, remove_blocks
 from rankadaptor.prune.importance import (WIDTH_ESTIMATORS, block_ppl_scores, block_taylor_scores,
-                                          calibration_gradients, layer_group_scores)
+                                          calibration_gradients, layer_group_scores, projections)
+from rankadaptor.prune.unstructured import (layer_features, layer_outputs, layer_sparsity, parse_nm,
+                                            projection_sparsity, reconstruction_errors, rmi_importance,
+                                            rmi_sparsities, wanda_prune)
 from rankadaptor.prune.width import apply_width_pruning, keep_top, pruned_widths
 
-MODES = ("width", "depth")
+MODES = ("width", "depth", "unstructured")
+ALLOCATIONS = ("uniform", "rmi")
+MASK_RULE = "mask = weight != 0 on every decoder projection (q,k,v,o,gate,up,down): pruned weights are exact zeros"
 BLOCK_ESTIMATORS = ("taylor", "ppl")
 SCOPES = ("global", "layer")
 
@@ -31,8 +38,10 @@ SCOPES = ("global", "layer")
 @dataclass
 class PruneConfig:
     model: str = option("", "base model: local checkpoint directory, s3:// URI or hub id", set_by_job=True)
-    mode: str = option("width", f"one of {MODES}: LLM-Pruner heads/channels, or Shortened-LLaMA blocks")
-    ratio: float = option(0.2, "how much to remove, in [0, 1); see ratio_scope")
+    mode: str = option("width", f"one of {MODES}: LLM-Pruner heads/channels, Shortened-LLaMA blocks, or "
+                                "Wanda weight-by-weight sparsity (zeros in dense tensors)")
+    ratio: float = option(0.2, "how much to remove, in [0, 1); see ratio_scope; unstructured mode: the sparsity, "
+                               "the fraction of every decoder projection's weights set to zero")
     ratio_scope: str = option("global", "global: fraction of all parameters (converted to a per-layer ratio "
                                         "or a block count); layer: fraction of each pruned layer's heads and "
                                         "channels (width mode only)")
@@ -47,6 +56,15 @@ class PruneConfig:
     seq_len: int = option(64, "tokens per calibration sample")
     ppl_text: str | None = option(None, "held-out text (.txt/.jsonl) for perplexity before/after", set_by_job=True)
     ppl_seq_len: int = option(128, "window length for perplexity")
+    sparsity_allocation: str = option("uniform", f"unstructured mode, one of {ALLOCATIONS}: the same sparsity "
+                                                 "in every layer, or LoSA's layer-wise rates from Representation "
+                                                 "Mutual Information between layers (mean stays `ratio`)")
+    rmi_spread: float = option(0.02, "unstructured rmi: most a layer's sparsity may differ from `ratio` "
+                                     "(LoSA: 0.01 up to 50%, 0.02 up to 60%, 0.03 up to 70%)")
+    layer_sparsity: list[float] | None = option(None, "unstructured mode: one sparsity per decoder layer "
+                                                      "(overrides ratio and sparsity_allocation)")
+    nm: str = option("", "unstructured mode: N:M pattern such as '2:4' (zero the N lowest-scoring of every M "
+                         "consecutive weights of a row); overrides ratio; empty: none")
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
     seed: int = option(0, "seed for calibration sampling")
 
@@ -63,6 +81,20 @@ class PruneConfig:
         check(self.num_samples > 0 and self.seq_len > 1,
               f"num_samples={self.num_samples} and seq_len={self.seq_len} must be positive (seq_len > 1)")
         check(self.protect_first >= 0 and self.protect_last >= 0, "protect_first/protect_last must be >= 0")
+        check(self.sparsity_allocation in ALLOCATIONS,
+              f"sparsity_allocation={self.sparsity_allocation!r} is not accepted; use one of {ALLOCATIONS}")
+        check(0 <= self.rmi_spread < 1, f"rmi_spread={self.rmi_spread} is outside [0, 1)")
+        unstructured_only = {"layer_sparsity": self.layer_sparsity, "nm": self.nm or None,
+                             "sparsity_allocation": None if self.sparsity_allocation == "uniform" else "rmi"}
+        for name, value in unstructured_only.items():
+            check(value is None or self.mode == "unstructured",
+                  f"{name}={value!r} applies to mode 'unstructured' only (mode is {self.mode!r})")
+        check(self.layer_sparsity is None or all(0 <= s < 1 for s in self.layer_sparsity),
+              f"layer_sparsity={self.layer_sparsity}: every rate must be in [0, 1)")
+        check(not self.nm or self.layer_sparsity is None and self.sparsity_allocation == "uniform",
+              f"nm={self.nm!r} fixes every layer's sparsity at N/M: drop layer_sparsity / sparsity_allocation")
+        if self.nm:
+            parse_nm(self.nm)
 
 
 def pruned_layers(config: PruneConfig, num_layers: int) -> range:
@@ -89,9 +121,31 @@ def blocks_for_global(model, target: float) -> int:
     return min(range(len(widths) + 1), key=lambda k: abs(sum(sorted(block)[:k]) / total - target))
 
 
+def layer_sparsities(model, batch: torch.Tensor, config: PruneConfig) -> tuple[list[float], dict]:
+    """Each decoder layer's target sparsity (unstructured mode) and, for RMI, the evidence behind it."""
+    num_layers = len(model.model.layers)
+    if config.layer_sparsity is not None:
+        check(len(config.layer_sparsity) == num_layers,
+              f"layer_sparsity has {len(config.layer_sparsity)} entries but the model has {num_layers} decoder "
+              f"layers: give one rate per layer")
+        return list(config.layer_sparsity), {}
+    if config.sparsity_allocation == "uniform":
+        return [config.ratio] * num_layers, {}
+    importance, rmi = rmi_importance(layer_features(model, batch))
+    sizes = [sum(lin.weight.numel() for lin in projections(layer).values()) for layer in model.model.layers]
+    return rmi_sparsities(importance, sizes, config.ratio, config.rmi_spread), {"rmi": rmi, "rmi_importance": importance}
+
+
 def prune_model(model, batch: torch.Tensor, config: PruneConfig) -> tuple[torch.nn.Module, dict]:
     """Prune an in-memory model; returns the pruned model and what was removed and why."""
     num_layers = len(model.model.layers)
+    if config.mode == "unstructured":
+        nm = parse_nm(config.nm) if config.nm else None
+        targets, evidence = ([nm[0] / nm[1]] * num_layers, {}) if nm else layer_sparsities(model, batch, config)
+        wanda_prune(model, batch, targets, nm)
+        return model, {"layer_ratio": config.ratio, "pruned_layers": list(range(num_layers)), "removed_blocks": [],
+                       "layer_importance": evidence.get("rmi_importance", []), "target_layer_sparsity": targets,
+                       "nm": config.nm or None, **evidence}
     if config.mode == "width":
         layers = pruned_layers(config, num_layers)
         ratio = config.ratio if config.ratio_scope == "layer" else layer_ratio_for_global(model, layers, config.ratio)
@@ -132,8 +186,13 @@ def run_prune(config: PruneConfig, output_uri: str) -> dict:
     widths_before = layer_widths(model)
     params_before = sum(p.numel() for p in model.parameters())
     ppl_before = perplexity(model, tokenizer, ppl_texts, config.ppl_seq_len) if ppl_texts else None
+    dense_outputs = layer_outputs(model, batch)
     pruned, details = prune_model(model, batch, config)
     params_after = sum(p.numel() for p in pruned.parameters())
+    kept = [i for i in range(len(dense_outputs)) if i not in set(details["removed_blocks"])]
+    details["reconstruction_error"] = reconstruction_errors(dense_outputs, layer_outputs(pruned, batch), kept)
+    if config.mode == "unstructured":
+        details.update(sparsity=projection_sparsity(pruned), layer_sparsity=layer_sparsity(pruned), mask_rule=MASK_RULE)
     report = {
         "model": config.model, "mode": config.mode, "config": vars(config).copy(),
         "params_before": params_before, "params_after": params_after,

@@ -1,41 +1,48 @@
 """The recover stage: LoRA fine-tuning of a pruned model with one rank per decoder layer.
 
-Methods: `lora` with a rank vector (or a uniform rank, or the paper's increasing schedule) and `adalora`
-(peft AdaLoRA, budget reallocated during training, target average rank = `rank`). Output artifact:
-the peft adapter (safetensors), rank_vector.json (ranks, exact trainable parameters, the budget of uniform
-`rank` on the same model) and train_metrics.json (loss per step, tokens/s, seconds).
+Methods: `lora` with a rank vector (or a uniform rank, the paper's increasing schedule, or LoSA's ranks
+from reconstruction error), `losa` (the same, with each update masked by its weight's zeros so a sparse
+model stays sparse when merged: recover/masked.py) and `adalora` (peft AdaLoRA, budget reallocated during
+training, target average rank = `rank`). Output artifact: the peft adapter (safetensors), rank_vector.json
+(ranks, exact trainable parameters, the budget of uniform `rank` on the same model) and train_metrics.json
+(loss per step, tokens/s, seconds).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import check
-from rankadaptor.modeling import (attn_head_dim, layer_widths, load_config, load_model, lora_cost_per_rank,
-                                  lora_parameters, resolve_device)
+from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, load_model, lora_cost_per_rank,
+                                  lora_parameters, resolve, resolve_device)
 from rankadaptor.recover.batches import load_examples
-from rankadaptor.recover.ranks import CANDIDATES, TARGET_MODULES, check_rank_vector, increasing_schedule, rank_patterns
+from rankadaptor.recover.ranks import (CANDIDATES, TARGET_MODULES, check_rank_vector, error_proportional_ranks,
+                                       increasing_schedule, rank_patterns)
 from rankadaptor.recover.train import TrainSettings, step_plan, train
 
-METHODS = ("lora", "adalora")
+METHODS = ("lora", "losa", "adalora")
 ATTENTION = ("auto", "sdpa", "flex_attention", "eager")
-SCHEDULES = ("uniform", "increasing")
+SCHEDULES = ("uniform", "increasing", "losa")
 
 
 @dataclass
 class RecoverConfig:
     data: str = option("", "training data: Alpaca JSON/JSONL (instruction/input/output) or text "
                            "(.txt, or .jsonl with a text field), local or s3://", set_by_job=True)
-    method: str = option("lora", f"one of {METHODS}", set_by_job=True)
+    method: str = option("lora", f"one of {METHODS}; losa = LoRA whose update is masked by each weight's zeros "
+                                 "(W + BA*M): a sparse model stays exactly as sparse after export", set_by_job=True)
     rank_vector: list[int] | None = option(None, "one LoRA rank per decoder layer (method lora); "
                                                  "default: the schedule", set_by_job=True)
     schedule: str = option("uniform", f"rank layout without a rank_vector, one of {SCHEDULES}: uniform = "
-                                      "`rank` everywhere, increasing = the paper's 4/6/10/12 by quarters")
+                                      "`rank` everywhere, increasing = the paper's 4/6/10/12 by quarters, losa = "
+                                      "ranks in proportion to each layer's reconstruction error (prune report), "
+                                      "same LoRA parameters as uniform `rank`")
     rank: int = option(8, "uniform rank; AdaLoRA's target average rank")
     candidates: list[int] = option(CANDIDATES, "ranks a rank vector may use")
     alpha_ratio: float = option(2.0, "lora_alpha = alpha_ratio * rank in every layer (LLM-Pruner: r 8, alpha 16)")
@@ -85,13 +92,16 @@ class RecoverConfig:
         check(self.alpha_ratio > 0 and self.max_grad_norm > 0, "alpha_ratio and max_grad_norm must be positive")
         check(self.save_steps > 0 and (self.max_steps is None or self.max_steps > 0),
               "save_steps and max_steps must be positive")
-        check(self.rank_vector is None or self.method == "lora", "rank_vector applies to method 'lora' only")
+        check(self.rank_vector is None or self.method != "adalora", "rank_vector applies to methods 'lora' and 'losa' only")
         check(self.attention in ATTENTION, f"attention={self.attention!r} is not accepted; use one of {ATTENTION}")
 
 
-def resolve_rank_vector(config: RecoverConfig, num_layers: int) -> list[int]:
+def resolve_rank_vector(config: RecoverConfig, num_layers: int, model_uri: str | None = None,
+                        costs: list[int] | None = None) -> list[int]:
     if config.rank_vector is not None:
         rank_vector = list(config.rank_vector)
+    elif config.schedule == "losa":
+        rank_vector = error_proportional_ranks(reconstruction_error(model_uri), costs, config.rank, config.candidates)
     elif config.schedule == "increasing":
         rank_vector = increasing_schedule(num_layers)
     else:
@@ -100,17 +110,29 @@ def resolve_rank_vector(config: RecoverConfig, num_layers: int) -> list[int]:
     return rank_vector
 
 
+def reconstruction_error(model_uri: str) -> list[float]:
+    """Per-layer reconstruction error recorded by `rankadaptor prune` next to the pruned model."""
+    report = Path(resolve(model_uri)) / "prune_report.json"
+    check(report.is_file() and "reconstruction_error" in storage.read_json(report),
+          f"schedule 'losa' needs the per-layer reconstruction_error of the prune report of {model_uri!r}: "
+          f"prune the model with `rankadaptor prune` (any mode) or give a rank_vector")
+    return storage.read_json(report)["reconstruction_error"]
+
+
 def adapter_config(config: RecoverConfig, rank_vector: list[int], steps: int):
     from peft import AdaLoraConfig, LoraConfig
+
+    from rankadaptor.recover import masked
 
     if config.method == "adalora":
         return AdaLoraConfig(target_r=config.rank, init_r=max(config.candidates), lora_alpha=config.alpha_ratio * config.rank,
                              lora_dropout=config.dropout, target_modules=TARGET_MODULES, total_step=steps,
                              tinit=steps // 10, tfinal=steps // 5, deltaT=max(1, steps // 20), task_type="CAUSAL_LM")
     ranks, alphas = rank_patterns(rank_vector, config.alpha_ratio)
-    return LoraConfig(r=config.rank, lora_alpha=config.alpha_ratio * config.rank, rank_pattern=ranks,
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha_ratio * config.rank, rank_pattern=ranks,
                       alpha_pattern=alphas, lora_dropout=config.dropout, target_modules=TARGET_MODULES,
                       use_rslora=config.rslora, task_type="CAUSAL_LM")
+    return masked.register(lora) if config.method == "losa" else lora
 
 
 def add_adapters(model, config: RecoverConfig, rank_vector: list[int], steps: int):
@@ -133,8 +155,10 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     """Fine-tune adapters on the pruned model at model_uri and write the adapter artifact to output_uri."""
     config.validate()
     check(bool(config.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
-    num_layers = load_config(model_uri).num_hidden_layers
-    rank_vector = resolve_rank_vector(config, num_layers)
+    model_config = load_config(model_uri)
+    num_layers = model_config.num_hidden_layers
+    costs = lora_cost_per_rank(config_widths(model_config), model_config.hidden_size, attn_head_dim(model_config))
+    rank_vector = resolve_rank_vector(config, num_layers, model_uri, costs)
     device = resolve_device(config.device)
     check(not config.liger or device.type == "cuda",
           f"liger=True needs a CUDA GPU (liger-kernel's Triton kernels); device={config.device!r} is {device}")
@@ -153,7 +177,6 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
                              prefetch=config.prefetch)
     steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
-    costs = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))
     peft_model = add_adapters(model, config, rank_vector, steps)
     checkpoint_uri = config.checkpoint or f"{output_uri.rstrip('/')}.ckpt"
     started = time.time()
@@ -163,9 +186,9 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     allocated = peft_model.peft_config["default"].rank_pattern if config.method == "adalora" else None
     ranks = {
         "method": config.method,
-        "rank_vector": rank_vector if config.method == "lora" else None,
+        "rank_vector": rank_vector if config.method != "adalora" else None,
         "trainable_params": trainable,
-        "lora_params": lora_parameters(rank_vector, costs) if config.method == "lora" else trainable,
+        "lora_params": lora_parameters(rank_vector, costs) if config.method != "adalora" else trainable,
         "uniform_rank": config.rank,
         "uniform_params": lora_parameters([config.rank] * num_layers, costs),  # the budget at uniform `rank`
         "cost_per_rank": costs,
@@ -179,6 +202,10 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
           f"(uniform rank {config.rank} budget: {ranks['uniform_params']:,})")
     with storage.writing_dir(output_uri) as out:
         peft_model.save_pretrained(out)
+        if config.method == "losa":
+            from rankadaptor.recover import masked
+
+            masked.mark(out)
         storage.write_json_atomic(out / "rank_vector.json", ranks)
         storage.write_json_atomic(out / "train_metrics.json", metrics)
     storage.remove(checkpoint_uri)

@@ -206,8 +206,10 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
         from rankadaptor.recover.kernels import liger_kernels
     kernels = liger_kernels(model) if settings.liger else nullcontext()
     pool = ThreadPoolExecutor(max_workers=1) if settings.prefetch else None
+
     def prepare(step):
-        return (_prepare(examples, plan[step], settings, pad_id, on_gpu and settings.prefetch))
+        return _prepare(examples, plan[step], settings, pad_id, on_gpu and settings.prefetch)
+
     model.train()
     bar = tqdm(total=steps, initial=log.step, desc="recover", unit="step")
     with kernels, _compiled_layers(model, settings):

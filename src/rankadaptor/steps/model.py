@@ -16,7 +16,7 @@ from rankadaptor.job import JobConfig
 from rankadaptor.modeling import load_model, resolve_device
 from rankadaptor.prune import run_prune
 from rankadaptor.recover import run_recover
-from rankadaptor.report import UNIFORM
+from rankadaptor.report import ADALORA, LOSA, MASKED_UNIFORM, PRUNED, UNIFORM
 from rankadaptor.search import sample_rank_vectors
 from rankadaptor.trial import TrialContext, data_paths, record, trial_context, trial_key
 
@@ -43,16 +43,24 @@ def prune(job: JobConfig, data_uri: str, output_uri: str) -> dict:
 
 
 def recover(job: JobConfig, pruned_uri: str, data_uri: str, rank_vector: list[int] | None, output_uri: str,
-            method: str = "lora") -> dict:
-    return run_recover(job.recover_config(data_paths(data_uri)["train"], rank_vector, method), pruned_uri, output_uri)
+            method: str | None = None, schedule: str | None = None) -> dict:
+    """One recovery; method: the job's trial method unless given, schedule: the job's unless given."""
+    config = job.recover_config(data_paths(data_uri)["train"], rank_vector, method, schedule)
+    return run_recover(config, pruned_uri, output_uri)
 
 
 def scores(job: JobConfig, pruned_uri: str, adapter_uri: str | None, data_uri: str, tasks: list[str],
            splits: tuple[str, ...]) -> dict[str, dict]:
-    """Load the model (with its adapter) once and score it on each split."""
+    """Load the model (with its adapter) once and score it on each split; for a sparse job also the merged
+    model's sparsity (under "sparsity": what a server would run)."""
     heldout = data_paths(data_uri).get("heldout") or None
     model, tokenizer = load_model(pruned_uri, adapter_uri, device=resolve_device(job.runtime.device))
-    return {split: score(model, tokenizer, job.eval_config(tasks, split, heldout)) for split in splits}
+    result = {split: score(model, tokenizer, job.eval_config(tasks, split, heldout)) for split in splits}
+    if job.is_sparse:
+        from rankadaptor.prune.unstructured import merged_sparsity
+
+        result["sparsity"] = merged_sparsity(model)  # merges in place: last
+    return result
 
 
 def evaluate(job: JobConfig, pruned_uri: str, data_uri: str, adapter_uri: str, output_uri: str) -> dict:
@@ -63,18 +71,33 @@ def evaluate(job: JobConfig, pruned_uri: str, data_uri: str, adapter_uri: str, o
     return result
 
 
+def baseline_methods(job: JobConfig) -> dict[str, tuple[str, str] | None]:
+    """The baseline rows, name -> (recovery method, rank schedule) or None (no recovery): the pruned model,
+    uniform LoRA at the baseline rank; for unstructured-sparse jobs masked uniform LoRA (the search's anchor)
+    and LoSA's reconstruction-error ranks (masked), which other jobs add with losa_baseline or losa_start;
+    optionally AdaLoRA."""
+    methods: dict[str, tuple[str, str] | None] = {PRUNED: None, UNIFORM: ("lora", "uniform")}
+    if job.is_sparse:
+        methods[MASKED_UNIFORM] = ("losa", "uniform")
+    if job.is_sparse or job.losa_baseline or job.losa_start:
+        methods[LOSA] = (job.trial_method, "losa")
+    if job.adalora_baseline:
+        methods[ADALORA] = ("adalora", "uniform")
+    return methods
+
+
 def baselines(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: str) -> dict:
-    """The comparison rows on both splits: the pruned model without recovery, uniform LoRA at the baseline
-    rank, and optionally AdaLoRA. Adapters are kept inside this artifact."""
+    """The comparison rows (baseline_methods) on both splits, each with its trainable parameters and rank
+    vector. Adapters are kept inside this artifact."""
     tasks = [job.target_task, *job.report_tasks]
-    methods = {"pruned": None, UNIFORM: "lora", **({"adalora": "adalora"} if job.adalora_baseline else {})}
     results = {}
     with storage.writing_dir(output_uri) as out:
-        for name, method in tqdm(methods.items(), desc="baselines", unit="method"):
-            adapter_dir = str(out / name) if method else None
-            params = recover(job, pruned_uri, data_uri, None, adapter_dir, method)["trainable_params"] if method else 0
+        for name, how in tqdm(baseline_methods(job).items(), desc="baselines", unit="method"):
+            adapter_dir = str(out / name) if how else None
+            recovered = recover(job, pruned_uri, data_uri, None, adapter_dir, *how) if how else {}
             results[name] = {**scores(job, pruned_uri, adapter_dir, data_uri, tasks, ("select", "report")),
-                             "trainable_params": params}
+                             "trainable_params": recovered.get("trainable_params", 0),
+                             "rank_vector": recovered.get("rank_vector")}
         storage.write_json_atomic(out / "baselines.json", results)
     return results
 

@@ -6,9 +6,9 @@ from rankadaptor import storage
 from rankadaptor.job import JobConfig
 from rankadaptor.registry import register as register_version
 from rankadaptor.champion import SEARCHED
-from rankadaptor.report import UNIFORM, slim, build_report, write_report
+from rankadaptor.report import build_report, slim, write_report
 from rankadaptor.steps.model import scores
-from rankadaptor.trial import best_trial, trial_key
+from rankadaptor.trial import best_trial, starting_trials, trial_key
 
 
 def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str, output_uri: str,
@@ -16,14 +16,16 @@ def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, bas
     """Evaluate the best trial on both splits, build the report, register the adapter, write the artifact."""
     best, trials, context = best_trial(state_uri)
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
+    anchor = starting_trials(job)[0]
     ours = scores(job, pruned_uri, best.artifact, data_uri, [job.target_task, *job.report_tasks], ("select", "report"))
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
-                          job.baseline_rank, job.seed, noise=job.search.threshold)  # threshold: the trial noise sd
-    # Honest registration: the uniform adapter unless the searched vector beat it beyond noise. The registry's
-    # champion rule compares `report_mean`: the held-out target score of the registered adapter.
+                          job.baseline_rank, job.seed, noise=job.search.threshold,  # threshold: the trial noise sd
+                          anchor=anchor)
+    # Honest registration: the anchor (uniform) adapter unless the searched vector beat it beyond noise. The
+    # registry's champion rule compares `report_mean`: the held-out target score of the registered adapter.
     searched = report["decision"]["register"] == SEARCHED
-    registered = ours["report"] if searched else baselines[UNIFORM]["report"]
-    adapter = best.artifact if searched else storage.join(baselines_uri, UNIFORM)
+    registered = ours["report"] if searched else baselines[anchor]["report"]
+    adapter = best.artifact if searched else storage.join(baselines_uri, anchor)
     held_out = {**slim(registered), "mean": registered["scores"][job.target_task]}
     best_id = trial_key(job, context, job.target_task, "select", best.rank_vector).id
     with storage.writing_dir(output_uri) as out:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from rankadaptor import bank, storage
 from rankadaptor.config import from_dict, to_dict
 from rankadaptor.job import JobConfig
-from rankadaptor.report import UNIFORM
 from rankadaptor.search import Proposal, SearchState, converged, propose as next_proposal, update as record_score
 from rankadaptor.surrogate import adapt, meta_pretrain as reptile, new_surrogate
-from rankadaptor.trial import load_state, record, save_state, trial_context, trial_key
+from rankadaptor.trial import load_state, record, save_state, starting_trials, trial_context, trial_key
 
 
 def _read(uri: str, name: str):
@@ -21,9 +20,9 @@ def _read(uri: str, name: str):
 
 def meta_pretrain(job: JobConfig, pruned_uri: str, data_uri: str, baselines_uri: str, output_uri: str) -> dict:
     """The search's starting state: a surrogate meta-pretrained on every other task's trials in the bank,
-    then adapted to the target's trials on this model, data and recovery setting: the uniform baseline
-    (banked here as the first trial: it anchors the surrogate to the target's score level) and any trial an
-    earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
+    then adapted to the target's trials on this model, data and recovery setting: the starting trials
+    (trial.starting_trials, banked here first: the uniform anchor ties the surrogate to the target's score
+    level) and any trial an earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
     context = trial_context(pruned_uri, data_uri, job.base_model)
     sources = [o for o in bank.load_observations(job.bank.experiment, tracking_uri=job.tracking_uri())
                if o.task != job.target_task]
@@ -32,8 +31,11 @@ def meta_pretrain(job: JobConfig, pruned_uri: str, data_uri: str, baselines_uri:
     if sources:
         surrogate = reptile(surrogate, sources)
     uniform = [job.baseline_rank] * context.num_layers
-    baseline = _read(baselines_uri, "baselines.json")[UNIFORM]["select"]["scores"][job.target_task]
-    record(job, context, job.target_task, uniform, baseline, "baseline", adapter_uri=storage.join(baselines_uri, UNIFORM))
+    baselines = _read(baselines_uri, "baselines.json")
+    for name in starting_trials(job):  # the uniform anchor (masked for sparse jobs), then LoSA's ranks if asked
+        record(job, context, job.target_task, baselines[name].get("rank_vector") or uniform,
+               baselines[name]["select"]["scores"][job.target_task], "baseline",
+               adapter_uri=storage.join(baselines_uri, name))
     key = trial_key(job, context, job.target_task, "select", uniform)
     rows = bank.load_observations(job.bank.experiment, base_checksum=key.base_checksum, task=job.target_task,
                                   split="select", data_checksum=key.data_checksum, recovery=key.recovery,
