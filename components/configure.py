@@ -8,12 +8,17 @@ def configure(base_model: str, data: str, heldout_text: str, target_task: str, s
               report_tasks: list, eval_data_dir: str, bootstrap_trials: int, adalora_baseline: bool, seed: int,
               stage_options: dict, loop_cap: int) -> str:
     """Validate the job once, before any GPU step starts; every later step receives this JSON. loop_cap: the
-    search iterations the compiled loop holds (a job asking for more is refused here)."""
+    search iterations the compiled loop holds (a job asking for more is refused here). The preflight checks the
+    inputs in seconds (rankadaptor.preflight.job_problems), before the first GPU step."""
+    from rankadaptor.errors import UserError
     from rankadaptor.job import check_loop_cap, from_parameters, job_to_json
+    from rankadaptor.preflight import job_problems
 
     job = from_parameters(stage_options, base_model=base_model, data=data, heldout_text=heldout_text,
                           target_task=target_task, source_tasks=source_tasks, report_tasks=report_tasks,
                           eval_data_dir=eval_data_dir, bootstrap_trials=bootstrap_trials,
                           adalora_baseline=adalora_baseline, seed=seed)
     check_loop_cap(job, loop_cap)
+    if found := job_problems(job):
+        raise UserError("; ".join(found))
     return job_to_json(job)

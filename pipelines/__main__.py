@@ -17,9 +17,9 @@ def _job(args):
 def _run(args) -> None:
     from pipelines.local import run_local
 
-    report_dir = run_local(_job(args), args.root)
+    report_dir = run_local(_job(args), args.root, args.verbose)
     print((report_dir / "report.md").read_text())
-    print(f"report, plots and registration: {report_dir}")
+    print(f"report, plots and registration: {report_dir}\nfull log: {Path(args.root).resolve() / 'run.log'}")
 
 
 def _compile(args) -> None:
@@ -64,7 +64,8 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 
 def _add_run(p):
     _job_args(p)
-    p.add_argument("--root", default="runs/default", help="where the run's artifacts and MLflow store go")
+    p.add_argument("--root", default="runs/default", help="where the run's artifacts, MLflow store and log go")
+    p.add_argument("--verbose", action="store_true", help="print kfp.local's and every step's full output")
 
 
 def _add_compile(p):

@@ -2,27 +2,103 @@
 
 Each component runs as a subprocess of this Python environment (SubprocessRunner, use_venv=False); the
 MLflow bank and registry default to an embedded sqlite store beside the run's outputs, and kfp.local's
-cache makes a rerun of unchanged steps free.
+cache makes a rerun of unchanged steps free. The job's preflight runs first, so a bad input fails in
+seconds; kfp.local's output (executor JSON, each step's logs and warnings) goes to `<root>/run.log`, and
+the terminal shows one line per step and the search's progress (`verbose` shows everything).
 """
 
+import io
 import os
+import re
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from rankadaptor.bank import default_tracking_uri
+from rankadaptor.errors import UserError
 from rankadaptor.job import JobConfig
+from rankadaptor.preflight import job_problems
+from rankadaptor.steps.search import PROGRESS
+
+STARTED = re.compile(r"Executing task '([\w-]+)'")
+FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+ERROR = re.compile(r"^\s*(?:rankadaptor\.errors\.)?UserError: (.+)$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def run_local(job: JobConfig, root: str | Path) -> Path:
+class StepLines(io.TextIOBase):
+    """A text stream that writes everything to the log and echoes, per step, one readable line."""
+
+    def __init__(self, log, terminal):
+        self.log, self.terminal, self.pending = log, terminal, ""
+        self.started: dict[str, float] = {}
+        self.error: str | None = None  # the last step error (a UserError's message)
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in map(lambda x: ANSI.sub("", x), lines):
+            self._echo(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+    def _echo(self, line: str) -> None:
+        if match := STARTED.search(line):
+            self.started[match[1]] = time.monotonic()
+        elif match := FINISHED.search(line):
+            seconds = time.monotonic() - self.started.get(match[1], time.monotonic())
+            done = f"done in {seconds:.0f} s" if match[2] == "SUCCESS" else f"FAILED after {seconds:.0f} s"
+            self.terminal.write(f"{match[1]:<22} {done}\n")
+        elif match := ERROR.match(line):
+            self.error = match[1]
+        elif PROGRESS in line:
+            self.terminal.write(f"  {line.split(PROGRESS, 1)[1]}\n")
+        self.terminal.flush()
+
+
+def without_retries(pipeline) -> None:
+    """Drop the retry policies (meant for preempted pods on a cluster): here a failure is deterministic, and
+    kfp.local would repeat it with minutes of backoff."""
+    spec = pipeline.pipeline_spec
+    for dag in [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]:
+        for task in dag.tasks.values():
+            task.ClearField("retry_policy")
+
+
+def run_local(job: JobConfig, root: str | Path, verbose: bool = False) -> Path:
     """Run the job's pipeline under root; returns the report artifact's directory."""
+    found = job_problems(job)
+    if found:
+        raise UserError("; ".join(found))
     from kfp import local
 
     from pipelines.rankadaptor import arguments, build
 
     root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", job.bank.tracking_uri or default_tracking_uri(root / "mlflow"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pipeline"),
                raise_on_error=True, enable_caching=True)
-    build(loop_cap=job.search.max_iterations)(**arguments(job))
+    pipeline = build(loop_cap=job.search.max_iterations)
+    without_retries(pipeline)
+    log_path = root / "run.log"
+    with open(log_path, "a", encoding="utf-8") as log:
+        stream = StepLines(log, sys.stdout)
+        try:
+            if verbose:
+                pipeline(**arguments(job))
+            else:
+                with redirect_stdout(stream), redirect_stderr(stream):
+                    pipeline(**arguments(job))
+        except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+            step = re.findall(r"'([\w-]+)'", ANSI.sub("", str(e)).partition("Inner task failed:")[2])
+            raise UserError(f"step {step[0] if step else '?'} failed: {stream.error or 'see the log'} "
+                            f"(full log: {log_path})") from None
     reports = sorted((root / "pipeline").glob("rankadaptor-*/register*/report/report.json"),
                      key=lambda p: p.stat().st_mtime)
     return reports[-1].parent

@@ -41,14 +41,16 @@ def on_gpu(task, gpu_count: int, node_selector: dict, tolerations: list, timeout
 
 
 def with_credentials(task, s3_secret: str, mlflow_secret: str):
-    """Credentials only from Kubernetes Secrets, by name; never as parameters."""
+    """Credentials only from Kubernetes Secrets, by name; never as parameters. The MLflow Secret's URI is
+    required (a pod without it does not start): without it the bank and the registry would silently go to a
+    pod-local store and vanish. The S3 Secret stays optional: a job may read nothing from S3 itself."""
     kubernetes.use_secret_as_env(task, s3_secret, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
                                                    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
                                                    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}, optional=True)
-    kubernetes.use_secret_as_env(task, mlflow_secret, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
-                                                       "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+    kubernetes.use_secret_as_env(task, mlflow_secret, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}, optional=False)
+    kubernetes.use_secret_as_env(task, mlflow_secret, {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                                                        "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"},
-                                 optional=True)
+                                 optional=True)  # a server without authentication needs no user
     return task
 
 
@@ -63,7 +65,7 @@ def split(params: dict) -> tuple[dict, dict]:
 
 def prepared(gpu: dict, loop_cap: int = 0, **job_options):
     """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model)."""
-    job = configure(**job_options, loop_cap=loop_cap).output
+    job = with_credentials(configure(**job_options, loop_cap=loop_cap), gpu["s3_secret"], gpu["mlflow_secret"]).output
     corpus = gpu_step(prepare_data(job=job), **gpu).output
     pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
     return job, corpus, pruned
@@ -136,7 +138,8 @@ def bootstrap_pipeline(*args):
     options, gpu = split(named(args, BOOTSTRAP_CHOICES))
     job, corpus, pruned = prepared(gpu, target_task="ppl:heldout", report_tasks=[], adalora_baseline=False,
                                    **options)
-    vectors = bootstrap_vectors(job=job, pruned_model=pruned, data=corpus).output
+    vectors = with_credentials(bootstrap_vectors(job=job, pruned_model=pruned, data=corpus), gpu["s3_secret"],
+                               gpu["mlflow_secret"]).output  # it reads the model's structure (S3) and the bank
     with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS) as rank_vector:
         gpu_step(bootstrap_trial(job=job, pruned_model=pruned, data=corpus, rank_vector=rank_vector,
                                  gpu_count=gpu["gpu_count"]),

@@ -1,7 +1,9 @@
 """A new user's mistakes get one clear line naming the bad input, at once (issue: the front door)."""
 
 import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,58 @@ def test_a_gpu_step_without_a_gpu_fails_at_once_on_a_cluster(monkeypatch):
         with pytest.raises(UserError, match="gpu_count=1 but this pod sees no usable GPU"):
             require_gpus(1)
     require_gpus(0)
+
+
+def _cli(capsys, *argv):
+    from rankadaptor.cli import main
+
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_over_its_input_is_refused_before_any_compute_and_the_input_is_unchanged(capsys, tiny_model_dir,
+                                                                                           tmp_path):
+    tiny_model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "inputs" / "model"))  # never risk the bundled one
+    before = _snapshot(tiny_model_dir)
+    calibration = tmp_path / "calib.txt"
+    calibration.write_text("some text to calibrate on. " * 50)
+    for output in (tiny_model_dir, tiny_model_dir / "pruned", tiny_model_dir.parent):
+        code, err = _cli(capsys, "prune", "--model", str(tiny_model_dir), "--calibration", str(calibration),
+                         "--output", str(output), "--overwrite")
+        assert code == 2 and len(err.splitlines()) == 1 and "is, contains or lies inside the input" in err, err
+    code, err = _cli(capsys, "export", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "a"),
+                     "--output", str(tiny_model_dir))
+    assert code == 2 and "lies inside the input" in err
+    assert _snapshot(tiny_model_dir) == before
+
+
+def test_an_existing_output_is_refused_unless_overwrite(capsys, tiny_model_dir, tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "keep.txt").write_text("earlier result")
+    started = time.monotonic()
+    code, err = _cli(capsys, "recover", "--model", str(tiny_model_dir), "--data", str(tmp_path / "d.jsonl"),
+                     "--output", str(done))
+    assert code == 2 and err.endswith("already exists: choose another or pass --overwrite"), err
+    assert time.monotonic() - started < 10  # refused before the model loads
+    (tmp_path / "a-file").write_text("x")
+    code, err = _cli(capsys, "evaluate", "--model", str(tiny_model_dir), "--output", str(tmp_path / "a-file" / "out"))
+    assert code == 2 and "which is a file, not a folder" in err, err
+    assert _snapshot(done) == {Path("keep.txt"): b"earlier result"}
+
+
+def test_a_yaml_syntax_error_in_an_option_names_the_option_line_and_column(capsys, tiny_model_dir, tmp_path):
+    code, err = _cli(capsys, "recover", "--model", str(tiny_model_dir), "--data", str(tmp_path / "d.jsonl"),
+                     "--output", str(tmp_path / "out"), "--rank-vector", "[8,8,8,8")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--rank-vector: YAML/JSON syntax error at line 1, column 9" in err
+    (tmp_path / "bad.yaml").write_text("lr: 0.1\nrank: [8\n")
+    code, err = _cli(capsys, "recover", "--model", str(tiny_model_dir), "--data", str(tmp_path / "d.jsonl"),
+                     "--output", str(tmp_path / "out"), "--config", str(tmp_path / "bad.yaml"))
+    assert code == 2 and "bad.yaml" in err and "YAML/JSON syntax error at line 3" in err, err
+    assert not (tmp_path / "out").exists()

@@ -4,12 +4,18 @@ skips a condition on a named output of a multi-output task, so these runs also p
 a skipped gate would register nothing (neither branch) and the report would be missing."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from pipelines.local import run_local
 from rankadaptor import bank
+from rankadaptor import config as cfg
 from rankadaptor.job import load_job
 from rankadaptor.report import OURS, PRUNED, UNIFORM
 
@@ -56,10 +62,32 @@ def test_converges_at_the_first_iteration_and_a_rerun_reuses_the_unchanged_steps
     assert len(trials) == 2 and len({t.data.params["rank_vector"] for t in trials}) == 2
 
 
+def run_command(tmp_path, job):
+    """`python -m pipelines run` as a user types it: the job from a YAML file; (report, report dir, client, stdout)."""
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict(job)))
+    tracking_uri = bank.default_tracking_uri(tmp_path / "mlflow")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    out = subprocess.run([sys.executable, "-m", "pipelines", "run", "--config", str(config), "--root", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1200, check=False)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    report_dir = Path(out.stdout.split("report, plots and registration: ")[1].splitlines()[0])
+    return json.loads((report_dir / "report.json").read_text()), report_dir, MlflowClient(tracking_uri), out.stdout
+
+
 @pytest.mark.slow
-def test_stops_at_max_iterations(tmp_path, monkeypatch):
+def test_stops_at_max_iterations(tmp_path):
     job = tiny_job(threshold=1e-12, max_iterations=2, bootstrap_trials=3, report_tasks=["boolq"])
-    report, report_dir, client = run(tmp_path, monkeypatch, job)
+    report, report_dir, client, stdout = run_command(tmp_path, job)
+    # the terminal: one line per step, the search's progress, the table; everything else is in the log
+    lines = stdout.splitlines()
+    assert len(lines) < 100, stdout
+    assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  trial ") for line in lines) == 2
+    assert "Executing task" not in stdout
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "Executing task" in log and len(log.splitlines()) > 10 * len(lines)
     assert report["iterations"] == 2
     trials = search_trials(client)
     assert len(trials) == 2 and len({t.data.params["rank_vector"] for t in trials}) == 2

@@ -19,24 +19,37 @@ def _print(result: dict) -> None:
     print(json.dumps(result, indent=1, default=str))
 
 
+def _check_output(args, *inputs: str | None) -> None:
+    """Before any compute: the output is new (or --overwrite), writable, and neither an input nor around one."""
+    from rankadaptor.preflight import check_writable
+
+    check_writable(args.output, [i for i in inputs if i], overwrite=args.overwrite)
+
+
 def _prune(args) -> None:
     from rankadaptor.prune import PruneConfig, run_prune
 
-    report = run_prune(cfg.from_args(PruneConfig, args), args.output)
+    config = cfg.from_args(PruneConfig, args)
+    _check_output(args, config.model, config.calibration)
+    report = run_prune(config, args.output)
     _print({k: v for k, v in report.items() if k != "config"})
 
 
 def _recover(args) -> None:
     from rankadaptor.recover import RecoverConfig, run_recover
 
-    result = run_recover(cfg.from_args(RecoverConfig, args), args.model, args.output)
+    config = cfg.from_args(RecoverConfig, args)
+    _check_output(args, args.model, config.data)
+    result = run_recover(config, args.model, args.output)
     _print({k: v for k, v in result.items() if k != "losses"})
 
 
 def _evaluate(args) -> None:
     from rankadaptor.evaluate import EvalConfig, run_evaluate
 
-    metrics = run_evaluate(cfg.from_args(EvalConfig, args), args.model, args.output, args.adapter)
+    config = cfg.from_args(EvalConfig, args)
+    _check_output(args, args.model, args.adapter, config.data_dir, config.ppl_text)
+    metrics = run_evaluate(config, args.model, args.output, args.adapter)
     _print({"mean": metrics["mean"], "split": metrics["split"],
             "tasks": {t: {k: v for k, v in r.items() if k in ("metric", "value", "stderr", "n")}
                       for t, r in metrics["tasks"].items()}})
@@ -45,6 +58,7 @@ def _evaluate(args) -> None:
 def _export(args) -> None:
     from rankadaptor.modeling import export_merged
 
+    _check_output(args, args.model, args.adapter)
     export_merged(args.model, args.adapter, args.output)
     print(f"merged checkpoint written to {args.output}")
 
@@ -56,6 +70,7 @@ def _stage_args(config_path: str, *artifacts: tuple[str, str], optional: tuple[t
             p.add_argument(flag, required=True, help=text)
         for flag, text in optional:
             p.add_argument(flag, default=None, help=f"{text}; optional")
+        _add_overwrite(p)
         module, _, name = config_path.partition(":")
         cfg.add_arguments(p, getattr(__import__(module, fromlist=[name]), name))
     return add
@@ -66,9 +81,15 @@ ADAPTER = ("--adapter", "adapter artifact written by `rankadaptor recover` (loca
 OUTPUT = ("--output", "output artifact URI: local directory or s3://bucket/prefix")
 
 
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (never allowed when the output is, holds or lies inside an input)")
+
+
 def _add_export(p):
     for flag, text in (MODEL, ADAPTER, OUTPUT):
         p.add_argument(flag, required=True, help=text)
+    _add_overwrite(p)
 
 
 COMMANDS = {

@@ -107,6 +107,17 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     return config
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML (JSON is YAML) parsed, or one line naming where, the line and the column of the syntax error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}: YAML/JSON syntax error{at}: {problem}") from None
+
+
 def load(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """YAML file (optional) then explicit overrides, later wins."""
     values: dict[str, Any] = {}
@@ -114,7 +125,7 @@ def load(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str,
         path = Path(yaml_path)
         if not path.is_file():
             raise UserError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = parse_yaml(path.read_text(), f"config file {str(path)!r}") or {}
         if not isinstance(loaded, dict):
             raise UserError(f"config file {str(path)!r} must hold a mapping of option: value")
         values.update(loaded)
@@ -138,13 +149,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         text = f"{help_text(f)} [{_type_name(hints[f.name])}, default: {default_of(f)!r}]"
-        parse = str if hints[f.name] is str else yaml.safe_load
-        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, type=parse,
-                            metavar=f.name.upper(), help=text.replace("%", "%%"))
+        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                            help=text.replace("%", "%%"))
     parser.add_argument("--config", dest="_config", default=None, metavar="YAML",
                         help="YAML file of options; command-line options override it")
 
 
 def from_args(cls: type[T], args: argparse.Namespace) -> T:
-    values = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(cls)}}
+    """The config from --config then the command-line options; a non-string option's value is YAML."""
+    hints = typing.get_type_hints(cls)
+    values = {k: v if hints[k] is str else parse_yaml(v, "--" + k.replace("_", "-"))
+              for k, v in vars(args).items() if k in hints and k in {f.name for f in dataclasses.fields(cls)}}
     return load(cls, getattr(args, "_config", None), values)

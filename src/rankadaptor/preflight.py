@@ -29,6 +29,27 @@ def problems(checks: Iterable[Callable[[], object]]) -> list[str]:
     return found
 
 
+def job_problems(job) -> list[str]:
+    """Every mistake of a job (rankadaptor.job.JobConfig) that shows without a GPU or any training: the base
+    model and the data exist and fit the settings, the task rows are there, the bank outlives the run."""
+    from huggingface_hub import is_offline_mode
+
+    from rankadaptor.evaluate import PPL, TASKS, data_files
+
+    tasks = [job.target_task, *job.source_tasks, *job.report_tasks]
+    lm_tasks = sorted({t.removeprefix(PPL) for t in tasks} & set(TASKS))
+    checks = [lambda: check_context(job.recover.cutoff, model_config(job.base_model).max_position_embeddings),
+              lambda: check_tracking(job.tracking_uri())]
+    checks += [lambda uri=uri: check_readable(uri) for uri in (job.data, job.heldout_text) if uri]
+    if job.eval_data_dir:
+        checks.append(lambda: data_files(job.eval_data_dir, lm_tasks))
+    elif lm_tasks and is_offline_mode():
+        checks.append(lambda: check(False, f"eval_data_dir is empty, which means lm-eval's hub datasets, but this "
+                                           f"machine is offline: set eval_data_dir to a folder of "
+                                           f"<task>_<split>.jsonl files for {lm_tasks}"))
+    return problems(checks)
+
+
 def model_config(model_uri: str):
     """The checked config of a base model; on S3 only its config.json is fetched, never the weights."""
     from rankadaptor.modeling import load_config

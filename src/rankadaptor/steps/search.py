@@ -60,6 +60,9 @@ def proposal_vector(proposal_uri: str) -> list[int]:
     return _read(proposal_uri, "proposal.json")["rank_vector"]
 
 
+PROGRESS = "progress: "  # a step's line the local runner shows on the terminal (the rest goes to the log)
+
+
 def update(job: JobConfig, state_uri: str, proposal_uri: str, metrics_uri: str, adapter_uri: str,
            output_uri: str) -> dict:
     """Bank the trial, adapt the surrogate online, write the next search state."""
@@ -73,6 +76,8 @@ def update(job: JobConfig, state_uri: str, proposal_uri: str, metrics_uri: str, 
     record(job, context, job.target_task, proposal.rank_vector, score, "search", predicted=proposal.predicted,
            seconds=seconds, adapter_uri=adapter_uri)
     save_state(new_state, context, output_uri)
+    print(f"{PROGRESS}trial {len(new_state.measured())}: ranks {proposal.rank_vector}, predicted "
+          f"{proposal.predicted:.4f}, measured {score:.4f}, best so far {outcome.best.score:.4f}", flush=True)
     return {"converged": outcome.converged, "abs_error": outcome.abs_error, "score": score,
             "best": outcome.best.score}
 

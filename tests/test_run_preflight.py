@@ -1,0 +1,51 @@
+"""`python -m pipelines run` checks the job before any step starts: a bad input fails in seconds, in one
+line, and nothing runs (the issue's case: a missing base model once cost 235 s and 2,100 lines)."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "src" / "rankadaptor" / "bundled"
+
+
+def run(tmp_path, job: dict):
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "pipelines", "run", "--config", str(tmp_path / "job.yaml"),
+                          "--root", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120, check=False)
+    return out, time.monotonic() - started
+
+
+def test_a_missing_base_model_fails_at_once_in_one_line_and_nothing_runs(tmp_path):
+    out, seconds = run(tmp_path, {"base_model": str(tmp_path / "no-such-model"), "eval_data_dir": str(BUNDLED / "tasks")})
+    assert out.returncode == 2 and seconds < 30, (seconds, out.stderr)
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "no-such-model" in out.stderr and "not found" in out.stderr
+    assert not (tmp_path / "run").exists()  # no step started, not even the run's folder
+
+
+def test_every_problem_of_a_job_is_named_in_the_one_line(tmp_path):
+    job = {"base_model": str(BUNDLED / "aidreams-260k"), "eval_data_dir": str(tmp_path / "no-tasks"),
+           "data": str(tmp_path / "missing.jsonl"), "recover": {"cutoff": 512}}
+    out, _ = run(tmp_path, job)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    for expected in ("recover.cutoff=512 is longer than the model's context of 128 tokens", "missing.jsonl",
+                     "no-tasks"):
+        assert expected in out.stderr, out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
+    (tmp_path / "job.yaml").write_text("base_model: x\nrecover:\n  lr: [1\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-m", "pipelines", "run", "--config", "job.yaml"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=60, check=False)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "job.yaml" in out.stderr and "line 4, column 1" in out.stderr
