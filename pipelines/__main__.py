@@ -63,6 +63,12 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run(p):
+    from rankadaptor import config as cfg
+    from rankadaptor.job import JobConfig
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "job options (YAML keys of --config; dotted names are sections), with their defaults:\n" + "\n".join(
+        cfg.describe(JobConfig))
     _job_args(p)
     p.add_argument("--root", default="runs/default", help="where the run's artifacts, MLflow store and log go")
     p.add_argument("--verbose", action="store_true", help="print kfp.local's and every step's full output")

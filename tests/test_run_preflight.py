@@ -49,3 +49,22 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
                          text=True, env=env, cwd=tmp_path, timeout=60, check=False)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "job.yaml" in out.stderr and "line 4, column 1" in out.stderr
+
+
+def test_run_help_lists_every_job_option_with_its_default(capsys):
+    import dataclasses
+
+    import pytest
+
+    from pipelines.__main__ import main
+    from rankadaptor.job import JobConfig
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(JobConfig):
+        if not dataclasses.is_dataclass(f.type) and f.name not in ("prune", "recover", "evaluate", "surrogate",
+                                                                      "search", "registry", "bank", "runtime"):
+            assert f"  {f.name}: " in text, f.name
+    assert "  recover.lr: " in text and "  search.max_iterations: 6" in text and "  runtime.device: " in text
+    assert "  recover.seed:" not in text and "  recover.data:" not in text  # the job sets these itself

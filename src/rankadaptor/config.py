@@ -143,6 +143,21 @@ def to_dict(config: Any) -> dict[str, Any]:
     return values
 
 
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
+    """One line per option a YAML file of cls may set, `name: default  help`; a nested section's options are
+    dotted, without those the enclosing config sets."""
+    lines, nested = [], _nested(cls)
+    for f in dataclasses.fields(cls):
+        if prefix and (is_set_by_job(f) or is_runtime(f)):
+            continue  # a job sets these itself, or in its `runtime` section
+        default = getattr(defaults, f.name) if defaults is not None else default_of(f)
+        if f.name in nested:
+            lines += describe(nested[f.name], f"{prefix}{f.name}.", default)
+        else:
+            lines.append(f"  {prefix}{f.name}: {default!r}  {help_text(f)}")
+    return lines
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One --option per config field, documented with its help text, type and default."""
     hints = typing.get_type_hints(cls)
