@@ -72,7 +72,7 @@ def without_retries(pipeline) -> None:
 
 def run_local(job: JobConfig, root: str | Path, verbose: bool = False) -> Path:
     """Run the job's pipeline under root; returns the report artifact's directory."""
-    found = job_problems(job)
+    found = job_problems(job, str(root))
     if found:
         raise UserError("; ".join(found))
     from kfp import local

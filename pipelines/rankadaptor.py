@@ -41,16 +41,18 @@ def on_gpu(task, gpu_count: int, node_selector: dict, tolerations: list, timeout
 
 
 def with_credentials(task, s3_secret: str, mlflow_secret: str):
-    """Credentials only from Kubernetes Secrets, by name; never as parameters. The MLflow Secret's URI is
-    required (a pod without it does not start): without it the bank and the registry would silently go to a
-    pod-local store and vanish. The S3 Secret stays optional: a job may read nothing from S3 itself."""
+    """Credentials only from Kubernetes Secrets, by name; never as parameters. Every step gets both, and
+    both are required: a pod whose Secret is missing does not start (CreateContainerConfigError naming it),
+    rather than running with no credentials and writing the bank and the registry to a pod-local store that
+    vanishes with it. Keys a setup may lack stay optional: the endpoint (AWS itself) and the MLflow user
+    (a server without authentication)."""
     kubernetes.use_secret_as_env(task, s3_secret, {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-                                                   "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-                                                   "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}, optional=True)
+                                                   "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}, optional=False)
+    kubernetes.use_secret_as_env(task, s3_secret, {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}, optional=True)
     kubernetes.use_secret_as_env(task, mlflow_secret, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}, optional=False)
     kubernetes.use_secret_as_env(task, mlflow_secret, {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                                                        "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"},
-                                 optional=True)  # a server without authentication needs no user
+                                 optional=True)
     return task
 
 

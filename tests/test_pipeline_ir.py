@@ -107,3 +107,19 @@ def test_an_unknown_field_is_an_error(tmp_path):
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(json_format.ParseError, match="executorLable"):
         parse(tmp_path / "bad.yaml")
+
+
+REQUIRED_SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI"}
+
+
+@pytest.mark.parametrize("path", COMPILED, ids=lambda p: p.name)
+def test_every_step_gets_both_secrets_and_neither_is_optional(path):
+    """Every executor (each may read S3 or MLflow: the preflight in configure, the bank in propose/update)
+    has the Secret env; a missing Secret stops the pod instead of silently using a pod-local store."""
+    spec, platform = (list(yaml.safe_load_all(path.read_text())) + [{}])[:2]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(spec["deploymentSpec"]["executors"]) == set(executors)
+    for name, config in executors.items():
+        required = {kv["envVar"] for s in config.get("secretAsEnv", []) if not s.get("optional")
+                    for kv in s["keyToEnv"]}
+        assert REQUIRED_SECRET_ENV <= required, (name, required)

@@ -1,9 +1,13 @@
 """The preflight: each mistake of a job is one line naming the input and the fix, found in seconds."""
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from rankadaptor import preflight, storage
 from rankadaptor.errors import UserError
@@ -90,3 +94,51 @@ def test_s3_outputs_inputs_and_credentials_are_checked_before_any_compute(tmp_pa
         with pytest.raises(UserError, match="S3 refused access to .* check the AWS_\\* credentials") as error:
             preflight.check_writable(f"s3://{s3.bucket}/runs/other")
         assert s3.secret_key not in str(error.value)
+        # the same through `rankadaptor check`: a job whose base model sits on S3, read with a wrong secret
+        config = tmp_path / "s3-job.yaml"
+        config.write_text(f"base_model: {base}\neval_data_dir: {TASKS}\n")
+        code, lines = check_command(config, tmp_path / "run")
+        assert code == 2 and len(lines) == 1 and "S3 refused access" in lines[0], lines
+
+
+TASKS = Path(__file__).resolve().parents[1] / "src" / "rankadaptor" / "bundled" / "tasks"
+
+
+def check_command(config, root, capsys=None):
+    """`rankadaptor check` as a user types it: (exit status, error lines), timed to finish in seconds."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(Path(__file__).resolve().parents[1] / d) for d in ("src", "."))}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "rankadaptor.cli", "check", *(["--config", str(config)] if config else []),
+                          "--root", str(root)], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert time.monotonic() - started < 60
+    return out.returncode, out.stderr.strip().splitlines() if out.returncode else out.stdout.strip().splitlines()
+
+
+def test_check_passes_the_bundled_job(tmp_path):
+    code, lines = check_command(None, tmp_path / "run")
+    assert code == 0 and "no problem found" in lines[-1], lines
+    assert not (tmp_path / "run").exists()  # checking writes nothing
+
+
+@pytest.mark.parametrize(("job", "env", "root", "expected"), [
+    ({"base_model": "MISSING"}, {}, "run", "no-model' not found"),
+    ({"eval_data_dir": ""}, {"HF_HUB_OFFLINE": "1"}, "run", "eval_data_dir is empty, which means lm-eval's hub datasets"),
+    ({"eval_data_dir": "EMPTY"}, {}, "run", "needs the file arc_challenge_test.jsonl in data_dir"),
+    ({"recover": {"cutoff": 4096}}, {}, "run", "recover.cutoff=4096 is longer than the model's context of 128 tokens"),
+    ({}, {}, "a-file/run", "which is a file, not a folder"),
+    ({"bank": {"tracking_uri": "sqlite:///mlflow.db"}}, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "run",
+     "is a pod-local store on a cluster"),
+], ids=["missing-model", "offline-no-rows", "no-task-file", "longer-than-context", "unwritable-output", "sqlite-on-cluster"])
+def test_check_names_each_problem_in_one_line(tmp_path, monkeypatch, tiny_model_dir, job, env, root, expected):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "EMPTY").mkdir()
+    values = {"base_model": str(tiny_model_dir), "eval_data_dir": str(TASKS), "recover": {"cutoff": 128}, **job}
+    values["base_model"] = values["base_model"].replace("MISSING", str(tmp_path / "no-model"))
+    values["eval_data_dir"] = values["eval_data_dir"].replace("EMPTY", str(tmp_path / "EMPTY"))
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump(values))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, lines = check_command(config, tmp_path / root)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("rankadaptor check: error: ") and expected in lines[0], lines

@@ -63,6 +63,21 @@ def _export(args) -> None:
     print(f"merged checkpoint written to {args.output}")
 
 
+def _check(args) -> None:
+    from rankadaptor.job import load_job
+    from rankadaptor.preflight import job_problems
+
+    found = job_problems(load_job(args.config), args.root)
+    if found:
+        raise UserError("\n".join(found))  # one line per problem
+    print(f"job {args.config or '(bundled)'}: no problem found (model, context, data, task rows, tracking store, {args.root})")
+
+
+def _add_check(p):
+    p.add_argument("--config", default=None, metavar="YAML", help="job YAML; default: the bundled tiny-model job")
+    p.add_argument("--root", default="runs/default", help="the local run's folder, checked writable")
+
+
 def _stage_args(config_path: str, *artifacts: tuple[str, str], optional: tuple[tuple[str, str], ...] = ()):
     """Arguments of a stage command: its artifact URIs, then every option of its config dataclass."""
     def add(p: argparse.ArgumentParser) -> None:
@@ -93,6 +108,7 @@ def _add_export(p):
 
 
 COMMANDS = {
+    "check": ("check a job in seconds, before any compute: one line per problem", _add_check, _check),
     "prune": ("prune a LLaMA model (width or depth)", _stage_args("rankadaptor.prune:PruneConfig", OUTPUT), _prune),
     "recover": ("LoRA-recover a pruned model with a per-layer rank vector",
                 _stage_args("rankadaptor.recover:RecoverConfig", MODEL, OUTPUT), _recover),
@@ -117,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except UserError as e:
-        print(f"rankadaptor {args.command}: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"rankadaptor {args.command}: error: {line}", file=sys.stderr)
         return 2
     return 0
 

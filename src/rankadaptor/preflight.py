@@ -29,9 +29,10 @@ def problems(checks: Iterable[Callable[[], object]]) -> list[str]:
     return found
 
 
-def job_problems(job) -> list[str]:
+def job_problems(job, root: str | None = None) -> list[str]:
     """Every mistake of a job (rankadaptor.job.JobConfig) that shows without a GPU or any training: the base
-    model and the data exist and fit the settings, the task rows are there, the bank outlives the run."""
+    model and the data exist and fit the settings, the task rows are there, the bank outlives the run, and
+    the run's folder (root, when given; a rerun reuses it) can be written and holds no input."""
     from huggingface_hub import is_offline_mode
 
     from rankadaptor.evaluate import PPL, TASKS, data_files
@@ -41,6 +42,9 @@ def job_problems(job) -> list[str]:
     checks = [lambda: check_context(job.recover.cutoff, model_config(job.base_model).max_position_embeddings),
               lambda: check_tracking(job.tracking_uri())]
     checks += [lambda uri=uri: check_readable(uri) for uri in (job.data, job.heldout_text) if uri]
+    if root:
+        inputs = [job.base_model, job.data, job.heldout_text, job.eval_data_dir]
+        checks.append(lambda: check_writable(root, inputs, overwrite=True))
     if job.eval_data_dir:
         checks.append(lambda: data_files(job.eval_data_dir, lm_tasks))
     elif lm_tasks and is_offline_mode():
