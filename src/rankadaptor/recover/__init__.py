@@ -123,6 +123,18 @@ def resolve_rank_vector(config: RecoverConfig, num_layers: int, model_uri: str |
     return rank_vector
 
 
+def fit_to_context(config: RecoverConfig, context: int) -> tuple[RecoverConfig, list[str]]:
+    """The default cutoff lowered to a model's shorter context, with a note; a cutoff the user set beyond the
+    context is refused (positions the model never saw)."""
+    default = next(f.default for f in dataclasses.fields(RecoverConfig) if f.name == "cutoff")
+    if config.cutoff <= context:
+        return config, []
+    check(config.cutoff == default, f"cutoff={config.cutoff} is longer than the model's context of {context} tokens "
+                                    f"(max_position_embeddings): give a cutoff of at most {context}")
+    return dataclasses.replace(config, cutoff=context), [
+        f"the default cutoff={default} is longer than the model's context: cutoff={context} used"]
+
+
 def result_settings(config: RecoverConfig) -> dict[str, Any]:
     """The options that decide a recovery's result: all but the runtime ones and the checkpoint's location."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
@@ -208,6 +220,9 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     config.validate()
     check(bool(config.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
     model_config = load_config(model_uri)
+    config, notes = fit_to_context(config, model_config.max_position_embeddings)
+    for note in notes:
+        print(f"note: {note}")
     num_layers = model_config.num_hidden_layers
     costs = lora_cost_per_rank(config_widths(model_config), model_config.hidden_size, attn_head_dim(model_config))
     rank_vector = resolve_rank_vector(config, num_layers, model_uri, costs)
@@ -253,7 +268,7 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     metrics = {"losses": log.losses, "steps": log.step, "examples": len(examples), "seconds": time.time() - started,
                "train_seconds": log.seconds, "real_tokens": log.real_tokens, "padded_tokens": log.padded_tokens,
                "tokens_per_second": log.real_tokens / max(log.seconds, 1e-9), "resumed_from": log.resumed_from,
-               "device": str(device)}
+               "device": str(device), "notes": notes}
     print(f"LoRA parameters: {used:,} of a budget of {budget:,} (uniform rank {config.rank} on every layer)"
           + ("" if used <= budget else f", {used / budget - 1:.0%} over (allow_over_budget)"))
     with storage.writing_dir(output_uri) as out:
