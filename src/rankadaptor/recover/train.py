@@ -79,7 +79,7 @@ SLOTS = ("a", "b")  # saves alternate, so a save in progress never hides the che
 SETTINGS = "settings.json"  # what shaped the checkpointed run, and its hash
 
 
-def _settings_record(identity: dict[str, Any]) -> dict[str, Any]:
+def settings_record(identity: dict[str, Any]) -> dict[str, Any]:
     text = json.dumps(identity, sort_keys=True, default=str)
     return {"hash": hashlib.sha256(text.encode()).hexdigest(), "settings": json.loads(text)}
 
@@ -94,7 +94,7 @@ def _check_settings(slot: str, identity: dict[str, Any]) -> None:
     """Refuse to resume the checkpoint at slot unless it was written by a run with these settings."""
     path = storage.local_dir(slot) / SETTINGS
     saved = storage.read_json(path) if path.is_file() else {"hash": None, "settings": {}}
-    now = _settings_record(identity)
+    now = settings_record(identity)
     if saved["hash"] == now["hash"]:
         return
     old, new = saved["settings"], now["settings"]
@@ -132,7 +132,7 @@ def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog, save_
         save_file(trainable, out / "trainable.safetensors")
         torch.save(state, out / "state.pt")
         (out / "log.json").write_text(json.dumps(vars(log)))
-        (out / SETTINGS).write_text(json.dumps(_settings_record(identity)))
+        (out / SETTINGS).write_text(json.dumps(settings_record(identity)))
 
 
 def _latest_checkpoint(uri: str) -> str | None:
