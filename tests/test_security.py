@@ -25,7 +25,8 @@ from rankadaptor import bank, registry, storage
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
 from rankadaptor.modeling import load_model
-from rankadaptor.recover import RecoverConfig, run_recover
+from rankadaptor.recover import RecoverConfig, run_recover, training_identity
+from rankadaptor.recover.train import SETTINGS, settings_record
 from servers import copy_store, empty_mlflow_db, write_adapter, write_pruned_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,12 +184,14 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
 def test_a_pickled_training_checkpoint_is_never_unpickled(tiny_model_dir, text_file, tmp_path):
     sentinel = tmp_path / "checkpoint-pickle-ran"
     checkpoint = tmp_path / "adapter.ckpt"
+    config = from_dict(RecoverConfig, {"data": str(text_file), "cutoff": 32, "batch_size": 4, "micro_batch_tokens": 128,
+                                       "epochs": 1, "max_steps": 2, "device": "cpu"})
+    identity = training_identity(config, str(tiny_model_dir), [config.rank] * 4)  # the run's own settings record
     with storage.writing_dir(str(checkpoint / "a")) as out:  # what the resume path reads, tampered with
         save_file({}, out / "trainable.safetensors")
         torch.save({"optimizer": Trap(sentinel)}, out / "state.pt")
         (out / "log.json").write_text(json.dumps({"step": 1}))
-    config = from_dict(RecoverConfig, {"data": str(text_file), "cutoff": 32, "batch_size": 4, "micro_batch_tokens": 128,
-                                       "epochs": 1, "max_steps": 2, "device": "cpu"})
+        (out / SETTINGS).write_text(json.dumps(settings_record(identity)))
     with pytest.raises(UserError, match="holds more than tensors and plain values, refused"):
         run_recover(config, str(tiny_model_dir), str(tmp_path / "adapter"))
     assert not sentinel.exists()

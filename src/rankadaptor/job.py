@@ -152,15 +152,17 @@ class JobConfig:
     def _filled(self, config: Any, **inputs: Any) -> Any:
         names = {f.name for f in dataclasses.fields(config)}
         runtime = {k: v for k, v in dataclasses.asdict(self.runtime).items() if k in names}
-        return dataclasses.replace(config, **runtime, **({"seed": self.seed} if "seed" in names else {}), **inputs)
+        return dataclasses.replace(config, **{**runtime, **({"seed": self.seed} if "seed" in names else {}), **inputs})
 
     def prune_config(self, calibration: str, ppl_text: str | None = None) -> PruneConfig:
         return self._filled(self.prune, model=self.base_model, calibration=calibration, ppl_text=ppl_text)
 
     def recover_config(self, data: str, rank_vector: list[int] | None = None, method: str | None = None,
                        schedule: str | None = None) -> RecoverConfig:
-        """A recovery run the job's way (method: the trial method unless a baseline names another)."""
+        """A recovery run the job's way (method: the trial method unless a baseline names another). A search
+        budget of the job's own holds its trials instead of recovery's (uniform recover.rank)."""
         return self._filled(self.recover, data=data, rank_vector=rank_vector, method=method or self.trial_method,
+                            allow_over_budget=self.runtime.allow_over_budget or self.search.budget is not None,
                             **({"schedule": schedule} if schedule else {}))
 
     def eval_config(self, tasks: list[str], split: str, heldout: str | None) -> EvalConfig:

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankadaptor import bank, storage
-from rankadaptor import config as cfg
 from rankadaptor.errors import check
 from rankadaptor.job import JobConfig
 from rankadaptor.modeling import attn_head_dim, config_widths, lora_cost_per_rank, lora_parameters
-from rankadaptor.recover import RecoverConfig
+from rankadaptor.recover import RecoverConfig, result_settings
 from rankadaptor.report import LOSA, MASKED_UNIFORM, UNIFORM
 from rankadaptor.search import SearchState, load_search, save_search
 from rankadaptor.surrogate import Observation, structure_features
@@ -66,8 +65,7 @@ def trial_context(pruned_uri: str, data_uri: str, base_model: str) -> TrialConte
 def recovery_identity(config: RecoverConfig) -> dict:
     """What of a recovery setting decides its result: every option but the runtime ones and those the trial
     key holds itself (data as its checksum, the rank vector, the seed)."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if not cfg.is_runtime(f) and f.name not in ("data", "rank_vector", "seed", "checkpoint")}
+    return {k: v for k, v in result_settings(config).items() if k not in ("data", "rank_vector", "seed")}
 
 
 def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank_vector: list[int]) -> bank.TrialKey:

@@ -9,6 +9,7 @@ loaded or any output is written.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -71,6 +72,9 @@ class PruneConfig:
     def validate(self) -> None:
         check(self.mode in MODES, f"mode={self.mode!r} is not accepted; use one of {MODES}")
         check(0.0 <= self.ratio < 1.0, f"ratio={self.ratio} is outside [0, 1)")
+        check(self.ratio > 0 or bool(self.nm) or self.layer_sparsity is not None,
+              "ratio=0 prunes nothing: give a ratio in (0, 1) (a model to recover unpruned can go to "
+              "`rankadaptor recover` as it is)")
         check(self.ratio_scope in SCOPES, f"ratio_scope={self.ratio_scope!r} is not accepted; use one of {SCOPES}")
         check(not (self.mode == "depth" and self.ratio_scope == "layer"),
               "ratio_scope='layer' applies to width mode only; depth mode takes a global ratio")
@@ -91,10 +95,35 @@ class PruneConfig:
                   f"{name}={value!r} applies to mode 'unstructured' only (mode is {self.mode!r})")
         check(self.layer_sparsity is None or all(0 <= s < 1 for s in self.layer_sparsity),
               f"layer_sparsity={self.layer_sparsity}: every rate must be in [0, 1)")
+        check(self.layer_sparsity is None or any(s > 0 for s in self.layer_sparsity),
+              f"layer_sparsity={self.layer_sparsity} prunes nothing: give at least one rate in (0, 1)")
         check(not self.nm or self.layer_sparsity is None and self.sparsity_allocation == "uniform",
               f"nm={self.nm!r} fixes every layer's sparsity at N/M: drop layer_sparsity / sparsity_allocation")
         if self.nm:
             parse_nm(self.nm)
+
+
+def fit_to_depth(config: PruneConfig, num_layers: int) -> tuple[PruneConfig, list[str]]:
+    """The config with default layer settings that do not fit a shallow model clamped to its depth, and a
+    note per change. The defaults are LLM-Pruner's for 32 layers (first 4 and last 2 layers kept); on a model
+    too shallow for them the first and last layer are kept. Values the user set are left alone (and refused
+    if they do not fit)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(PruneConfig)}
+    first, last = (1, 1) if num_layers >= 3 else (0, 0)
+    notes: list[str] = []
+    if (config.mode == "width" and config.layer_end is None and config.layer_start == defaults["layer_start"]
+            and config.layer_start >= num_layers - 2):
+        notes.append(f"the default layer range [{config.layer_start}, {num_layers - 2}) does not fit the model's "
+                     f"{num_layers} layers: layers [{first}, {num_layers - last}) pruned instead")
+        config = dataclasses.replace(config, layer_start=first, layer_end=num_layers - last)
+    defaults_protect = (defaults["protect_first"], defaults["protect_last"])
+    if (config.mode == "depth" and (config.protect_first, config.protect_last) == defaults_protect
+            and sum(defaults_protect) >= num_layers):
+        notes.append(f"the default protect_first={defaults_protect[0]}, protect_last={defaults_protect[1]} leave "
+                     f"none of the model's {num_layers} blocks removable: protect_first={first}, "
+                     f"protect_last={last} used instead")
+        config = dataclasses.replace(config, protect_first=first, protect_last=last)
+    return config, notes
 
 
 def pruned_layers(config: PruneConfig, num_layers: int) -> range:
@@ -175,6 +204,7 @@ def run_prune(config: PruneConfig, output_uri: str) -> dict:
     check(bool(config.model), "model is required: a local checkpoint directory, s3:// URI or hub id")
     check(bool(config.calibration), "calibration is required: a .txt or .jsonl file of text, local or s3://")
     base_config = load_config(config.model)
+    config, notes = fit_to_depth(config, base_config.num_hidden_layers)
     if config.mode == "width":
         pruned_layers(config, base_config.num_hidden_layers)
     texts = read_texts(config.calibration)
@@ -200,7 +230,7 @@ def run_prune(config: PruneConfig, output_uri: str) -> dict:
         "widths_before": widths_before, "widths_after": layer_widths(pruned),
         "ppl_before": ppl_before,
         "ppl_after": perplexity(pruned, tokenizer, ppl_texts, config.ppl_seq_len) if ppl_texts else None,
-        "seconds": time.time() - started, **details,
+        "seconds": time.time() - started, "notes": notes, **details,
     }
     with storage.writing_dir(output_uri) as out:
         pruned.save_pretrained(out)

@@ -6,16 +6,25 @@ model stays sparse when merged: recover/masked.py) and `adalora` (peft AdaLoRA, 
 training, target average rank = `rank`). Output artifact: the peft adapter (safetensors), rank_vector.json
 (ranks, exact trainable parameters, the budget of uniform `rank` on the same model) and train_metrics.json
 (loss per step, tokens/s, seconds).
+
+The budget: a rank vector may train at most the LoRA parameters of uniform `rank` on every layer, so that
+rank layouts are compared at equal cost; one over it is refused unless `allow_over_budget`. A checkpoint
+resumes only a run of the same `result_settings` (recover/train.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from rankadaptor import config as cfg
 from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import check
@@ -24,7 +33,7 @@ from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, loa
 from rankadaptor.recover.batches import load_examples
 from rankadaptor.recover.ranks import (CANDIDATES, TARGET_MODULES, check_rank_vector, error_proportional_ranks,
                                        increasing_schedule, rank_patterns)
-from rankadaptor.recover.train import TrainSettings, step_plan, train
+from rankadaptor.recover.train import TrainSettings, check_checkpoint, step_plan, train
 
 METHODS = ("lora", "losa", "adalora")
 ATTENTION = ("auto", "sdpa", "flex_attention", "eager")
@@ -59,6 +68,10 @@ class RecoverConfig:
     max_steps: int | None = option(None, "stop after this many optimizer steps (default: all epochs)")
     save_steps: int = option(50, "checkpoint every N optimizer steps", runtime=True)
     checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)", set_by_job=True)
+    restart: bool = option(False, "discard an existing checkpoint and train from the start (one left by a run with "
+                                  "other settings is refused otherwise)", runtime=True)
+    allow_over_budget: bool = option(False, "accept a rank vector that trains more LoRA parameters than the "
+                                            "budget (uniform `rank` on every layer)", runtime=True)
     group_by_length: bool = option(True, "make each step of examples of similar length (little padding)")
     compile: bool = option(False, "run each decoder layer under torch.compile (GPU; the first steps compile)",
                            runtime=True)
@@ -110,6 +123,57 @@ def resolve_rank_vector(config: RecoverConfig, num_layers: int, model_uri: str |
     return rank_vector
 
 
+def fit_to_context(config: RecoverConfig, context: int) -> tuple[RecoverConfig, list[str]]:
+    """The default cutoff lowered to a model's shorter context, with a note; a cutoff the user set beyond the
+    context is refused (positions the model never saw)."""
+    default = next(f.default for f in dataclasses.fields(RecoverConfig) if f.name == "cutoff")
+    if config.cutoff <= context:
+        return config, []
+    check(config.cutoff == default, f"cutoff={config.cutoff} is longer than the model's context of {context} tokens "
+                                    f"(max_position_embeddings): give a cutoff of at most {context}")
+    return dataclasses.replace(config, cutoff=context), [
+        f"the default cutoff={default} is longer than the model's context: cutoff={context} used"]
+
+
+def result_settings(config: RecoverConfig) -> dict[str, Any]:
+    """The options that decide a recovery's result: all but the runtime ones and the checkpoint's location."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if not cfg.is_runtime(f) and f.name != "checkpoint"}
+
+
+def model_checksum(model_uri: str) -> str:
+    """Identity of a model: its manifest's hash (rankadaptor artifacts), else its config and file sizes (a base
+    model from elsewhere; hashing billions of weights at every start would cost more than it guards)."""
+    source = resolve(model_uri)  # a local directory (an s3:// model downloaded) or a hub id
+    directory = Path(source)
+    if (directory / storage.MANIFEST).is_file():
+        return storage.checksum(directory)
+    if not directory.is_dir():
+        return source
+    files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+    config_text = (directory / "config.json").read_text()
+    return hashlib.sha256(json.dumps([files, config_text]).encode()).hexdigest()
+
+
+def training_identity(config: RecoverConfig, model_uri: str, rank_vector: list[int]) -> dict[str, Any]:
+    """What a checkpoint must share with a run to be resumed by it: the result settings with the resolved rank
+    vector, and the model and data by checksum."""
+    return {**result_settings(config), "rank_vector": rank_vector if config.method != "adalora" else None,
+            "model": model_checksum(model_uri), "data": storage.sha256_file(storage.local_file(config.data))}
+
+
+def check_budget(config: RecoverConfig, rank_vector: list[int], costs: list[int]) -> tuple[int, int]:
+    """(used, budget) LoRA parameters; a rank vector over the budget is refused unless allow_over_budget.
+    AdaLoRA is at the budget by construction (target average rank = `rank`)."""
+    budget = lora_parameters([config.rank] * len(costs), costs)
+    used = lora_parameters(rank_vector, costs) if config.method != "adalora" else budget
+    check(used <= budget or config.allow_over_budget,
+          f"rank vector {rank_vector} trains {used:,} LoRA parameters, {used / budget - 1:.0%} over the budget of "
+          f"{budget:,} (uniform rank {config.rank} on every layer): lower some ranks, or pass "
+          f"allow_over_budget=true (--allow-over-budget true) to train it anyway")
+    return used, budget
+
+
 def reconstruction_error(model_uri: str) -> list[float]:
     """Per-layer reconstruction error recorded by `rankadaptor prune` next to the pruned model."""
     report = Path(resolve(model_uri)) / "prune_report.json"
@@ -156,12 +220,19 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     config.validate()
     check(bool(config.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
     model_config = load_config(model_uri)
+    config, notes = fit_to_context(config, model_config.max_position_embeddings)
+    for note in notes:
+        print(f"note: {note}")
     num_layers = model_config.num_hidden_layers
     costs = lora_cost_per_rank(config_widths(model_config), model_config.hidden_size, attn_head_dim(model_config))
     rank_vector = resolve_rank_vector(config, num_layers, model_uri, costs)
+    used, budget = check_budget(config, rank_vector, costs)
     device = resolve_device(config.device)
     check(not config.liger or device.type == "cuda",
           f"liger=True needs a CUDA GPU (liger-kernel's Triton kernels); device={config.device!r} is {device}")
+    checkpoint_uri = config.checkpoint or f"{output_uri.rstrip('/')}.ckpt"
+    identity = training_identity(config, model_uri, rank_vector)
+    check_checkpoint(checkpoint_uri, identity, config.restart)
     model, tokenizer = load_model(model_uri, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
                                   device=device)
     packing = device.type == "cuda" if config.packing is None else config.packing
@@ -178,10 +249,9 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
     peft_model = add_adapters(model, config, rank_vector, steps)
-    checkpoint_uri = config.checkpoint or f"{output_uri.rstrip('/')}.ckpt"
     started = time.time()
     log = train(peft_model, examples, settings, tokenizer.pad_token_id, checkpoint_uri,
-                adalora=config.method == "adalora")
+                adalora=config.method == "adalora", identity=identity)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     allocated = peft_model.peft_config["default"].rank_pattern if config.method == "adalora" else None
     ranks = {
@@ -190,16 +260,17 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
         "trainable_params": trainable,
         "lora_params": lora_parameters(rank_vector, costs) if config.method != "adalora" else trainable,
         "uniform_rank": config.rank,
-        "uniform_params": lora_parameters([config.rank] * num_layers, costs),  # the budget at uniform `rank`
+        "uniform_params": budget,  # the budget: uniform `rank` on every layer
+        "within_budget": used <= budget,
         "cost_per_rank": costs,
         "allocated_ranks": None if allocated is None else allocated_ranks(allocated, num_layers),
     }
     metrics = {"losses": log.losses, "steps": log.step, "examples": len(examples), "seconds": time.time() - started,
                "train_seconds": log.seconds, "real_tokens": log.real_tokens, "padded_tokens": log.padded_tokens,
                "tokens_per_second": log.real_tokens / max(log.seconds, 1e-9), "resumed_from": log.resumed_from,
-               "device": str(device)}
-    print(f"trainable LoRA parameters: {ranks['lora_params']:,} "
-          f"(uniform rank {config.rank} budget: {ranks['uniform_params']:,})")
+               "device": str(device), "notes": notes}
+    print(f"LoRA parameters: {used:,} of a budget of {budget:,} (uniform rank {config.rank} on every layer)"
+          + ("" if used <= budget else f", {used / budget - 1:.0%} over (allow_over_budget)"))
     with storage.writing_dir(output_uri) as out:
         peft_model.save_pretrained(out)
         if config.method == "losa":

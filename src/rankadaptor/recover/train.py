@@ -5,7 +5,9 @@ The loss of an optimizer step is the mean over all label tokens of its micro-bat
 mean loss weighted by its token count), so accumulation does not change what is optimised. A checkpoint
 holds the trainable weights, optimizer and scheduler state, RNG state and (for AdaLoRA) the rank
 allocator's importance averages; the batch order is a function of (seed, epoch), so a resumed run trains
-on exactly the batches the uninterrupted one would have.
+on exactly the batches the uninterrupted one would have. It also records the settings that shape the
+result (settings.json: them and their hash): a run with other settings refuses to resume it, naming what
+differs, rather than mixing two runs or failing on mismatched tensor shapes; `restart` discards it.
 
 Speed on GPU: micro-batches are cut by a token budget from length-sorted examples (batches.py), so forward
 passes are large and hardly padded; the loop never waits for the GPU inside a step (token counts are
@@ -21,12 +23,14 @@ step's batches are built and pinned in a background thread while the GPU runs th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -72,9 +76,51 @@ def _warmup_linear(warmup: int, total: int):
 
 
 SLOTS = ("a", "b")  # saves alternate, so a save in progress never hides the checkpoint a resume would read
+SETTINGS = "settings.json"  # what shaped the checkpointed run, and its hash
 
 
-def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog, save_index: int) -> None:
+def settings_record(identity: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return {"hash": hashlib.sha256(text.encode()).hexdigest(), "settings": json.loads(text)}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64:  # a checksum: its start tells them apart
+        return value[:12] + "..."
+    return json.dumps(value) if value is not None else "none"
+
+
+def _check_settings(slot: str, identity: dict[str, Any]) -> None:
+    """Refuse to resume the checkpoint at slot unless it was written by a run with these settings."""
+    path = storage.local_dir(slot) / SETTINGS
+    saved = storage.read_json(path) if path.is_file() else {"hash": None, "settings": {}}
+    now = settings_record(identity)
+    if saved["hash"] == now["hash"]:
+        return
+    old, new = saved["settings"], now["settings"]
+    differ = [f"{k}: {_shown(old.get(k))} there, {_shown(new.get(k))} now"
+              for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    what = "; ".join(differ) if old else "it records no settings (written by an older version)"
+    uri = slot.rsplit("/", 1)[0]
+    raise UserError(f"checkpoint {uri!r} is of a run with other settings ({what}): resuming it would mix two runs; "
+                    f"pass restart=true (--restart true) to discard it and train from the start, or rerun with "
+                    f"its settings to resume it")
+
+
+def check_checkpoint(uri: str, identity: dict[str, Any], restart: bool) -> None:
+    """Before any compute: a checkpoint at uri of a run with other settings is refused (one line naming what
+    differs), or discarded with restart (so is one of the same settings)."""
+    latest = _latest_checkpoint(uri)
+    if latest is None:
+        return
+    if restart:
+        storage.remove(uri)
+        return
+    _check_settings(latest, identity)
+
+
+def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog, save_index: int,
+                     identity: dict[str, Any]) -> None:
     trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
     allocator = getattr(model.base_model, "rankallocator", None)
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -86,6 +132,7 @@ def _save_checkpoint(uri: str, model, optimizer, scheduler, log: TrainLog, save_
         save_file(trainable, out / "trainable.safetensors")
         torch.save(state, out / "state.pt")
         (out / "log.json").write_text(json.dumps(vars(log)))
+        (out / SETTINGS).write_text(json.dumps(settings_record(identity)))
 
 
 def _latest_checkpoint(uri: str) -> str | None:
@@ -94,10 +141,11 @@ def _latest_checkpoint(uri: str) -> str | None:
                default=None)
 
 
-def _load_checkpoint(uri: str, model, optimizer, scheduler) -> TrainLog | None:
+def _load_checkpoint(uri: str, model, optimizer, scheduler, identity: dict[str, Any]) -> TrainLog | None:
     latest = _latest_checkpoint(uri)
     if latest is None:
         return None
+    _check_settings(latest, identity)
     directory = storage.local_dir(latest)
     trainable = load_file(directory / "trainable.safetensors")
     params = dict(model.named_parameters())
@@ -188,8 +236,10 @@ def _compiled_graphs() -> int:
 
 
 def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, checkpoint_uri: str,
-          adalora: bool = False) -> TrainLog:
-    """Train the model's trainable (adapter) parameters in place; resumes from checkpoint_uri if present."""
+          adalora: bool = False, identity: dict[str, Any] | None = None) -> TrainLog:
+    """Train the model's trainable (adapter) parameters in place; resumes from checkpoint_uri if present and
+    written by a run of the same identity (the settings that shape the result: run_recover's)."""
+    identity = identity or {}
     device = model.device
     on_gpu = device.type == "cuda"
     if settings.liger and not on_gpu:
@@ -200,7 +250,7 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
                                   weight_decay=0.0, fused=on_gpu)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_linear(settings.warmup_steps, steps))
     torch.manual_seed(settings.seed)
-    log = _load_checkpoint(checkpoint_uri, model, optimizer, scheduler) or TrainLog()
+    log = _load_checkpoint(checkpoint_uri, model, optimizer, scheduler, identity) or TrainLog()
     graphs = _compiled_graphs()
     if settings.liger:
         from rankadaptor.recover.kernels import liger_kernels
@@ -252,7 +302,8 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{log.real_tokens / max(log.seconds, 1e-9):.0f}")
             if log.step % settings.save_steps == 0 and log.step < steps:
-                _save_checkpoint(checkpoint_uri, model, optimizer, scheduler, log, log.step // settings.save_steps)
+                _save_checkpoint(checkpoint_uri, model, optimizer, scheduler, log, log.step // settings.save_steps,
+                                 identity)
     if pool:
         pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
