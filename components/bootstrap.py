@@ -26,8 +26,9 @@ def bootstrap_vectors(job: str, pruned_model: Input[Model], data: Input[Dataset]
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def bootstrap_trial(job: str, pruned_model: Input[Model], data: Input[Dataset], rank_vector: list,
-                    work_uri: str = "", gpu_count: int = 0) -> bool:
-    """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result."""
+                    work_uri: str = "", gpu_count: int = 0, gpu_step_cpu: str = "", gpu_step_memory: str = "") -> bool:
+    """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result.
+    gpu_step_cpu/gpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
     from rankadaptor import storage
     from rankadaptor.job import job_from_json
     from rankadaptor.modeling import require_gpus

@@ -7,8 +7,9 @@ from components import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def register(job: str, run_id: str, search_state: Input[Artifact], pruned_model: Input[Model],
              data: Input[Dataset], baselines: Input[Artifact], report: Output[Artifact], summary: Output[Markdown],
-             metrics: Output[Metrics], gpu_count: int = 0):
-    """Held-out evaluation of the best trial, the comparison report and plots, MLflow registration."""
+             metrics: Output[Metrics], gpu_count: int = 0, gpu_step_cpu: str = "", gpu_step_memory: str = ""):
+    """Held-out evaluation of the best trial, the comparison report and plots, MLflow registration.
+    gpu_step_cpu/gpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
     from rankadaptor.job import job_from_json
     from rankadaptor.modeling import require_gpus
     from rankadaptor.report import markdown_with_plots

@@ -26,12 +26,15 @@ from rankadaptor.job import MAIN_CHOICES, MAX_ITERATIONS
 
 LOOP_CAP = MAX_ITERATIONS  # search iterations the compiled main pipeline holds (a job asking for more is refused)
 PARALLEL_TRIALS = 4  # bootstrap trials running at once (KFP needs it at compile time)
-PLACEMENT = ("gpu_count", "node_selector", "tolerations", "s3_secret", "mlflow_secret")
+PLACEMENT = ("gpu_count", "node_selector", "tolerations", "s3_secret", "mlflow_secret", "gpu_step_cpu",
+             "gpu_step_memory", "cpu_step_cpu", "cpu_step_memory")
 
 
-def on_gpu(task, gpu_count: int, node_selector: dict, tolerations: list, timeout_seconds: int = 24 * 3600):
-    """GPU node pool placement, shared memory for the data loader, retries for preempted pods."""
+def on_gpu(task, gpu_count: int, node_selector: dict, tolerations: list, cpu: str, memory: str,
+           timeout_seconds: int = 24 * 3600):
+    """GPU node pool placement and requests, shared memory for the data loader, retries for preempted pods."""
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpu_count)
+    task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")  # noqa: S108 (a mount)
@@ -56,8 +59,24 @@ def with_credentials(task, s3_secret: str, mlflow_secret: str):
     return task
 
 
-def gpu_step(task, gpu_count, node_selector, tolerations, s3_secret, mlflow_secret):
-    return with_credentials(on_gpu(task, gpu_count, node_selector, tolerations), s3_secret, mlflow_secret)
+def gpu_step(task, gpu_count, node_selector, tolerations, s3_secret, mlflow_secret, gpu_step_cpu, gpu_step_memory,
+             **_):
+    """A step on the GPU node pool, with its requests and credentials."""
+    on_gpu(task, gpu_count, node_selector, tolerations, gpu_step_cpu, gpu_step_memory)
+    return with_credentials(task, s3_secret, mlflow_secret)
+
+
+def cpu_step(task, s3_secret, mlflow_secret, cpu_step_cpu, cpu_step_memory, **_):
+    """A small step anywhere (no GPU), with its requests and credentials."""
+    task.set_cpu_request(cpu_step_cpu).set_memory_request(cpu_step_memory).set_memory_limit(cpu_step_memory)
+    return with_credentials(task, s3_secret, mlflow_secret)
+
+
+def resources(gpu: dict) -> dict:
+    """A GPU step's placement values passed as its own inputs too: a task inside a condition or loop DAG gets
+    only the channels its inputs name (KFP's compiler does not carry those read by the accelerator limit or
+    the resource requests alone, and the backend cannot resolve them: tests/test_pipeline_ir.py)."""
+    return {k: gpu[k] for k in ("gpu_count", "gpu_step_cpu", "gpu_step_memory")}
 
 
 def split(params: dict) -> tuple[dict, dict]:
@@ -67,7 +86,7 @@ def split(params: dict) -> tuple[dict, dict]:
 
 def prepared(gpu: dict, loop_cap: int = 0, **job_options):
     """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model)."""
-    job = with_credentials(configure(**job_options, loop_cap=loop_cap), gpu["s3_secret"], gpu["mlflow_secret"]).output
+    job = cpu_step(configure(**job_options, loop_cap=loop_cap), **gpu).output
     corpus = gpu_step(prepare_data(job=job), **gpu).output
     pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
     return job, corpus, pruned
@@ -75,15 +94,16 @@ def prepared(gpu: dict, loop_cap: int = 0, **job_options):
 
 @dsl.pipeline(name="rankadaptor-iteration", description="One search iteration: propose, recover, evaluate, update.")
 def iteration(job: str, search_state: Input[Artifact], pruned_model: Input[Model], data: Input[Dataset],
-              gpu_count: int, node_selector: dict, tolerations: list, s3_secret: str,
-              mlflow_secret: str) -> Artifact:
-    proposal = with_credentials(propose(job=job, search_state=search_state), s3_secret, mlflow_secret)
-    adapter = gpu_step(recover(job=job, pruned_model=pruned_model, data=data, proposal=proposal.output),
-                       gpu_count, node_selector, tolerations, s3_secret, mlflow_secret)
-    metrics = gpu_step(evaluate(job=job, pruned_model=pruned_model, data=data, adapter=adapter.output),
-                       gpu_count, node_selector, tolerations, s3_secret, mlflow_secret)
-    next_state = with_credentials(update(job=job, search_state=search_state, proposal=proposal.output,
-                                         metrics=metrics.output, adapter=adapter.output), s3_secret, mlflow_secret)
+              gpu_count: int, node_selector: dict, tolerations: list, s3_secret: str, mlflow_secret: str,
+              gpu_step_cpu: str, gpu_step_memory: str, cpu_step_cpu: str, cpu_step_memory: str) -> Artifact:
+    place = {"gpu_count": gpu_count, "node_selector": node_selector, "tolerations": tolerations, "s3_secret": s3_secret,
+             "mlflow_secret": mlflow_secret, "gpu_step_cpu": gpu_step_cpu, "gpu_step_memory": gpu_step_memory,
+             "cpu_step_cpu": cpu_step_cpu, "cpu_step_memory": cpu_step_memory}
+    proposal = cpu_step(propose(job=job, search_state=search_state), **place)
+    adapter = gpu_step(recover(job=job, pruned_model=pruned_model, data=data, proposal=proposal.output), **place)
+    metrics = gpu_step(evaluate(job=job, pruned_model=pruned_model, data=data, adapter=adapter.output), **place)
+    next_state = cpu_step(update(job=job, search_state=search_state, proposal=proposal.output,
+                                 metrics=metrics.output, adapter=adapter.output), **place)
     for task in (proposal, next_state):
         task.set_caching_options(False)  # they read and write the observation bank
     return next_state.outputs["next_state"]
@@ -98,16 +118,15 @@ def build(loop_cap: int = LOOP_CAP):
     def rankadaptor(*args):
         """Run RankAdaptor end to end and register the best adapter in MLflow."""
         options, gpu = split(named(args))
-        s3_secret, mlflow_secret = gpu["s3_secret"], gpu["mlflow_secret"]
         job, corpus, pruned = prepared(gpu, loop_cap, **options)
         baseline = gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu).output
         seeded = gpu_step(bootstrap(job=job, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
-        state = with_credentials(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
-                                 s3_secret, mlflow_secret).set_caching_options(False).output
+        state = cpu_step(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
+                         **gpu).set_caching_options(False).output
 
         def finish(search_state):
             gpu_step(register(job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, search_state=search_state,
-                              pruned_model=pruned, data=corpus, baselines=baseline, gpu_count=gpu["gpu_count"]),
+                              pruned_model=pruned, data=corpus, baselines=baseline, **resources(gpu)),
                      **gpu).set_caching_options(False)
 
         def loop(search_state, i: int):
@@ -116,7 +135,7 @@ def build(loop_cap: int = LOOP_CAP):
             if i == loop_cap:
                 finish(next_state)
                 return
-            stop = with_credentials(gate(job=job, search_state=next_state, iteration=i), s3_secret, mlflow_secret)
+            stop = cpu_step(gate(job=job, search_state=next_state, iteration=i), **gpu)
             stop.set_display_name(f"gate-{i}").set_caching_options(False)
             with dsl.If(stop.output == True, name=f"stop-after-{i}"):  # noqa: E712 (a KFP condition)
                 finish(next_state)
@@ -140,11 +159,10 @@ def bootstrap_pipeline(*args):
     options, gpu = split(named(args, BOOTSTRAP_CHOICES))
     job, corpus, pruned = prepared(gpu, target_task="ppl:heldout", report_tasks=[], adalora_baseline=False,
                                    **options)
-    vectors = with_credentials(bootstrap_vectors(job=job, pruned_model=pruned, data=corpus), gpu["s3_secret"],
-                               gpu["mlflow_secret"]).output  # it reads the model's structure (S3) and the bank
+    vectors = cpu_step(bootstrap_vectors(job=job, pruned_model=pruned, data=corpus), **gpu).output
     with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS) as rank_vector:
         gpu_step(bootstrap_trial(job=job, pruned_model=pruned, data=corpus, rank_vector=rank_vector,
-                                 gpu_count=gpu["gpu_count"]),
+                                 **resources(gpu)),
                  **gpu).set_caching_options(False)
 
 
