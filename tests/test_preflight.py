@@ -11,6 +11,7 @@ import yaml
 
 from rankadaptor import preflight, storage
 from rankadaptor.errors import UserError
+from rankadaptor.recover import RecoverConfig, fit_to_context
 from servers import seaweedfs
 
 
@@ -21,13 +22,14 @@ def messages(*checks) -> list[str]:
 def test_every_failing_check_is_reported_once_in_one_line(tmp_path, tiny_model_dir):
     started = time.monotonic()
     found = messages(lambda: preflight.model_config(str(tmp_path / "missing-model")),
-                     lambda: preflight.check_context(256, preflight.model_config(str(tiny_model_dir)).max_position_embeddings),
+                     lambda: fit_to_context(RecoverConfig(cutoff=512),
+                                            preflight.model_config(str(tiny_model_dir)).max_position_embeddings),
                      lambda: preflight.check_readable(str(tmp_path / "data.jsonl")),
                      lambda: preflight.model_config(str(tiny_model_dir)))  # passes: not reported
     assert time.monotonic() - started < 10
     assert len(found) == 3 and all("\n" not in m for m in found), found
     assert "missing-model" in found[0]
-    assert "recover.cutoff=256 is longer than the model's context of 128 tokens" in found[1]
+    assert "cutoff=512 is longer than the model's context of 128 tokens" in found[1]
     assert "data.jsonl" in found[2]
 
 
@@ -132,7 +134,7 @@ def test_check_passes_the_bundled_job(tmp_path):
 def test_check_names_each_problem_in_one_line(tmp_path, monkeypatch, tiny_model_dir, job, env, root, expected):
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "EMPTY").mkdir()
-    values = {"base_model": str(tiny_model_dir), "eval_data_dir": str(TASKS), "recover": {"cutoff": 128}, **job}
+    values = {"base_model": str(tiny_model_dir), "eval_data_dir": str(TASKS), **job}
     values["base_model"] = values["base_model"].replace("MISSING", str(tmp_path / "no-model"))
     values["eval_data_dir"] = values["eval_data_dir"].replace("EMPTY", str(tmp_path / "EMPTY"))
     config = tmp_path / "job.yaml"

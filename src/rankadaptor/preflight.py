@@ -39,7 +39,7 @@ def job_problems(job, root: str | None = None) -> list[str]:
 
     tasks = [job.target_task, *job.source_tasks, *job.report_tasks]
     lm_tasks = sorted({t.removeprefix(PPL) for t in tasks} & set(TASKS))
-    checks = [lambda: check_context(job.recover.cutoff, model_config(job.base_model).max_position_embeddings),
+    checks = [lambda: _fits_context(job),
               lambda: check_tracking(job.tracking_uri())]
     checks += [lambda uri=uri: check_readable(uri) for uri in (job.data, job.heldout_text) if uri]
     if root:
@@ -54,6 +54,16 @@ def job_problems(job, root: str | None = None) -> list[str]:
     return problems(checks)
 
 
+def _fits_context(job) -> None:
+    from rankadaptor.recover import fit_to_context
+
+    context = model_config(job.base_model).max_position_embeddings
+    try:
+        fit_to_context(job.recover, context)  # the same rule recover applies: a default cutoff adapts
+    except UserError as e:
+        raise UserError(f"recover.{e}") from None
+
+
 def model_config(model_uri: str):
     """The checked config of a base model; on S3 only its config.json is fetched, never the weights."""
     from rankadaptor.modeling import load_config
@@ -62,11 +72,6 @@ def model_config(model_uri: str):
         config_file = storage.local_file(storage.join(model_uri, "config.json"))
         return load_config(model_uri, str(config_file.parent))
     return load_config(model_uri)
-
-
-def check_context(cutoff: int, context: int, option: str = "recover.cutoff") -> None:
-    check(cutoff <= context, f"{option}={cutoff} is longer than the model's context of {context} tokens: "
-                             f"set {option} <= {context}")
 
 
 def check_writable(uri: str, inputs: Iterable[str] = (), overwrite: bool = False) -> None:
