@@ -68,3 +68,13 @@ def test_fewer_iterations_download_less(worst):
     per_iteration = len(loop) // iterations
     two = run("--max-iterations", "2")
     assert two["downloads"] == worst["downloads"] - (iterations - 2) * per_iteration
+
+
+def test_the_light_steps_never_take_the_weights():
+    """propose, update and the gate work on the search state alone (structure and checksums carried in it):
+    none of them may declare a model artifact, which KFP's launcher would download whole."""
+    spec = next(yaml.safe_load_all(MAIN.read_text()))
+    for name, component in spec["components"].items():
+        if re.fullmatch(r"comp-(propose|update|gate)(-\d+)?", name):
+            artifacts = component.get("inputDefinitions", {}).get("artifacts", {})
+            assert not {"pruned_model", "base_model"} & set(artifacts), (name, sorted(artifacts))
