@@ -23,7 +23,15 @@ def _run(args) -> None:
 
 
 def _compile(args) -> None:
-    from pipelines.cluster import compile_all
+    import os
+
+    if args.image_registry or args.image_tag:
+        if not args.output:
+            raise UserError("--image-registry/--image-tag need --output DIR: pipelines/compiled keeps the images "
+                            "images/build.sh builds by default")
+        os.environ.update({k: v for k, v in (("RANKADAPTOR_IMAGE_REGISTRY", args.image_registry),
+                                             ("RANKADAPTOR_IMAGE_TAG", args.image_tag)) if v})
+    from pipelines.cluster import compile_all  # imports the components, which read the image names
 
     for path in compile_all(Path(args.output)) if args.output else compile_all():
         print(f"compiled {path}")
@@ -76,6 +84,9 @@ def _add_run(p):
 
 def _add_compile(p):
     p.add_argument("--output", default=None, help="directory for the IR YAML (default: pipelines/compiled)")
+    p.add_argument("--image-registry", default=None, help="registry of the images, e.g. registry.example.com/ml "
+                                                          "(as `images/build.sh --registry`); needs --output")
+    p.add_argument("--image-tag", default=None, help="tag of the images (as `images/build.sh --tag`); needs --output")
 
 
 def _add_submit(p):
