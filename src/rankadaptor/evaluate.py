@@ -75,7 +75,7 @@ MC_SCHEMA = ('{"query": "<prompt text>", "choices": ["<answer>", "<answer>", ...
              'answer, from 0>}')
 MC_METRIC = "acc"  # the reported metric of a user's task; acc_norm is reported beside it
 CUSTOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a file name in data_dir, never a path
-ACCEPTED = (f"an lm-eval task {list(TASKS)}, mc:<name> (your multiple-choice rows <name>.jsonl in the data "
+ACCEPTED = (f"{list(TASKS)} (lm-eval), mc:<name> (your multiple-choice rows <name>.jsonl in the data "
             "directory), ppl:heldout, ppl:<lm-eval task> or ppl:<name> (your text <name>.txt in the data directory); "
             "see docs/tasks.md")
 

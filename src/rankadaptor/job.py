@@ -127,7 +127,8 @@ class JobConfig:
     def validate(self) -> None:
         check(bool(self.base_model), "base_model is required: a local checkpoint directory, s3:// URI or hub id")
         for task in [self.target_task, *self.source_tasks, *self.report_tasks]:
-            check(task_ok(task), f"task {task!r} is not accepted: use {ACCEPTED}")
+            check(task_ok(task), f"task {task!r} is not accepted: use an lm-eval task or one of your own; "
+                                 f"accepted: {ACCEPTED}")
         check(self.target_task not in self.source_tasks,
               f"target_task {self.target_task!r} is also a source task: meta-pretraining must not see it")
         check(self.bootstrap_trials == 0 or self.bootstrap_trials >= 3,
