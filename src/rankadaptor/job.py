@@ -120,15 +120,23 @@ class JobConfig:
         return "losa" if self.is_sparse else "lora"
 
     @property
+    def table_tasks(self) -> list[str]:
+        """The tasks of the comparison table, once each: the target, then the report tasks (it may be one)."""
+        return list(dict.fromkeys([self.target_task, *self.report_tasks]))
+
+    @property
     def all_tasks(self) -> list[str]:
-        """Every task the job scores, once each: the target, the source tasks, the report tasks."""
-        return list(dict.fromkeys([self.target_task, *self.source_tasks, *self.report_tasks]))
+        """Every task the job scores, once each: the table's and the source tasks."""
+        return list(dict.fromkeys([*self.table_tasks, *self.source_tasks]))
 
     def validate(self) -> None:
         check(bool(self.base_model), "base_model is required: a local checkpoint directory, s3:// URI or hub id")
         for task in [self.target_task, *self.source_tasks, *self.report_tasks]:
             check(task_ok(task), f"task {task!r} is not accepted: use an lm-eval task or one of your own; "
                                  f"accepted: {ACCEPTED}")
+        for name in ("source_tasks", "report_tasks"):
+            tasks = getattr(self, name)
+            check(len(set(tasks)) == len(tasks), f"{name}={tasks} lists a task twice")
         check(self.target_task not in self.source_tasks,
               f"target_task {self.target_task!r} is also a source task: meta-pretraining must not see it")
         check(self.bootstrap_trials == 0 or self.bootstrap_trials >= 3,
