@@ -167,7 +167,7 @@ def data_files(data_dir: str, tasks: list[str]) -> dict[str, Path]:
 
 def task_checksum(task: str, data_dir: str | None) -> str:
     """sha256 of the file a task's rows come from, so that a changed file makes new trials; '' when the task
-    reads none (the hub's data; ppl:heldout, whose text belongs to the recovery data)."""
+    reads none from data_dir (the hub's data; ppl:heldout, which reads the job's held-out text)."""
     if not data_dir or task_file(task) is None:
         return ""
     return storage.sha256_file(_local(task, data_dir)[0])
