@@ -119,6 +119,7 @@ class TrialKey:
     recovery: dict[str, Any]
     data_checksum: str
     seed: int
+    task_checksum: str = ""  # the rows the task is scored on (evaluate.task_checksum): a changed file, a new trial
 
     def params(self) -> dict[str, str]:
         """The MLflow params, as strings (dicts and lists as canonical JSON)."""
@@ -233,11 +234,12 @@ def load_observations(experiment: str = DEFAULT_EXPERIMENT, *, base_model: str |
                       base_checksum: str | None = None, pruning: dict[str, Any] | None = None,
                       task: str | None = None, split: str | None = None, data_checksum: str | None = None,
                       recovery: dict[str, Any] | None = None, seed: int | None = None,
-                      tracking_uri: str | None = None) -> list[Observation]:
+                      task_checksum: str | None = None, tracking_uri: str | None = None) -> list[Observation]:
     """Every finished trial matching the filters (None: any), oldest first, one per trial id. Unfinished and
     failed runs are never returned."""
     wanted = {"base_model": base_model, "base_checksum": base_checksum, "task": task, "split": split,
-              "data_checksum": data_checksum, "seed": None if seed is None else canonical_json(seed),
+              "data_checksum": data_checksum, "task_checksum": task_checksum,
+              "seed": None if seed is None else canonical_json(seed),
               "pruning": None if pruning is None else canonical_json(pruning),
               "recovery": None if recovery is None else canonical_json(recovery)}
     wanted = {k: v for k, v in wanted.items() if v is not None}

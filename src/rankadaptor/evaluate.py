@@ -3,11 +3,14 @@ metrics, on a held-out or a search split of the rows, with per-row correctness f
 
 Prompts and metrics come from lm-eval's own built-in task YAMLs, read at runtime; only the data source
 may be swapped for local or s3:// JSONL files (`<task>_<split>.jsonl`), so scores stay comparable with
-published numbers. Rows are chosen with the `samples` argument of lm-eval's evaluator, which works for
-hub and local data alike. Speed matters because the search pays one evaluation per trial: lm-eval already
-sorts requests by length, so batching them (instead of lm-eval's default batch_size=1) is the main gain,
-and it leaves the scores unchanged. Against lm-eval at its own best batch size the scoring is the same
-work (benchmarks/evaluate_throughput.py measures both and checks every row; RESULTS.md).
+published numbers. A user's own multiple-choice task (`mc:<name>`, rows `<name>.jsonl`) becomes an lm-eval
+task config of the same kind (multiple_choice, acc and acc_norm) and is scored by the same code; a user's
+own text (`ppl:<name>`, `<name>.txt`) is scored like the held-out text (docs/tasks.md). Rows are chosen
+with the `samples` argument of lm-eval's evaluator, which works for hub and local data alike. Speed
+matters because the search pays one evaluation per trial: lm-eval already sorts requests by length, so
+batching them (instead of lm-eval's default batch_size=1) is the main gain, and it leaves the scores
+unchanged. Against lm-eval at its own best batch size the scoring is the same work
+(benchmarks/evaluate_throughput.py measures both and checks every row; RESULTS.md).
 
 A model whose context is shorter than some answer (the 128-token test model on a few PIQA/HellaSwag rows)
 cannot score that row; lm-eval would stop with an assertion, here the row is listed as skipped instead.
@@ -16,9 +19,12 @@ cannot score that row; lm-eval would stop with an assertion, here the row is lis
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
+import os
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -37,7 +43,8 @@ from rankadaptor.perplexity import document_log_likelihoods, perplexity
 log = logging.getLogger(__name__)
 
 SPLITS = ("select", "report", "all")
-PPL = "ppl:"  # a task `ppl:heldout` (the text in ppl_text) or `ppl:<lm-eval task>` (the text of its rows)
+PPL = "ppl:"  # `ppl:heldout` (the text in ppl_text), `ppl:<lm-eval task>` (its rows' text), `ppl:<name>` (<name>.txt)
+MC = "mc:"  # a user's multiple-choice task `mc:<name>`: its rows are <name>.jsonl in data_dir
 
 
 @dataclass(frozen=True)
@@ -61,13 +68,46 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+# A user's task: one JSON object per line with the fields lm-eval's own multiple-choice tasks build
+# (hellaswag's process_docs: query, choices, gold), used as doc_to_text / doc_to_choice / doc_to_target.
+MC_FIELDS = ("query", "choices", "gold")
+MC_SCHEMA = ('{"query": "<prompt text>", "choices": ["<answer>", "<answer>", ...], "gold": <index of the right '
+             'answer, from 0>}')
+MC_METRIC = "acc"  # the reported metric of a user's task; acc_norm is reported beside it
+CUSTOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a file name in data_dir, never a path
+ACCEPTED = (f"{list(TASKS)} (lm-eval), mc:<name> (your multiple-choice rows <name>.jsonl in the data "
+            "directory), ppl:heldout, ppl:<lm-eval task> or ppl:<name> (your text <name>.txt in the data directory); "
+            "see docs/tasks.md")
+
+
+def task_ok(task: str) -> bool:
+    """Whether task is a name evaluation accepts (ACCEPTED)."""
+    if task in TASKS:
+        return True
+    prefix, _, name = task.partition(":")
+    return f"{prefix}:" in (PPL, MC) and CUSTOM_NAME.fullmatch(name) is not None
+
+
+def task_file(task: str) -> str | None:
+    """The file of data_dir a task's rows come from; None for ppl:heldout (its text is ppl_text)."""
+    if task.startswith(MC):
+        return f"{task[len(MC):]}.jsonl"
+    if task.startswith(PPL):
+        name = task[len(PPL):]
+        return None if name == "heldout" else task_file(name) if name in TASKS else f"{name}.txt"
+    return f"{task}_{TASKS[task].split}.jsonl"
+
+
+def _is_custom(task: str) -> bool:
+    return task.startswith(MC) or (task.startswith(PPL) and task[len(PPL):] not in ("heldout", *TASKS))
+
+
 @dataclass
 class EvalConfig:
-    tasks: list[str] = option(list(TASKS), f"tasks to score: lm-eval tasks {list(TASKS)}, or ppl:heldout "
-                                                  "(ppl_text) / ppl:<lm-eval task> (log-likelihood of its text)",
-                              set_by_job=True)
+    tasks: list[str] = option(list(TASKS), f"tasks to score: {ACCEPTED}", set_by_job=True)
     data_dir: str | None = option(None, "directory (local or s3://) of <task>_<split>.jsonl files, e.g. "
-                                        "boolq_validation.jsonl, arc_easy_test.jsonl; default: the hub datasets",
+                                        "boolq_validation.jsonl, arc_easy_test.jsonl, and of your own tasks' "
+                                        "<name>.jsonl / <name>.txt; default: the hub datasets",
                                   set_by_job=True)
     split: str = option("select", f"rows to evaluate, one of {SPLITS}: 'select' drives the search, 'report' is "
                                   "held out from it and reported to the user", set_by_job=True)
@@ -82,10 +122,13 @@ class EvalConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
 
     def validate(self) -> None:
-        check(bool(self.tasks), f"tasks is empty; choose from {list(TASKS)}")
-        unknown = [t for t in self.tasks if t not in TASKS and not (t.startswith(PPL) and t[len(PPL):] in
-                                                                    ("heldout", *TASKS))]
-        check(not unknown, f"unknown task(s) {unknown}; accepted: {list(TASKS)} or ppl:<heldout|task>")
+        check(bool(self.tasks), f"tasks is empty; accepted: {ACCEPTED}")
+        unknown = [t for t in self.tasks if not task_ok(t)]
+        check(not unknown, f"unknown task(s) {unknown}; accepted: {ACCEPTED}")
+        custom = [t for t in self.tasks if _is_custom(t)]
+        check(not custom or self.data_dir is not None,
+              f"task(s) {custom} read {[task_file(t) for t in custom]} from the data directory: set data_dir "
+              "(a job's eval_data_dir)")
         check(len(set(self.tasks)) == len(self.tasks), f"tasks={self.tasks} lists a task twice")
         check(self.split in SPLITS, f"split={self.split!r} is not accepted; use one of {SPLITS}")
         check(0.0 < self.select_fraction < 1.0, f"select_fraction={self.select_fraction} is outside (0, 1)")
@@ -98,24 +141,40 @@ class EvalConfig:
               f"ppl_seq_len={self.ppl_seq_len} is longer than max_length={self.max_length}")
 
 
+def _local(task: str, data_dir: str) -> tuple[Path, str]:
+    """A local copy of the file a task reads from data_dir, and its URI (for messages)."""
+    uri = storage.join(data_dir, task_file(task))
+    try:
+        return storage.local_file(uri), uri
+    except UserError:
+        raise UserError(f"task {task!r} needs the file {task_file(task)} in data_dir={data_dir!r}: "
+                        f"not found at {uri!r}") from None
+
+
 def data_files(data_dir: str, tasks: list[str]) -> dict[str, Path]:
-    """Local copies of each task's JSONL file under data_dir, each checked to hold the rows its prompt needs."""
+    """Local copies of each task's JSONL file under data_dir, each checked to hold the rows its prompt needs
+    (a user's mc: task: its rows checked against the schema and written in the schema's fields only)."""
     files = {}
     for name in tasks:
-        spec = TASKS[name]
-        uri = storage.join(data_dir, f"{name}_{spec.split}.jsonl")
-        try:
-            path = storage.local_file(uri)
-        except UserError:
-            raise UserError(f"task {name!r} needs the file {name}_{spec.split}.jsonl in data_dir={data_dir!r}: "
-                            f"not found at {uri!r}") from None
-        _check_rows(path, uri, spec)
-        files[name] = path.resolve()  # the json loader resolves relative paths against the CWD
+        path, uri = _local(name, data_dir)
+        if name.startswith(MC):
+            files[name] = _mc_file(path, uri)
+        else:
+            _check_rows(path, uri, TASKS[name])
+            files[name] = path.resolve()  # the json loader resolves relative paths against the CWD
     return files
 
 
-def _check_rows(path: Path, uri: str, spec: TaskSpec) -> None:
-    n = 0
+def task_checksum(task: str, data_dir: str | None) -> str:
+    """sha256 of the file a task's rows come from, so that a changed file makes new trials; '' when the task
+    reads none from data_dir (the hub's data; ppl:heldout, which reads the job's held-out text)."""
+    if not data_dir or task_file(task) is None:
+        return ""
+    return storage.sha256_file(_local(task, data_dir)[0])
+
+
+def _json_rows(path: Path, uri: str):
+    """(line number, object) of each non-blank line of a JSONL file; one line naming the file and line if bad."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -126,11 +185,68 @@ def _check_rows(path: Path, uri: str, spec: TaskSpec) -> None:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{uri!r} line {line_no} is not valid JSON: {e}") from None
+            raise UserError(f"{uri!r} line {line_no} is not valid JSON: {e.msg} at column {e.colno}") from None
+        yield line_no, row
+
+
+def _check_rows(path: Path, uri: str, spec: TaskSpec) -> None:
+    n = 0
+    for line_no, row in _json_rows(path, uri):
         missing = [k for k in spec.fields if not isinstance(row, dict) or k not in row]
         check(not missing, f"{uri!r} line {line_no} lacks field(s) {missing}; each row needs {list(spec.fields)}")
         n += 1
     check(n > 0, f"data file {uri!r} is empty: expected one JSON object per line with {list(spec.fields)}")
+
+
+def mc_row_error(row: object) -> str | None:
+    """What is wrong with one row of a user's multiple-choice task (None: nothing)."""
+    if not isinstance(row, dict):
+        return f"is not a JSON object; each line is {MC_SCHEMA}"
+    missing = [k for k in MC_FIELDS if k not in row]
+    if missing:
+        return f"lacks field(s) {missing}; each line is {MC_SCHEMA}"
+    query, choices, gold = (row[k] for k in MC_FIELDS)
+    if not isinstance(query, str) or not query.strip():
+        return f"query={query!r} must be a non-empty string"
+    if not isinstance(choices, list) or len(choices) < 2:
+        return f"choices={choices!r} must be a list of at least 2 answers"
+    if not all(isinstance(c, str) and c.strip() for c in choices):
+        return f"choices={choices!r} must all be non-empty strings"
+    if len(set(choices)) < len(choices):
+        return f"choices={choices!r} repeat an answer (the row's score would depend on their order)"
+    if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
+        return (f"gold={gold!r} is out of range: the index of the right answer among {len(choices)} choices, "
+                f"0 to {len(choices) - 1}")
+    return None
+
+
+def _mc_file(path: Path, uri: str) -> Path:
+    """The checked rows of a user's task, written with the schema's fields only (other fields are the user's;
+    the json loader needs one type per column), in the cache under their content hash."""
+    rows = []
+    for line_no, row in _json_rows(path, uri):
+        error = mc_row_error(row)
+        check(error is None, f"{uri!r} line {line_no}: {error}")
+        rows.append(json.dumps({k: row[k] for k in MC_FIELDS}, ensure_ascii=False))
+    check(bool(rows), f"data file {uri!r} is empty: expected one JSON object per line, {MC_SCHEMA}")
+    text = "\n".join(rows) + "\n"
+    target = storage.cache_root() / "tasks" / f"{hashlib.sha256(text.encode()).hexdigest()}.jsonl"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, target)
+    return target.resolve()
+
+
+def mc_config(name: str, data_file: Path) -> dict:
+    """The lm-eval task config of a user's multiple-choice task: the fields as doc_to_text / doc_to_choice /
+    doc_to_target, each answer scored as the continuation of the query after a space, acc and acc_norm."""
+    return {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+            "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "query",
+            "doc_to_choice": "choices", "doc_to_target": "gold", "target_delimiter": " ",
+            "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                            for m in ("acc", "acc_norm")]}
 
 
 def task_config(name: str, data_file: Path | None = None) -> dict:
@@ -138,6 +254,9 @@ def task_config(name: str, data_file: Path | None = None) -> dict:
     import lm_eval
     from lm_eval.tasks._yaml_loader import load_yaml
 
+    if name.startswith(MC):
+        check(data_file is not None, f"task {name!r} reads {task_file(name)} from data_dir; set it")
+        return mc_config(name, data_file)
     spec = TASKS[name]
     # Loaded from its own path so that `!function utils.process_docs` resolves next to the built-in YAML.
     config = load_yaml(Path(lm_eval.__file__).parent / "tasks" / spec.yaml)
@@ -231,7 +350,7 @@ def evaluate(model, tokenizer, config: EvalConfig) -> dict:
 
     metrics: dict = {"tasks": {}, "split": config.split, "config": to_dict(config)}
     for name in config.tasks:
-        metric = TASKS[name].metric
+        metric = MC_METRIC if name.startswith(MC) else TASKS[name].metric
         logged = sorted(results["samples"][name], key=lambda s: s["doc_id"])
         scored = [not any(tuple(args) in lm.unscorable for args in s["arguments"]) for s in logged]
         rows = [int(s[metric]) for s, ok in zip(logged, scored) if ok]
@@ -241,6 +360,8 @@ def evaluate(model, tokenizer, config: EvalConfig) -> dict:
             "metric": metric, "value": mean(rows), "stderr": mean_stderr(rows) if len(rows) > 1 else None,
             "n": len(rows), "rows": rows, "row_ids": [s["doc_id"] for s, ok in zip(logged, scored) if ok],
             "skipped": [s["doc_id"] for s, ok in zip(logged, scored) if not ok],
+            **({"acc_norm": mean([int(s["acc_norm"]) for s, ok in zip(logged, scored) if ok])}
+               if name.startswith(MC) else {}),
         }
     metrics["mean"] = float(np.mean([t["value"] for t in metrics["tasks"].values()]))
     if perplexity_value is not None:
@@ -262,14 +383,17 @@ def run_evaluate(config: EvalConfig, model_uri: str, output_uri: str, adapter_ur
 
 
 def ppl_documents(task: str, config: EvalConfig) -> list[str]:
-    """The documents of a ppl: task: the held-out text, or one document per row of an lm-eval task."""
+    """The documents of a ppl: task: the held-out text, one document per row of an lm-eval task, or the
+    documents (separated by blank lines) of the user's <name>.txt."""
     from rankadaptor.data import read_records
 
     name = task[len(PPL):]
     if name == "heldout":
         check(bool(config.ppl_text), f"task {task!r} needs held-out text: give the job heldout_text with its data")
         return read_texts(config.ppl_text)
-    check(config.data_dir is not None, f"task {task!r} reads the rows of {name!r} from data_dir; set it")
+    check(config.data_dir is not None, f"task {task!r} reads {task_file(task)} from data_dir; set it")
+    if name not in TASKS:
+        return read_texts(str(_local(task, config.data_dir)[0]))
     rows = read_records(str(data_files(config.data_dir, [name])[name]))
     return [" ".join(str(v) for v in row.values() if isinstance(v, str) and v) for row in rows]
 

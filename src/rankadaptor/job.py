@@ -18,7 +18,7 @@ from rankadaptor import config as cfg
 from rankadaptor.bank import DEFAULT_EXPERIMENT
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
-from rankadaptor.evaluate import PPL, TASKS, EvalConfig
+from rankadaptor.evaluate import ACCEPTED, TASKS, EvalConfig, task_ok
 from rankadaptor.prune import PruneConfig
 from rankadaptor.recover import RecoverConfig
 from rankadaptor.registry import RegistryConfig
@@ -57,10 +57,6 @@ class BankConfig:
     experiment: str = option(DEFAULT_EXPERIMENT, "MLflow experiment of the observation bank")
 
 
-def _task_ok(task: str) -> bool:
-    return task in TASKS or (task.startswith(PPL) and task[len(PPL):] in ("heldout", *TASKS))
-
-
 @dataclass
 class JobConfig:
     base_model: str = option("", "Base model to prune: local checkpoint directory, s3:// URI or hub id (from the "
@@ -68,13 +64,15 @@ class JobConfig:
     data: str = option("", "Recovery data (Alpaca JSON/JSONL or text, local or s3://); empty samples a "
                            "self-distillation corpus from the base model.")
     heldout_text: str = option("", "Held-out text for the ppl:heldout task when data is given.")
-    target_task: str = option("ppl:heldout", "What the search maximises: an lm-eval task (e.g. boolq), "
-                                             "ppl:heldout or ppl:<lm-eval task>.")
+    target_task: str = option("ppl:heldout", "What the search maximises: an lm-eval task (e.g. boolq), your "
+                                             "multiple-choice task mc:<name>, ppl:heldout, ppl:<lm-eval task> or "
+                                             "your text ppl:<name> (docs/tasks.md).")
     source_tasks: list[str] = option(["ppl:boolq", "ppl:piqa", "ppl:hellaswag", "ppl:openbookqa"],
                                      "Tasks of the bootstrap trials the surrogate is meta-pretrained on.")
-    report_tasks: list[str] = option(list(TASKS), "Zero-shot lm-eval tasks of the final comparison table.")
-    eval_data_dir: str = option("", "Directory (local or s3://) of <task>_<split>.jsonl files; empty uses "
-                                    "lm-eval's hub datasets.")
+    report_tasks: list[str] = option(list(TASKS), "Zero-shot tasks of the final comparison table (lm-eval tasks, "
+                                                  "mc:<name>).")
+    eval_data_dir: str = option("", "Directory (local or s3://) of <task>_<split>.jsonl files and your tasks' "
+                                    "<name>.jsonl / <name>.txt; empty uses lm-eval's hub datasets.")
     bootstrap_trials: int = option(6, "Random rank vectors measured on the source tasks when the bank lacks them.")
     adalora_baseline: bool = option(False, "Also run the AdaLoRA baseline.")
     losa_baseline: bool = option(False, "Also run LoSA's rank allocation (ranks from the prune report's reconstruction "
@@ -121,11 +119,24 @@ class JobConfig:
         """How trials and the uniform anchor recover: masked LoRA (losa) for sparse jobs, else LoRA."""
         return "losa" if self.is_sparse else "lora"
 
+    @property
+    def table_tasks(self) -> list[str]:
+        """The tasks of the comparison table, once each: the target, then the report tasks (it may be one)."""
+        return list(dict.fromkeys([self.target_task, *self.report_tasks]))
+
+    @property
+    def all_tasks(self) -> list[str]:
+        """Every task the job scores, once each: the table's and the source tasks."""
+        return list(dict.fromkeys([*self.table_tasks, *self.source_tasks]))
+
     def validate(self) -> None:
         check(bool(self.base_model), "base_model is required: a local checkpoint directory, s3:// URI or hub id")
         for task in [self.target_task, *self.source_tasks, *self.report_tasks]:
-            check(_task_ok(task), f"task {task!r} is not accepted: use an lm-eval task {list(TASKS)} or "
-                                  "ppl:<heldout|task>")
+            check(task_ok(task), f"task {task!r} is not accepted: use an lm-eval task or one of your own; "
+                                 f"accepted: {ACCEPTED}")
+        for name in ("source_tasks", "report_tasks"):
+            tasks = getattr(self, name)
+            check(len(set(tasks)) == len(tasks), f"{name}={tasks} lists a task twice")
         check(self.target_task not in self.source_tasks,
               f"target_task {self.target_task!r} is also a source task: meta-pretraining must not see it")
         check(self.bootstrap_trials == 0 or self.bootstrap_trials >= 3,
@@ -134,7 +145,7 @@ class JobConfig:
         check(self.corpus_docs >= 10 and self.corpus_tokens >= 16,
               f"corpus_docs={self.corpus_docs} must be >= 10 and corpus_tokens={self.corpus_tokens} >= 16")
         for name, config in (("prune", self.prune_config("")), ("recover", self.recover_config("")),
-                             ("evaluate", self.eval_config([self.target_task], "select", None)),
+                             ("evaluate", self.eval_config(self.all_tasks, "select", None)),
                              ("surrogate", self.surrogate_config()), ("search", self.search_config([1])),
                              ("registry", self.registry_config())):
             try:

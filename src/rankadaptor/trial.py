@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rankadaptor import bank, storage
 from rankadaptor.errors import check
+from rankadaptor.evaluate import task_checksum
 from rankadaptor.job import JobConfig
 from rankadaptor.modeling import attn_head_dim, config_widths, lora_cost_per_rank, lora_parameters
 from rankadaptor.recover import RecoverConfig, result_settings
@@ -72,7 +73,7 @@ def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank
     return bank.TrialKey(base_model=job.base_model, base_checksum=context.model_checksum, pruning=context.pruning,
                          task=task, split=split, rank_vector=list(rank_vector),
                          recovery=recovery_identity(job.recover_config("")), data_checksum=context.data_checksum,
-                         seed=job.seed)
+                         seed=job.seed, task_checksum=task_checksum(task, job.eval_data_dir or None))
 
 
 def starting_trials(job: JobConfig) -> list[str]:

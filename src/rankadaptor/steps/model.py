@@ -89,7 +89,7 @@ def baseline_methods(job: JobConfig) -> dict[str, tuple[str, str] | None]:
 def baselines(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: str) -> dict:
     """The comparison rows (baseline_methods) on both splits, each with its trainable parameters and rank
     vector. Adapters are kept inside this artifact."""
-    tasks = [job.target_task, *job.report_tasks]
+    tasks = job.table_tasks
     results = {}
     with storage.writing_dir(output_uri) as out:
         for name, how in tqdm(baseline_methods(job).items(), desc="baselines", unit="method"):

@@ -17,7 +17,7 @@ def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, bas
     best, trials, context = best_trial(state_uri)
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
     anchor = starting_trials(job)[0]
-    ours = scores(job, pruned_uri, best.artifact, data_uri, [job.target_task, *job.report_tasks], ("select", "report"))
+    ours = scores(job, pruned_uri, best.artifact, data_uri, job.table_tasks, ("select", "report"))
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
                           job.baseline_rank, job.seed, noise=job.search.threshold,  # threshold: the trial noise sd
                           anchor=anchor)

@@ -39,7 +39,7 @@ def meta_pretrain(job: JobConfig, pruned_uri: str, data_uri: str, baselines_uri:
     key = trial_key(job, context, job.target_task, "select", uniform)
     rows = bank.load_observations(job.bank.experiment, base_checksum=key.base_checksum, task=job.target_task,
                                   split="select", data_checksum=key.data_checksum, recovery=key.recovery,
-                                  seed=key.seed, tracking_uri=job.tracking_uri())
+                                  seed=key.seed, task_checksum=key.task_checksum, tracking_uri=job.tracking_uri())
     measured = [o for o in rows if o.artifact and storage.exists(o.artifact)]
     state = SearchState(job.target_task, adapt(surrogate, measured, job.target_task), context.cost_per_rank,
                         context.layer_features, measured)
