@@ -1,6 +1,7 @@
 """The preflight: each mistake of a job is one line naming the input and the fix, found in seconds."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -144,3 +145,17 @@ def test_check_names_each_problem_in_one_line(tmp_path, monkeypatch, tiny_model_
     code, lines = check_command(config, tmp_path / root)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("rankadaptor check: error: ") and expected in lines[0], lines
+
+
+def test_check_reads_a_custom_task_file_before_any_compute(tmp_path, tiny_model_dir):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(TASKS, tasks)
+    (tasks / "mine.jsonl").write_text('{"query": "a", "choices": ["x", "y"], "gold": 0}\n'
+                                      '{"query": "b", "choices": ["x", "y"], "gold": 5}\n')
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "eval_data_dir": str(tasks),
+                                      "target_task": "mc:mine", "source_tasks": ["ppl:notes"]}))
+    code, lines = check_command(config, tmp_path / "run")
+    assert code == 2 and len(lines) == 2, lines
+    assert "mine.jsonl" in lines[0] and "line 2" in lines[0], lines
+    assert "notes.txt" in lines[1], lines

@@ -35,7 +35,7 @@ def job_problems(job, root: str | None = None) -> list[str]:
     the run's folder (root, when given; a rerun reuses it) can be written and holds no input."""
     from huggingface_hub import is_offline_mode
 
-    from rankadaptor.evaluate import PPL, TASKS, data_files
+    from rankadaptor.evaluate import MC, PPL, TASKS, data_files, task_file
 
     tasks = [job.target_task, *job.source_tasks, *job.report_tasks]
     lm_tasks = sorted({t.removeprefix(PPL) for t in tasks} & set(TASKS))
@@ -46,7 +46,10 @@ def job_problems(job, root: str | None = None) -> list[str]:
         inputs = [job.base_model, job.data, job.heldout_text, job.eval_data_dir]
         checks.append(lambda: check_writable(root, inputs, overwrite=True))
     if job.eval_data_dir:
-        checks.append(lambda: data_files(job.eval_data_dir, lm_tasks))
+        rows = lm_tasks + sorted({t for t in tasks if t.startswith(MC)})  # each file checked row by row
+        texts = sorted({t for t in tasks if t.startswith(PPL) and t.removeprefix(PPL) not in TASKS and task_file(t)})
+        checks.append(lambda: data_files(job.eval_data_dir, rows))
+        checks += [lambda t=t: check_readable(storage.join(job.eval_data_dir, task_file(t))) for t in texts]
     elif lm_tasks and is_offline_mode():
         checks.append(lambda: check(False, f"eval_data_dir is empty, which means lm-eval's hub datasets, but this "
                                            f"machine is offline: set eval_data_dir to a folder of "
