@@ -42,7 +42,7 @@ def _submit(args) -> None:
     from pipelines.rankadaptor import arguments
 
     run_id = submit(args.host, args.pipeline, arguments(_job(args), args.pipeline), args.experiment, args.run_name,
-                    args.service_account)
+                    args.service_account, **_access(args))
     print(f"started run {run_id}")
 
 
@@ -51,8 +51,12 @@ def _schedule(args) -> None:
     from pipelines.rankadaptor import arguments
 
     recurring_id = schedule(args.host, args.pipeline, arguments(_job(args), args.pipeline), args.experiment,
-                            args.name, args.cron, args.service_account)
+                            args.name, args.cron, args.service_account, **_access(args))
     print(f"created recurring run {recurring_id} ({args.cron})")
+
+
+def _access(args) -> dict:
+    return {"namespace": args.namespace, "token_file": args.token_file, "cookies": args.cookies}
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
@@ -68,6 +72,10 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default="rankadaptor", help="KFP experiment")
     p.add_argument("--service-account", default="rankadaptor-pipeline",
                    help="Kubernetes ServiceAccount of the run's pods (k8s/base/pipeline: least privilege)")
+    p.add_argument("--namespace", default=None, help="the profile namespace of a multi-user Kubeflow (default: kubeflow)")
+    p.add_argument("--token-file", default=None, help="file holding a bearer token for the endpoint (e.g. a "
+                                                      "ServiceAccount token); inside the cluster the SDK finds its own")
+    p.add_argument("--cookies", default=None, help="session cookie(s) of the Kubeflow login, e.g. 'authservice_session=...'")
 
 
 def _add_run(p):

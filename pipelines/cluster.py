@@ -29,25 +29,73 @@ def compile_all(directory: Path = COMPILED) -> list[Path]:
     return paths
 
 
-def client(host: str):
-    """A kfp.Client for host, with a clear error when the endpoint does not answer."""
+MIN_BACKEND = (2, 5, 0)  # parameterised node selector, tolerations, Secrets and resources: docs/deploy.md 9.1
+
+
+def client(host: str, namespace: str | None = None, token_file: str | None = None, cookies: str | None = None):
+    """A kfp.Client for host (a multi-user Kubeflow: its namespace, and a token or the session cookie), with a
+    clear error when the endpoint does not answer or its backend is older than MIN_BACKEND."""
     import kfp
 
+    token = None
+    if token_file:
+        try:
+            token = Path(token_file).expanduser().read_text().strip()
+        except OSError as e:
+            raise UserError(f"--token-file {token_file!r} cannot be read: {e.strerror}") from None
     try:
-        c = kfp.Client(host=host)
+        c = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token, cookies=cookies)
         c.get_kfp_healthz()
-        return c
     except Exception as e:  # connection refused, DNS, TLS, auth: all mean "cannot use this endpoint"
         raise UserError(f"cannot reach the Kubeflow Pipelines endpoint {host!r}: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    check_backend_version(backend_version(c))
+    return c
+
+
+def backend_version(c) -> str:
+    """The backend's release tag from its v1beta1 health endpoint (v2beta1's carries none); '' if unknown."""
+    try:
+        answer = c._healthz_api.api_client.call_api("/apis/v1beta1/healthz", "GET", response_type="object",
+                                                    auth_settings=["Bearer"], _return_http_data_only=True)
+    except Exception:  # an old or trimmed API server: the version stays unknown
+        return ""
+    return str((answer or {}).get("tag_name", "")) if isinstance(answer, dict) else ""
+
+
+def check_backend_version(tag: str) -> None:
+    numbers = re.match(r"v?(\d+)\.(\d+)\.(\d+)", tag or "")
+    minimum = ".".join(map(str, MIN_BACKEND))
+    if numbers and tuple(map(int, numbers.groups())) < MIN_BACKEND:
+        raise UserError(f"the Kubeflow Pipelines backend is {tag}, older than {minimum}: it would silently drop "
+                        f"the GPU node selector, tolerations and Secret names (docs/deploy.md 9.1); upgrade it")
+
+
+def local_paths(arguments: dict) -> list[str]:
+    """The job's inputs that name a path on this machine, which no pod can read."""
+    found = []
+    for key in ("base_model", "data", "heldout_text", "eval_data_dir"):
+        value = str(arguments.get(key) or "")
+        if value and "://" not in value and (Path(value).expanduser().exists() or value.startswith(("/", ".", "~"))):
+            found.append(f"{key}={value!r}")
+    return found
+
+
+def check_remote_inputs(arguments: dict) -> None:
+    found = local_paths(arguments)
+    if found:
+        raise UserError(f"{', '.join(found)}: a path on this machine, which the cluster's pods cannot read; upload "
+                        "it to object storage and give its s3:// URI (a base model may also be a hub id in the image's "
+                        "cache), with --config job.yaml")
 
 
 def submit(host: str, pipeline: str, arguments: dict, experiment: str, run_name: str,
-           service_account: str | None = None) -> str:
-    """Start one run; returns its run id."""
-    run = client(host).create_run_from_pipeline_package(str(COMPILED / f"{pipeline}.yaml"), arguments=arguments,
-                                                        run_name=run_name, experiment_name=experiment,
-                                                        service_account=service_account)
+           service_account: str | None = None, **access) -> str:
+    """Start one run; returns its run id. access: namespace, token_file, cookies (see client)."""
+    check_remote_inputs(arguments)
+    run = client(host, **access).create_run_from_pipeline_package(str(COMPILED / f"{pipeline}.yaml"), arguments=arguments,
+                                                                  run_name=run_name, experiment_name=experiment,
+                                                                  service_account=service_account)
     return run.run_id
 
 
@@ -69,10 +117,11 @@ def check_cron(cron: str) -> None:
 
 
 def schedule(host: str, pipeline: str, arguments: dict, experiment: str, name: str, cron: str,
-             service_account: str | None = None, max_concurrency: int = 1) -> str:
+             service_account: str | None = None, max_concurrency: int = 1, **access) -> str:
     """A recurring run (cron with seconds: '0 0 2 * * *' = 02:00 daily); returns its id."""
     check_cron(cron)
-    c = client(host)
+    check_remote_inputs(arguments)
+    c = client(host, **access)
     experiment_id = c.create_experiment(experiment).experiment_id
     recurring = c.create_recurring_run(experiment_id=experiment_id, job_name=name, cron_expression=cron,
                                        pipeline_package_path=str(COMPILED / f"{pipeline}.yaml"), params=arguments,

@@ -1,4 +1,7 @@
+import http.server
+import json
 import socket
+import threading
 
 import pytest
 
@@ -11,10 +14,17 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def remote_job(tmp_path) -> str:
+    """A job whose inputs a cluster can read (URIs, not paths of this machine)."""
+    path = tmp_path / "job.yaml"
+    path.write_text("base_model: s3://models/llama-7b\neval_data_dir: s3://data/tasks\n")
+    return str(path)
+
+
 @pytest.mark.parametrize("command", [["submit"], ["schedule", "--cron", "0 0 2 * * *"]])
-def test_unreachable_endpoint_is_a_clear_error(command, capsys):
+def test_unreachable_endpoint_is_a_clear_error(command, capsys, tmp_path):
     host = f"http://127.0.0.1:{closed_port()}"
-    assert main([*command, "--host", host]) == 2
+    assert main([*command, "--host", host, "--config", remote_job(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert f"cannot reach the Kubeflow Pipelines endpoint '{host}'" in error
     assert "Traceback" not in error
@@ -49,3 +59,44 @@ def test_compile_for_another_registry_writes_elsewhere_and_leaves_the_committed_
     assert {p.name: p.read_bytes() for p in (root / "pipelines" / "compiled").glob("*.yaml")} == committed
     assert main(["compile", "--image-registry", "r.example.com"]) == 2
     assert "need --output DIR" in capsys.readouterr().err
+
+
+def test_a_job_with_paths_of_this_machine_is_refused_before_connecting(capsys):
+    host = f"http://127.0.0.1:{closed_port()}"
+    assert main(["submit", "--host", host]) == 2  # the bundled job: local paths
+    error = capsys.readouterr().err
+    assert "base_model=" in error and "a path on this machine" in error and "cannot reach" not in error
+
+
+class FakeBackend(http.server.BaseHTTPRequestHandler):
+    """The two health endpoints of a KFP API server (the backend cannot run here), recording each request."""
+    tag = "2.0.5"
+    seen: list = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        FakeBackend.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+        body = {"/apis/v2beta1/healthz": {"multi_user": True},
+                "/apis/v1beta1/healthz": {"multi_user": True, "tag_name": FakeBackend.tag}}.get(self.path)
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body or {}).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_old_backend_is_refused_with_its_version_and_the_token_is_sent(tmp_path, capsys):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeBackend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "token").write_text("secret-token\n")
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        code = main(["submit", "--host", host, "--config", remote_job(tmp_path), "--namespace", "team-a",
+                     "--token-file", str(tmp_path / "token")])
+    finally:
+        server.shutdown()
+    error = capsys.readouterr().err
+    assert code == 2 and "backend is 2.0.5, older than 2.5.0" in error, error
+    assert [path for path, _ in FakeBackend.seen] == ["/apis/v2beta1/healthz", "/apis/v1beta1/healthz"]
+    assert all(headers.get("authorization") == "Bearer secret-token" for _, headers in FakeBackend.seen)
