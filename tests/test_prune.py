@@ -210,3 +210,19 @@ def test_cli_prunes_and_reports_bad_input(tiny_model_dir, text_file, tmp_path, c
     assert main(args + ["--ratio", "-0.1", "--output", str(tmp_path / "bad")]) == 2
     assert "ratio=-0.1 is outside [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_pruned_checkpoint_keeps_the_base_models_dtype(tiny_model_dir, text_file, tmp_path):
+    """A bf16 base (every LLaMA release) gives a bf16 pruned checkpoint: half the bytes of float32 in each
+    step that downloads it; pruning itself still runs in float32."""
+    from safetensors import safe_open
+
+    base = tmp_path / "bf16-base"
+    model, tokenizer = load_model(str(tiny_model_dir))
+    model.to(torch.bfloat16).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    report = run_prune(config_for(base, text_file), str(tmp_path / "pruned"))
+    assert report["dtype"] == "bfloat16"
+    with safe_open(str(tmp_path / "pruned" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert run_prune(config_for(tiny_model_dir, text_file), str(tmp_path / "fp32"))["dtype"] == "float32"

@@ -232,8 +232,19 @@ def run_prune(config: PruneConfig, output_uri: str) -> dict:
         "ppl_after": perplexity(pruned, tokenizer, ppl_texts, config.ppl_seq_len) if ppl_texts else None,
         "seconds": time.time() - started, "notes": notes, **details,
     }
+    dtype = stored_dtype(base_config)
+    report["dtype"] = str(dtype).removeprefix("torch.")
     with storage.writing_dir(output_uri) as out:
-        pruned.save_pretrained(out)
+        pruned.to(dtype).save_pretrained(out)  # pruning ran in float32; the checkpoint keeps the base's dtype
         tokenizer.save_pretrained(out)
         storage.write_json_atomic(out / "prune_report.json", report)
     return report
+
+
+def stored_dtype(base_config) -> torch.dtype:
+    """The dtype the base model's checkpoint declares (bf16 for LLaMA: half the bytes of float32 in every step
+    that downloads the pruned model); float32 when it declares none."""
+    declared = getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", None)
+    if isinstance(declared, str):
+        declared = getattr(torch, declared, None)
+    return declared if isinstance(declared, torch.dtype) else torch.float32
