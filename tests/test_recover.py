@@ -221,19 +221,25 @@ def _recover_cli(pruned_dir, data, output):
 
 
 @pytest.mark.slow
-def test_killed_recovery_resumes_to_the_same_result(pruned_dir, corpus, tmp_path):
+@pytest.mark.parametrize("durable", [False, True], ids=["beside-the-output", "checkpoint-root"])
+def test_killed_recovery_resumes_to_the_same_result(pruned_dir, corpus, tmp_path, durable):
+    """durable: checkpoints under --checkpoint-root, and the rerun writes elsewhere, as a retried pod on
+    another node would (its local disk, and so <output>.ckpt, gone): it still resumes, bit-exact."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
     subprocess.run(_recover_cli(pruned_dir, corpus / "train.txt", reference), check=True, env=env,
                    capture_output=True)
 
     output = tmp_path / "killed"
+    extra = ["--checkpoint-root", str(tmp_path / "durable")] if durable else []
+    slots = (lambda: list((tmp_path / "durable").glob("recover-*/*"))) if durable else (
+        lambda: list((tmp_path / "killed.ckpt").glob("*")))
 
     def checkpointed_step() -> int:  # the newest complete checkpoint slot's step
-        logs = [slot / "log.json" for slot in (tmp_path / "killed.ckpt").glob("*") if (slot / "manifest.json").exists()]
+        logs = [slot / "log.json" for slot in slots() if (slot / "manifest.json").exists()]
         return max((json.loads(log.read_text())["step"] for log in logs), default=0)
 
-    proc = subprocess.Popen(_recover_cli(pruned_dir, corpus / "train.txt", output), env=env,
+    proc = subprocess.Popen(_recover_cli(pruned_dir, corpus / "train.txt", output) + extra, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and checkpointed_step() < 3:
@@ -242,13 +248,16 @@ def test_killed_recovery_resumes_to_the_same_result(pruned_dir, corpus, tmp_path
     proc.wait()
     assert not output.exists(), "the run finished before it could be killed"
     killed_at = checkpointed_step()
-    assert sorted(p.name for p in (tmp_path / "killed.ckpt").glob("*")) == ["a", "b"]  # saves alternate
+    assert sorted(p.name for p in slots()) == ["a", "b"]  # saves alternate
 
-    rerun = subprocess.run(_recover_cli(pruned_dir, corpus / "train.txt", output), check=True, env=env,
+    if durable:
+        output = tmp_path / "retried"
+    rerun = subprocess.run(_recover_cli(pruned_dir, corpus / "train.txt", output) + extra, check=True, env=env,
                            capture_output=True, text=True)
     resumed = json.loads(rerun.stdout[rerun.stdout.index("{"):])
     assert resumed["resumed_from"] >= killed_at >= 3
     assert resumed["steps"] > resumed["resumed_from"]
+    assert not slots()  # the checkpoint is removed once the adapter is written
     ours, theirs = (load_file(d / "adapter_model.safetensors") for d in (output, reference))
     assert ours.keys() == theirs.keys()
     for name in ours:

@@ -33,7 +33,7 @@ from rankadaptor.modeling import (attn_head_dim, config_widths, load_config, loa
 from rankadaptor.recover.batches import load_examples
 from rankadaptor.recover.ranks import (CANDIDATES, TARGET_MODULES, check_rank_vector, error_proportional_ranks,
                                        increasing_schedule, rank_patterns)
-from rankadaptor.recover.train import TrainSettings, check_checkpoint, step_plan, train
+from rankadaptor.recover.train import TrainSettings, check_checkpoint, settings_record, step_plan, train
 
 METHODS = ("lora", "losa", "adalora")
 ATTENTION = ("auto", "sdpa", "flex_attention", "eager")
@@ -67,6 +67,10 @@ class RecoverConfig:
     max_grad_norm: float = option(1.0, "gradient clipping")
     max_steps: int | None = option(None, "stop after this many optimizer steps (default: all epochs)")
     save_steps: int = option(50, "checkpoint every N optimizer steps", runtime=True)
+    checkpoint_root: str = option("", "durable folder (e.g. s3://bucket/rankadaptor/checkpoints) of recovery "
+                                      "checkpoints, one per training identity (settings, rank vector, model, data): "
+                                      "a retried pod resumes there; empty: beside the output (<output>.ckpt)",
+                                  runtime=True)
     checkpoint: str | None = option(None, "checkpoint URI for resuming (default: <output>.ckpt)", set_by_job=True)
     restart: bool = option(False, "discard an existing checkpoint and train from the start (one left by a run with "
                                   "other settings is refused otherwise)", runtime=True)
@@ -230,8 +234,10 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     device = resolve_device(config.device)
     check(not config.liger or device.type == "cuda",
           f"liger=True needs a CUDA GPU (liger-kernel's Triton kernels); device={config.device!r} is {device}")
-    checkpoint_uri = config.checkpoint or f"{output_uri.rstrip('/')}.ckpt"
     identity = training_identity(config, model_uri, rank_vector)
+    checkpoint_uri = config.checkpoint or (
+        storage.join(config.checkpoint_root, f"recover-{settings_record(identity)['hash'][:24]}")
+        if config.checkpoint_root else f"{output_uri.rstrip('/')}.ckpt")
     check_checkpoint(checkpoint_uri, identity, config.restart)
     model, tokenizer = load_model(model_uri, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
                                   device=device)
