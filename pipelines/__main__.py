@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rankadaptor import cli
 from rankadaptor.errors import UserError
 
 
@@ -117,19 +118,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_arguments, handler) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_arguments(p)
-        p.set_defaults(handler=handler)
-    args = parser.parse_args(argv)
-    try:
-        args.handler(args)
-    except UserError as e:
-        print(f"python -m pipelines {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.main(argv, "python -m pipelines", __doc__.splitlines()[0], COMMANDS)
 
 
 if __name__ == "__main__":

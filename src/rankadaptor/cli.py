@@ -118,23 +118,27 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rankadaptor", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "rankadaptor", description: str | None = None,
+                 commands: dict | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description or __doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_arguments, handler) in COMMANDS.items():
+    for name, (help_text, add_arguments, handler) in (commands or COMMANDS).items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(handler=handler)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "rankadaptor", description: str | None = None,
+         commands: dict | None = None) -> int:
+    """Run one of commands (name -> (help, add_arguments, handler)); a UserError is printed as one line per
+    problem and exits 2. Also the entry point of `python -m pipelines`, with its own commands."""
+    args = build_parser(prog, description, commands).parse_args(argv)
     try:
         args.handler(args)
     except UserError as e:
         for line in str(e).splitlines():
-            print(f"rankadaptor {args.command}: error: {line}", file=sys.stderr)
+            print(f"{prog} {args.command}: error: {line}", file=sys.stderr)
         return 2
     return 0
 
