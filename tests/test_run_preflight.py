@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +55,6 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
 def test_run_help_lists_every_job_option_with_its_default(capsys):
     import dataclasses
 
-    import pytest
-
     from pipelines.__main__ import main
     from rankadaptor.job import JobConfig
 
@@ -68,3 +67,18 @@ def test_run_help_lists_every_job_option_with_its_default(capsys):
             assert f"  {f.name}: " in text, f.name
     assert "  recover.lr: " in text and "  search.max_iterations: 6" in text and "  runtime.device: " in text
     assert "  recover.seed:" not in text and "  recover.data:" not in text  # the job sets these itself
+
+
+@pytest.mark.slow
+def test_a_step_that_fails_ends_the_run_with_its_one_line_error_and_exit_2(tmp_path):
+    """An error only a step can see (here: line 2 of the recovery data is not JSON, which the preflight,
+    reading no rows, lets through) stops the run at that step, once (no local retries), in one line."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "fine"}\n{"text": broken\n')
+    out, seconds = run(tmp_path, {"base_model": str(BUNDLED / "aidreams-260k"), "eval_data_dir": str(BUNDLED / "tasks"),
+                                  "data": str(data), "heldout_text": str(BUNDLED / "text" / "heldout.txt")})
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "line 2" in lines[0] and "data.jsonl" in lines[0], lines
+    assert "run.log" in lines[0] and (tmp_path / "run" / "run.log").exists()
+    assert seconds < 90
