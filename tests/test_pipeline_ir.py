@@ -48,28 +48,20 @@ def unresolved(spec: PipelineSpec) -> list[str]:
             for name, definition in component.input_definitions.artifacts.items():
                 if name not in artifacts and not definition.is_optional:
                     found.append(f"{where}: required artifact {name} is not given")
-            for name, source in params.items():
-                kind = source.WhichOneof("kind")
-                if kind == "component_input_parameter" and source.component_input_parameter not in owner_params:
-                    found.append(f"{where}.{name}: pipeline input {source.component_input_parameter} is not declared")
-                if kind == "task_output_parameter":
-                    producer = source.task_output_parameter.producer_task
-                    declared = (spec.components[tasks[producer].component_ref.name].output_definitions.parameters
-                                if producer in tasks else {})
-                    if source.task_output_parameter.output_parameter_key not in declared:
-                        found.append(f"{where}.{name}: {producer} declares no output "
-                                     f"{source.task_output_parameter.output_parameter_key}")
-            for name, source in artifacts.items():
-                kind = source.WhichOneof("kind")
-                if kind == "component_input_artifact" and source.component_input_artifact not in owner_artifacts:
-                    found.append(f"{where}.{name}: input artifact {source.component_input_artifact} is not declared")
-                if kind == "task_output_artifact":
-                    producer = source.task_output_artifact.producer_task
-                    declared = (spec.components[tasks[producer].component_ref.name].output_definitions.artifacts
-                                if producer in tasks else {})
-                    if source.task_output_artifact.output_artifact_key not in declared:
-                        found.append(f"{where}.{name}: {producer} declares no output artifact "
-                                     f"{source.task_output_artifact.output_artifact_key}")
+            for kind_name, sources, declared_inputs, outputs in (
+                    ("parameter", params, owner_params, lambda c: c.output_definitions.parameters),
+                    ("artifact", artifacts, owner_artifacts, lambda c: c.output_definitions.artifacts)):
+                for name, source in sources.items():
+                    kind = source.WhichOneof("kind")
+                    if kind == f"component_input_{kind_name}" and getattr(source, kind) not in declared_inputs:
+                        found.append(f"{where}.{name}: pipeline input {kind_name} {getattr(source, kind)} is not declared")
+                    if kind == f"task_output_{kind_name}":
+                        output = getattr(source, kind)
+                        producer = output.producer_task
+                        declared = outputs(spec.components[tasks[producer].component_ref.name]) if producer in tasks else {}
+                        key = output.output_parameter_key if kind_name == "parameter" else output.output_artifact_key
+                        if key not in declared:
+                            found.append(f"{where}.{name}: {producer} declares no output {kind_name} {key}")
     return found
 
 
