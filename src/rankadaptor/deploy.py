@@ -1,0 +1,298 @@
+"""`rankadaptor deploy`: the KServe InferenceService that serves one registered model version.
+
+The predictor is a custom container on the project's image running MLflow's scoring server
+(`mlflow models serve --env-manager local`) on port 8080: the registered pyfunc needs the `rankadaptor`
+package, torch, transformers and peft, which the project image has and KServe's MLServer image has not
+(docs/deploy.md, "Serving"). The container fetches the version from the MLflow registry itself (KServe's
+storage initializer knows no `models:/` URIs, and only the MLflow server holds the artifact store's keys).
+
+`inference_service` is the one source of the manifest: k8s/serving/inferenceservice.yaml is its output
+for the alias URI `models:/rankadaptor@champion`, and `rankadaptor deploy` renders it for the alias's
+current version, pinned (`models:/NAME/VERSION`), so applying it rolls the new champion out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from rankadaptor.errors import UserError, check
+
+PORT = 8080
+CONTAINER = "kserve-container"  # the name KServe gives (and expects of) the predictor's main container
+LABEL = "rankadaptor-serving"  # pod label: the MLflow NetworkPolicy lets these pods in
+# Read-only root: the model's download and the s3 cache live in the pod's own emptyDir mounted here.
+MODEL_DIR = "/tmp"  # noqa: S108  (a path inside the container, not on this machine)
+HELP = "render the KServe InferenceService serving a registered model's alias (its current version, pinned)"
+
+
+@dataclasses.dataclass
+class Serving:
+    """What the InferenceService runs and where; the defaults are the committed k8s/serving/ manifest."""
+    name: str = "rankadaptor"
+    namespace: str = "kubeflow-user-example-com"
+    image: str = "rankadaptor-gpu"
+    gpus: int = 1
+    cpu: str = "4"
+    memory: str = "32Gi"
+    tmp_size: str = "64Gi"  # the model's download (a self-contained 7B version holds its base: ~14 GB bf16)
+    mlflow_secret: str = "rankadaptor-mlflow"  # noqa: S105  (names of Secrets, not their values)
+    s3_secret: str = "rankadaptor-s3"  # noqa: S105
+
+    def validate(self) -> None:
+        check(re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name) is not None,
+              f"name={self.name!r} is not accepted: an InferenceService name is a DNS-1035 label "
+              "(lowercase letters, digits, '-', starting with a letter, at most 63 characters)")
+        check(re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.namespace) is not None,
+              f"namespace={self.namespace!r} is not accepted: give a Kubernetes namespace name")
+        check(bool(self.image) and not any(c.isspace() for c in self.image),
+              f"image={self.image!r} is not accepted: give an image reference, e.g. registry/rankadaptor-gpu:TAG")
+        check(isinstance(self.gpus, int) and self.gpus >= 0, f"gpus={self.gpus!r} is not accepted: give an integer >= 0")
+
+
+def inference_service(model_uri: str, serving: Serving, annotations: dict[str, str] | None = None) -> dict:
+    """The InferenceService (as a dict) serving model_uri (`models:/NAME/VERSION` or `models:/NAME@ALIAS`)."""
+    serving.validate()
+    limits = {"cpu": serving.cpu, "memory": serving.memory}
+    if serving.gpus:
+        limits["nvidia.com/gpu"] = str(serving.gpus)
+    secret_env = [_secret_env(name, serving.mlflow_secret, optional=False)
+                  for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")]
+    # Only a version that references its pruned base on s3:// (not self-contained) needs these.
+    secret_env += [_secret_env(name, serving.s3_secret, optional=True)
+                   for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")]
+    probe = {"httpGet": {"path": "/ping", "port": PORT}, "periodSeconds": 10, "timeoutSeconds": 5}
+    container = {
+        "name": CONTAINER,
+        "image": serving.image,
+        "imagePullPolicy": "Always",
+        "command": ["mlflow", "models", "serve"],
+        "args": ["--model-uri", "$(MODEL_URI)", "--env-manager", "local",
+                 "--host", "0.0.0.0",  # noqa: S104  (every interface of the pod: KServe's Service routes to it)
+                 "--port", str(PORT), "--workers", "1", "--timeout", "300"],
+        "env": [{"name": "MODEL_URI", "value": model_uri},
+                *secret_env,
+                {"name": "HF_HOME", "value": f"{MODEL_DIR}/huggingface"},
+                {"name": "RANKADAPTOR_CACHE", "value": f"{MODEL_DIR}/rankadaptor"},
+                {"name": "TMPDIR", "value": MODEL_DIR}],
+        "ports": [{"containerPort": PORT, "name": "http1", "protocol": "TCP"}],
+        # Startup: downloading and loading a 7B model takes minutes; then /ping answers once loaded.
+        "startupProbe": {**probe, "failureThreshold": 90},
+        "readinessProbe": {**probe, "failureThreshold": 3},
+        "livenessProbe": {**probe, "failureThreshold": 6},
+        "resources": {"requests": {"cpu": serving.cpu, "memory": serving.memory, "ephemeral-storage": "1Gi"},
+                      "limits": {**limits, "ephemeral-storage": "2Gi"}},
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "tmp", "mountPath": MODEL_DIR}],
+    }
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": serving.name,
+            "namespace": serving.namespace,
+            "labels": {"app.kubernetes.io/name": LABEL, "app.kubernetes.io/part-of": "rankadaptor"},
+            # A plain Deployment + Service: a 7B model loads for minutes, so no scale to zero (Knative).
+            "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment", **(annotations or {})},
+        },
+        "spec": {"predictor": {
+            "minReplicas": 1,
+            "maxReplicas": 1,
+            "labels": {"app.kubernetes.io/name": LABEL},
+            "serviceAccountName": LABEL,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": serving.tmp_size}}],
+        }},
+    }
+
+
+def _secret_env(name: str, secret: str, optional: bool) -> dict:
+    ref = {"name": secret, "key": name, **({"optional": True} if optional else {})}
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+@dataclasses.dataclass
+class Resolved:
+    model: str
+    alias: str
+    version: int
+    source: str  # the version's own artifact location, as the registry records it
+    run_id: str | None
+    base_included: bool
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model}/{self.version}"
+
+
+def resolve(model: str, alias: str = "champion", tracking_uri: str | None = None) -> Resolved:
+    """The version the alias points at now, read from the MLflow registry."""
+    from rankadaptor.bank import configure, tracking_errors
+
+    uri = configure(tracking_uri)
+    with tracking_errors(uri):
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        client = MlflowClient()
+        try:
+            registered = client.get_registered_model(model)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            names = sorted(m.name for m in client.search_registered_models(max_results=100))
+            raise UserError(f"registered model {model!r} does not exist in {uri}; registered models: {names}") from None
+        if alias not in registered.aliases:
+            raise UserError(f"registered model {model!r} has no alias {alias!r}; its aliases: "
+                            f"{dict(sorted(registered.aliases.items()))}")
+        version = client.get_model_version(model, str(registered.aliases[alias]))
+    return Resolved(model, alias, int(version.version), version.source, version.run_id,
+                    version.tags.get("base_included") == "true")
+
+
+def render(resolved: Resolved, serving: Serving) -> str:
+    """The InferenceService YAML for a resolved version, with where it came from as annotations."""
+    import yaml
+
+    annotations = {"rankadaptor.io/registered-model": resolved.model, "rankadaptor.io/alias": resolved.alias,
+                   "rankadaptor.io/version": str(resolved.version), "rankadaptor.io/source": resolved.source,
+                   "rankadaptor.io/base-included": str(resolved.base_included).lower()}
+    isvc = inference_service(resolved.model_uri, serving, annotations)
+    header = (f"# rankadaptor deploy: {resolved.model}@{resolved.alias} = version {resolved.version}\n"
+              "# kubectl apply -f this file; rerun deploy after the alias moves (docs/deploy.md, Serving).\n")
+    return header + yaml.safe_dump(isvc, sort_keys=False)
+
+
+def add_arguments(p) -> None:
+    defaults = Serving()
+    p.add_argument("--model", required=True, help="registered model name in the MLflow registry")
+    p.add_argument("--alias", default="champion", help="alias whose current version is served (default: champion)")
+    p.add_argument("--output", required=True, help="YAML file to write, or - for stdout")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; default: MLFLOW_TRACKING_URI, "
+                                                        "else the embedded store under ./mlflow")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    for field in dataclasses.fields(Serving):
+        flag = "--" + field.name.replace("_", "-")
+        p.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name),
+                       help=f"default: {getattr(defaults, field.name)}")
+
+
+def run(args) -> None:
+    serving = Serving(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Serving)})
+    serving.validate()
+    out = None if args.output == "-" else Path(args.output)
+    if out is not None:
+        check(args.overwrite or not out.exists(), f"output {args.output!r} already exists: choose another or pass --overwrite")
+        check(out.parent.is_dir(), f"output {args.output!r}: no directory {str(out.parent)!r}")
+    resolved = resolve(args.model, args.alias, args.tracking_uri)
+    text = render(resolved, serving)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    if not resolved.base_included:
+        print(f"note: version {resolved.version} references its pruned base model (not self-contained): the "
+              f"predictor reads it from its URI with Secret {serving.s3_secret!r}", file=sys.stderr)
+    print(f"{resolved.model}@{resolved.alias} -> version {resolved.version}: InferenceService "
+          f"{serving.namespace}/{serving.name} written to {args.output}", file=sys.stderr)
+
+
+def problems(isvc: Any) -> list[str]:
+    """What KServe requires of an InferenceService with a custom predictor, and what serving relies on."""
+    if not isinstance(isvc, dict):
+        return ["not a YAML mapping"]
+    found = []
+    if isvc.get("apiVersion") != "serving.kserve.io/v1beta1" or isvc.get("kind") != "InferenceService":
+        found.append(f"apiVersion/kind {isvc.get('apiVersion')}/{isvc.get('kind')}: expected "
+                     "serving.kserve.io/v1beta1 InferenceService")
+    name = (isvc.get("metadata") or {}).get("name", "")
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", str(name)):
+        found.append(f"metadata.name {name!r} is not a DNS-1035 label")
+    spec = isvc.get("spec") or {}
+    unknown = sorted(set(spec) - INFERENCE_SERVICE_SPEC)
+    if unknown:
+        found.append(f"spec has unknown fields {unknown}; KServe's: {sorted(INFERENCE_SERVICE_SPEC)}")
+    predictor = spec.get("predictor")
+    if not isinstance(predictor, dict):
+        return found + ["spec.predictor is missing"]
+    frameworks = sorted(set(predictor) & PREDICTOR_FRAMEWORKS)
+    containers = predictor.get("containers") or []
+    if frameworks or len(containers) != 1:
+        found.append(f"predictor: expected exactly one custom container and no model format, got "
+                     f"{len(containers)} container(s) and {frameworks}")
+    for c in containers[:1]:
+        if c.get("name") != CONTAINER:
+            found.append(f"predictor container is named {c.get('name')!r}: KServe expects {CONTAINER!r}")
+        if [p.get("containerPort") for p in c.get("ports", [])] != [PORT]:
+            found.append(f"predictor container ports {c.get('ports')}: expected one, {PORT}")
+        env = {e.get("name"): e for e in c.get("env", [])}
+        if not str(env.get("MODEL_URI", {}).get("value", "")).startswith("models:/"):
+            found.append("predictor container: env MODEL_URI must be a models:/ URI")
+        if "$(MODEL_URI)" not in c.get("args", []):
+            found.append("predictor container: args do not serve $(MODEL_URI)")
+    for key in ("minReplicas", "maxReplicas"):
+        if not isinstance(predictor.get(key, 1), int) or predictor.get(key, 1) < 0:
+            found.append(f"predictor.{key} must be an integer >= 0")
+    return found
+
+
+def predictor_pod(isvc: dict) -> dict:
+    """The predictor's PodSpec fields as a Pod, for Kubernetes schema validation and lint.
+
+    A KServe predictor is KServe's own fields inline with a PodSpec: what is left after removing KServe's
+    fields must be a valid PodSpec, so a strict Pod schema check catches a misspelt predictor field too."""
+    predictor = isvc["spec"]["predictor"]
+    spec = {k: v for k, v in predictor.items() if k not in PREDICTOR_OWN_FIELDS}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{isvc['metadata']['name']}-predictor",
+                         "namespace": isvc["metadata"].get("namespace", "default"),
+                         "labels": predictor.get("labels", {})},
+            "spec": spec}
+
+
+# Field names of KServe's v1beta1 InferenceServiceSpec and PredictorSpec (kserve SDK 0.21.0, whose
+# PredictorSpec is these fields plus the PodSpec's).
+INFERENCE_SERVICE_SPEC = {"predictor", "transformer", "explainer", "canary", "tracing"}
+PREDICTOR_FRAMEWORKS = {"sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx", "huggingface", "pmml",
+                        "lightgbm", "paddle", "model"}
+PREDICTOR_OWN_FIELDS = PREDICTOR_FRAMEWORKS | {
+    "annotations", "autoScaling", "batcher", "canaryTrafficPercent", "containerConcurrency", "deploymentStrategy",
+    "labels", "logger", "maxReplicas", "minReplicas", "scaleMetric", "scaleMetricType", "scaleTarget", "timeout",
+    "workerSpec", "storageUris", "storageContainerName", "name"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rankadaptor.deploy --check FILE [--pod-out FILE]`: the offline check k8s/validate.sh runs."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m rankadaptor.deploy", description=main.__doc__)
+    parser.add_argument("--check", required=True, help="rendered manifests (kubectl kustomize output)")
+    parser.add_argument("--pod-out", default=None, help="write the manifests here with each InferenceService "
+                                                          "replaced by its predictor's Pod, for kubernetes-validate")
+    args = parser.parse_args(argv)
+    docs = [d for d in yaml.safe_load_all(Path(args.check).read_text()) if d]
+    services = [d for d in docs if d.get("kind") == "InferenceService"]
+    found = [] if services else ["no InferenceService"]
+    found += [f"InferenceService/{(d.get('metadata') or {}).get('name')}: {line}" for d in services for line in problems(d)]
+    if args.pod_out and not found:
+        pods = [predictor_pod(d) if d.get("kind") == "InferenceService" else d for d in docs]
+        Path(args.pod_out).write_text(yaml.safe_dump_all(pods, sort_keys=False))
+    for line in found:
+        print(f"kserve check: {line}", file=sys.stderr)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
