@@ -21,7 +21,7 @@ from rankadaptor.errors import UserError, check
 from rankadaptor.evaluate import ACCEPTED, TASKS, EvalConfig, task_ok
 from rankadaptor.prune import PruneConfig
 from rankadaptor.recover import RecoverConfig
-from rankadaptor.registry import RegistryConfig
+from rankadaptor.registry import RegistryConfig, default_model_name
 from rankadaptor.search import SearchConfig
 from rankadaptor.surrogate import SurrogateConfig
 
@@ -191,7 +191,10 @@ class JobConfig:
         return self._filled(self.search, budget=budget)
 
     def registry_config(self) -> RegistryConfig:
-        return self._filled(self.registry, tracking_uri=self.bank.tracking_uri)
+        """The registry's options; an empty model_name becomes this job's (base model, pruning, task) model."""
+        name = self.registry.model_name or default_model_name(self.base_model, self.prune.mode, self.prune.ratio,
+                                                              self.prune.nm, self.target_task)
+        return self._filled(self.registry, tracking_uri=self.bank.tracking_uri, model_name=name)
 
     def tracking_uri(self) -> str | None:
         return self.bank.tracking_uri or None
