@@ -51,6 +51,10 @@ def test_converges_at_the_first_iteration_and_a_rerun_reuses_the_unchanged_steps
     assert report["iterations"] == 1 and len(search_trials(client)) == 1
     assert report_dir.parent.name == "register"  # the branch of gate 1, not the end of the unrolled loop
     assert int(client.get_model_version_by_alias("tiny", "champion").version) == 1
+    assert report["registration"]["model_name"] == "tiny"  # set explicitly: the naming rule steps aside
+    tags = client.get_model_version("tiny", "1").tags
+    assert tags["task"] == "ppl:heldout" and int(tags["trainable_params"]) > 0 and tags["pipeline_run"]
+    assert tags["self_contained"] == "true" and json.loads(tags["scores"])
     for plot in ("ranks.png", "predicted_vs_measured.png", "convergence.png"):
         assert (report_dir / plot).stat().st_size > 1000
     assert [row["method"] for row in report["table"]] == [PRUNED, UNIFORM, OURS]
