@@ -85,8 +85,9 @@ def split(params: dict) -> tuple[dict, dict]:
 
 
 def prepared(gpu: dict, loop_cap: int = 0, **job_options):
-    """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model)."""
-    job = cpu_step(configure(**job_options, loop_cap=loop_cap), **gpu).output
+    """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model).
+    configure always runs: it fingerprints the inputs, and its JSON keys every later step's cache entry."""
+    job = cpu_step(configure(**job_options, loop_cap=loop_cap), **gpu).set_caching_options(False).output
     corpus = gpu_step(prepare_data(job=job), **gpu).output
     pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
     return job, corpus, pruned

@@ -258,5 +258,6 @@ def write_adapter(uri: str, model_uri: str, rank_vector: list[int], seed: int = 
     peft_model = get_peft_model(model, config)
     with storage.writing_dir(uri) as out:
         peft_model.save_pretrained(out)
-        storage.write_json_atomic(out / "rank_vector.json", {"rank_vector": rank_vector})
+        trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+        storage.write_json_atomic(out / "rank_vector.json", {"rank_vector": rank_vector, "trainable_params": trainable})
     return uri

@@ -51,13 +51,17 @@ def test_converges_at_the_first_iteration_and_a_rerun_reuses_the_unchanged_steps
     assert report["iterations"] == 1 and len(search_trials(client)) == 1
     assert report_dir.parent.name == "register"  # the branch of gate 1, not the end of the unrolled loop
     assert int(client.get_model_version_by_alias("tiny", "champion").version) == 1
+    assert report["registration"]["model_name"] == "tiny"  # set explicitly: the naming rule steps aside
+    tags = client.get_model_version("tiny", "1").tags
+    assert tags["task"] == "ppl:heldout" and int(tags["trainable_params"]) > 0 and tags["pipeline_run"]
+    assert tags["self_contained"] == "true" and json.loads(tags["scores"])
     for plot in ("ranks.png", "predicted_vs_measured.png", "convergence.png"):
         assert (report_dir / plot).stat().st_size > 1000
     assert [row["method"] for row in report["table"]] == [PRUNED, UNIFORM, OURS]
 
     _, rerun_dir, _ = run(tmp_path, monkeypatch, job)
     ran = {step.name for step in rerun_dir.parents[1].iterdir()}  # a step served from the cache leaves no folder
-    assert not ran & {"configure", "prepare-data", "prune", "baselines"}, ran
+    assert "configure" in ran and not ran & {"prepare-data", "prune", "baselines"}, ran  # configure fingerprints
     trials = search_trials(client)  # the search went on from the bank: a new vector, none measured twice
     assert len(trials) == 2 and len({t.data.params["rank_vector"] for t in trials}) == 2
 

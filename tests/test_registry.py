@@ -1,5 +1,6 @@
 """Registering models on an embedded MLflow store (real servers: test_registry_servers.py)."""
 
+import dataclasses
 import json
 
 import mlflow
@@ -49,12 +50,12 @@ def test_champion_moves_only_on_a_better_report_score(artifacts, config):
     base, adapter = artifacts["base"], artifacts["adapter"]
     lineage = {"pipeline_run_id": "run-42", "trial_ids": ["t1", "t2"], "budget": 5000}
     assert registry.register(adapter, base, report(0.50), config, lineage) == \
-        {"version": 1, "champion_moved": True, "previous_champion": None}
+        {"model_name": "tiny-llama", "version": 1, "champion_moved": True, "previous_champion": None}
     assert registry.register(artifacts["adapter_b"], base, report(0.40), config) == \
-        {"version": 2, "champion_moved": False, "previous_champion": 1}
+        {"model_name": "tiny-llama", "version": 2, "champion_moved": False, "previous_champion": 1}
     assert registry.register(adapter, base, report(0.50), config)["champion_moved"] is False  # a tie keeps it
     assert registry.register(artifacts["adapter_b"], base, report(0.60), config) == \
-        {"version": 4, "champion_moved": True, "previous_champion": 1}
+        {"model_name": "tiny-llama", "version": 4, "champion_moved": True, "previous_champion": 1}
     assert champion(config) == 4 and versions(config) == [1, 2, 3, 4]
 
     tags = MlflowClient(config.tracking_uri).get_model_version(config.model_name, "1").tags
@@ -66,7 +67,9 @@ def test_champion_moves_only_on_a_better_report_score(artifacts, config):
     assert json.loads(tags["pruning"])["method"] == "fixture"
     assert json.loads(tags["evaluation_report"]) == report(0.50)
     assert tags["pipeline_run_id"] == "run-42" and json.loads(tags["trial_ids"]) == ["t1", "t2"]
-    assert tags["budget"] == "5000" and tags["base_included"] == "false"
+    assert tags["budget"] == "5000" and tags["self_contained"] == "true"  # the default: the base copied along
+    trainable = storage.read_json(storage.local_dir(adapter) / "rank_vector.json")["trainable_params"]
+    assert tags["trainable_params"] == str(trainable) and trainable > 0
 
 
 def test_champion_loads_by_alias_and_generates_like_the_recovered_model(artifacts, config):
@@ -91,9 +94,8 @@ def test_champion_loads_by_alias_and_generates_like_the_recovered_model(artifact
 def test_referenced_base_is_verified_and_a_self_contained_version_needs_none(artifacts, config, tmp_path):
     base = write_pruned_model(str(tmp_path / "pruned"), artifacts["root"] / "pruned")
     adapter = artifacts["adapter"]
-    registry.register(adapter, base, report(0.5), config)
-    config.include_base = True
-    registry.register(adapter, base, report(0.6), config)
+    registry.register(adapter, base, report(0.5), dataclasses.replace(config, self_contained=False))
+    registry.register(adapter, base, report(0.6), config)  # self-contained: the default
     mlflow.set_tracking_uri(config.tracking_uri)
     # The base changes at its URI after registration: version 1 refuses it, version 2 carries its own copy.
     with storage.writing_dir(base) as out:
@@ -130,8 +132,8 @@ def test_bad_inputs_are_refused_before_anything_is_written(artifacts, config, tm
     base, adapter = artifacts["base"], artifacts["adapter"]
     bad_calls = {
         "split 'report'": (adapter, base, report(0.5, split="select"), config),
-        "task 'hellaswag'": (adapter, base, report(0.5), registry.RegistryConfig(
-            tracking_uri=config.tracking_uri, selection_metric="report_hellaswag")),
+        "task 'hellaswag'": (adapter, base, report(0.5), dataclasses.replace(
+            config, selection_metric="report_hellaswag")),
         "no rank_vector.json": (base, base, report(0.5), config),
         "manifest": (str(tmp_path), base, report(0.5), config),
         "no directory": (str(tmp_path / "missing"), base, report(0.5), config),
@@ -140,8 +142,31 @@ def test_bad_inputs_are_refused_before_anything_is_written(artifacts, config, tm
     for expected, args in bad_calls.items():
         with pytest.raises(UserError, match=expected):
             registry.register(*args)
+    with pytest.raises(UserError, match="model_name is empty"):
+        registry.register(adapter, base, report(0.5), dataclasses.replace(config, model_name=""))
     with pytest.raises(UserError, match="champion_alias"):
         registry.RegistryConfig(champion_alias="bad alias!").validate()
     with pytest.raises(UserError, match="reserved"):
         registry.register(adapter, base, report(0.5), config, lineage={"rank_vector": "[1]"})
     assert MlflowClient(config.tracking_uri).search_registered_models() == []
+
+
+def test_one_model_per_base_model_pruning_and_task_unless_named(tiny_model_dir):
+    from rankadaptor.job import load_job
+
+    assert registry.default_model_name("s3://bucket/models/Llama-2-7b/", "width", 0.2, "", "boolq") == \
+        "Llama-2-7b-width20-boolq"
+    assert registry.default_model_name("meta-llama/Llama-2-7b-hf", "depth", 0.125, "", "mc:my task") == \
+        "Llama-2-7b-hf-depth12.5-mc-my-task"
+    assert registry.default_model_name("m", "unstructured", 0.5, "2:4", "ppl:heldout") == "m-unstructured2-4-ppl-heldout"
+
+    job = load_job(None)  # the bundled job names no model
+    assert job.registry.model_name == "" and job.registry_config().model_name == "aidreams-260k-width20-ppl-heldout"
+    other_task = load_job(None, {"target_task": "mc:everyday", "report_tasks": ["mc:everyday"]})
+    assert other_task.registry_config().model_name == "aidreams-260k-width20-mc-everyday"
+    deeper = load_job(None, {"prune": {"mode": "depth", "ratio": 0.25}})
+    assert deeper.registry_config().model_name == "aidreams-260k-depth25-ppl-heldout"
+    named = load_job(None, {"registry": {"model_name": "mine"}})
+    assert named.registry_config().model_name == "mine"
+    for name in (job, other_task, deeper):  # every derived name is one MLflow accepts
+        name.registry_config().validate()

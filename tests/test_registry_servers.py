@@ -108,9 +108,9 @@ def test_register_moves_champion_only_on_better_score_and_loads_by_alias(trackin
     base, adapter = artifacts["base"], artifacts["adapter"]
     lineage = {"pipeline_run_id": "run-7", "trial_ids": ["t1"]}
     assert registry.register(adapter, base, report(0.5), config(tracking, name), lineage) == \
-        {"version": 1, "champion_moved": True, "previous_champion": None}
+        {"model_name": name, "version": 1, "champion_moved": True, "previous_champion": None}
     assert registry.register(artifacts["adapter_b"], base, report(0.4), config(tracking, name)) == \
-        {"version": 2, "champion_moved": False, "previous_champion": 1}
+        {"model_name": name, "version": 2, "champion_moved": False, "previous_champion": 1}
 
     mlflow.set_tracking_uri(tracking)
     served = mlflow.pyfunc.load_model(f"models:/{name}@champion")
@@ -118,6 +118,7 @@ def test_register_moves_champion_only_on_better_score_and_loads_by_alias(trackin
     assert texts == generate(*load_model(base, adapter), PROMPTS, max_new_tokens=5)
     tags = MlflowClient(tracking).get_model_version(name, "1").tags
     assert tags["pruned_model_uri"] == base and tags["pipeline_run_id"] == "run-7"
+    assert tags["self_contained"] == "true"  # the base copied into the registry's artifact store on S3
     assert not any(TRACKING_PASSWORD in v or artifacts_secret() in v for v in tags.values())
 
 

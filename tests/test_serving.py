@@ -36,7 +36,7 @@ def store(tmp_path_factory, tiny_model_dir):
     base = write_pruned_model(str(root / "pruned"), tiny_model_dir)
     adapter = write_adapter(str(root / "adapter"), base, [8, 2, 4, 8], seed=0)
     tracking = copy_store(empty_mlflow_db(tmp_path_factory.mktemp("template")), root / "store")
-    config = registry.RegistryConfig(model_name=MODEL, tracking_uri=tracking, include_base=True)
+    config = registry.RegistryConfig(model_name=MODEL, tracking_uri=tracking, self_contained=True)
     assert registry.register(adapter, base, report(0.5), config)["version"] == 1
     return {"root": root, "base": base, "adapter": adapter, "tracking": tracking, "config": config}
 

@@ -155,7 +155,7 @@ def resolve(model: str, alias: str = "champion", tracking_uri: str | None = None
                             f"{dict(sorted(registered.aliases.items()))}")
         version = client.get_model_version(model, str(registered.aliases[alias]))
     return Resolved(model, alias, int(version.version), version.source, version.run_id,
-                    version.tags.get("base_included") == "true")
+                    version.tags.get("self_contained") == "true")
 
 
 def render(resolved: Resolved, serving: Serving) -> str:

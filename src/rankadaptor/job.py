@@ -21,7 +21,7 @@ from rankadaptor.errors import UserError, check
 from rankadaptor.evaluate import ACCEPTED, TASKS, EvalConfig, task_ok
 from rankadaptor.prune import PruneConfig
 from rankadaptor.recover import RecoverConfig
-from rankadaptor.registry import RegistryConfig
+from rankadaptor.registry import RegistryConfig, default_model_name
 from rankadaptor.search import SearchConfig
 from rankadaptor.surrogate import SurrogateConfig
 
@@ -31,6 +31,8 @@ STAGES = ("prune", "recover", "evaluate", "surrogate", "search", "registry")
 # The main choices: typed top-level pipeline parameters; every other field travels in `stage_options`.
 MAIN_CHOICES = ("base_model", "data", "heldout_text", "target_task", "source_tasks", "report_tasks", "eval_data_dir",
                 "bootstrap_trials", "adalora_baseline", "seed")
+INPUTS = ("base_model", "data", "heldout_text", "eval_data_dir")  # the fields naming the user's weights and data
+FINGERPRINTS = "fingerprints"  # the job JSON's key for its inputs' content (rankadaptor.fingerprint)
 
 
 def _runtime_fields() -> list[tuple[str, Any, dataclasses.Field]]:
@@ -189,7 +191,10 @@ class JobConfig:
         return self._filled(self.search, budget=budget)
 
     def registry_config(self) -> RegistryConfig:
-        return self._filled(self.registry, tracking_uri=self.bank.tracking_uri)
+        """The registry's options; an empty model_name becomes this job's (base model, pruning, task) model."""
+        name = self.registry.model_name or default_model_name(self.base_model, self.prune.mode, self.prune.ratio,
+                                                              self.prune.nm, self.target_task)
+        return self._filled(self.registry, tracking_uri=self.bank.tracking_uri, model_name=name)
 
     def tracking_uri(self) -> str | None:
         return self.bank.tracking_uri or None
@@ -199,12 +204,21 @@ def job_from_dict(values: dict[str, Any]) -> JobConfig:
     return cfg.from_dict(JobConfig, values)
 
 
-def job_to_json(job: JobConfig) -> str:
-    return json.dumps(cfg.to_dict(job))
+def job_to_json(job: JobConfig, fingerprints: dict[str, str] | None = None) -> str:
+    """The JSON every step receives; with the inputs' fingerprints, so that a pipeline cache keyed by it
+    misses when the content behind an input's URI changes (rankadaptor.fingerprint)."""
+    return json.dumps({**cfg.to_dict(job), **({FINGERPRINTS: fingerprints} if fingerprints else {})})
 
 
 def job_from_json(text: str) -> JobConfig:
-    return job_from_dict(json.loads(text))
+    values = json.loads(text)
+    values.pop(FINGERPRINTS, None)  # only for cache keys: the steps read the inputs themselves
+    return job_from_dict(values)
+
+
+def job_inputs(job: JobConfig) -> dict[str, str]:
+    """The job's inputs that are set, by field name: the URIs a user gives."""
+    return {name: getattr(job, name) for name in INPUTS if getattr(job, name)}
 
 
 def load_job(yaml_path: str | None = None, overrides: dict | None = None) -> JobConfig:

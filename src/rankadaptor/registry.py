@@ -2,15 +2,17 @@
 
 A model version is the pyfunc "model from code" of `pyfunc_model.py` (no pickle) with the adapter
 artifact, its rank vector, the evaluation report and a reference to the pruned base model (URI + checksum)
-as artifacts. By default the pruned base is only referenced, not copied: a 7B base is ~10 GB, identical for
-every adapter trained on it, and already lives at a durable URI (s3://) with a checksum that the model
-verifies at load. With `include_base=True` the base is copied into the version's artifacts, so the version
-serves from anywhere the registry is reachable, at the price of one base copy per version.
+as artifacts. By default (`self_contained`) the pruned base is also copied into the version's artifacts, so
+the version serves from the registry's artifact store alone, whatever the pipeline's artifact bucket keeps;
+with `self_contained=False` it is only referenced (one ~10 GB copy less per version of a 7B base), and the
+model verifies the base's checksum at load.
 
-Lineage is kept in version tags: tasks, scores, the selection score, rank vector, pruning report, pruned
-model URI + checksum, adapter URI + checksum, the evaluation report, and caller lineage (pipeline run id,
-bank trial ids, budget). A version either gets everything (tags are part of its creation, and any failure
-after creation deletes it) or does not exist.
+One registered model per (base model, pruning, task): a job names it by `default_model_name` unless
+`model_name` is given, so each task has its own champion. Lineage is kept in version tags: tasks, scores,
+the selection score, rank vector, trainable parameters, pruning report, pruned model URI + checksum, adapter
+URI + checksum, the evaluation report, and caller lineage (task, base model, pipeline run, bank trial ids,
+budget). A version either gets everything (tags are part of its creation, and any failure after creation
+deletes it) or does not exist.
 """
 
 from __future__ import annotations
@@ -30,23 +32,28 @@ from rankadaptor.errors import UserError, check
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 MAX_TAG_LENGTH = 100_000  # MLflow's model-registry tag value limit
 REQUIREMENTS = ("torch", "transformers", "peft", "safetensors", "boto3", "mlflow", "rankadaptor")
+MODEL_NAME = r"[\w.\-]+"  # what MLflow accepts in a registered model's name (and a URI models:/<name>@alias)
 
 
 @dataclasses.dataclass
 class RegistryConfig:
-    model_name: str = option("rankadaptor", "registered model name in the MLflow model registry")
+    model_name: str = option("", "registered model name in the MLflow model registry; empty: one model per base "
+                                 "model, pruning and task, named <base model>-<prune mode><ratio %>-<target "
+                                 "task>, e.g. aidreams-260k-width20-ppl-heldout (docs/deploy.md)")
     tracking_uri: str = option("", "MLflow tracking/registry URI; empty: MLFLOW_TRACKING_URI, else the embedded "
                                    "sqlite store under ./mlflow", set_by_job=True)
     champion_alias: str = option("champion", "alias that points at the best version on the held-out split")
     selection_metric: str = option("report_mean", "score deciding the champion: <split>_mean or <split>_<task>, "
                                                   "read from the evaluation report of that split")
-    include_base: bool = option(False, "copy the pruned base model into the version (self-contained serving; "
-                                       "heavy for 7B) instead of referencing it by URI + checksum")
+    self_contained: bool = option(True, "copy the pruned base model into the version, so it serves from the "
+                                        "registry's artifact store alone (whatever the pipeline bucket keeps); "
+                                        "false: reference it by URI + checksum (one base copy less per version)")
     experiment: str = option("rankadaptor-registry", "MLflow experiment of the runs that log registered models")
 
     def validate(self) -> None:
-        check(re.fullmatch(r"[\w.\-]+", self.model_name) is not None,
-              f"model_name={self.model_name!r} must be non-empty letters, digits, '_', '-', '.'")
+        check(self.model_name == "" or re.fullmatch(MODEL_NAME, self.model_name) is not None,
+              f"model_name={self.model_name!r} must be letters, digits, '_', '-', '.' (empty: named by the rule "
+              "<base model>-<pruning>-<task>)")
         check(re.fullmatch(r"[\w\-]+", self.champion_alias) is not None and self.champion_alias.lower() != "latest"
               and re.fullmatch(r"v\d+", self.champion_alias) is None,
               f"champion_alias={self.champion_alias!r} must be letters, digits, '_' or '-' (not 'latest' or v<N>)")
@@ -54,6 +61,16 @@ class RegistryConfig:
               f"selection_metric={self.selection_metric!r} must look like <split>_mean or <split>_<task>, "
               "e.g. 'report_mean'")
         check(bool(self.experiment), "experiment must be non-empty")
+
+
+def default_model_name(base_model: str, prune_mode: str, ratio: float, nm: str, task: str) -> str:
+    """The registered model of (base model, pruning, task): `<base model>-<prune mode><ratio %>-<task>`, each part
+    with characters MLflow refuses replaced by '-': the base model's last path part (a hub id's name), the
+    pruning as mode and percent removed (or the N:M pattern), the target task (`ppl:heldout` -> `ppl-heldout`)."""
+    base = base_model.rstrip("/").rsplit("/", 1)[-1]
+    pruning = f"{prune_mode}{nm}" if nm else f"{prune_mode}{ratio * 100:g}"
+    name = "-".join(re.sub(r"[^\w.]+", "-", part).strip("-.") for part in (base, pruning, task))
+    return re.sub(r"-{2,}", "-", name)
 
 
 def selection_score(report: dict[str, Any], metric: str) -> float:
@@ -79,17 +96,23 @@ def register(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any], co
     """Register adapter + pruned base as a new version; move the champion alias if it beats the champion.
 
     lineage: extra version tags (e.g. pipeline_run_id, trial_ids, budget); values other than strings are
-    stored as JSON. Returns {version, champion_moved, previous_champion} (versions as ints, None if none).
+    stored as JSON. Returns {model_name, version, champion_moved, previous_champion} (versions as ints, None
+    if none).
     Inputs are all checked before anything is written."""
     config.validate()
+    check(bool(config.model_name), "registry model_name is empty: give one (a job names it by "
+                                   "default_model_name from its base model, pruning and task)")
     score = selection_score(report, config.selection_metric)
     adapter_dir, base_dir = storage.local_dir(adapter_uri), storage.local_dir(pruned_model_uri)
     check((adapter_dir / "rank_vector.json").is_file(),
           f"adapter {adapter_uri!r} has no rank_vector.json: expected an adapter artifact written by recover")
-    rank_vector = storage.read_json(adapter_dir / "rank_vector.json")["rank_vector"]
+    ranks = storage.read_json(adapter_dir / "rank_vector.json")
+    check("trainable_params" in ranks, f"adapter {adapter_uri!r}: rank_vector.json has no trainable_params: "
+                                       "expected an adapter artifact written by recover")
+    rank_vector = ranks["rank_vector"]
     base_ref = {"uri": _absolute(pruned_model_uri), "checksum": storage.checksum(base_dir)}
-    tags = version_tags(report, score, config.selection_metric, rank_vector, base_dir, base_ref,
-                        _absolute(adapter_uri), storage.checksum(adapter_dir), config.include_base, lineage or {})
+    tags = version_tags(report, score, config.selection_metric, ranks, base_dir, base_ref,
+                        _absolute(adapter_uri), storage.checksum(adapter_dir), config.self_contained, lineage or {})
 
     uri = configure(config.tracking_uri or None)
     with tracking_errors(uri):
@@ -105,7 +128,8 @@ def register(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any], co
         except BaseException:
             client.delete_model_version(config.model_name, created.version)
             raise
-    return {"version": int(created.version), "champion_moved": moved, "previous_champion": previous}
+    return {"model_name": config.model_name, "version": int(created.version), "champion_moved": moved,
+            "previous_champion": previous}
 
 
 def _absolute(uri: str) -> str:
@@ -123,8 +147,8 @@ def _ensure_registered_model(client, name: str) -> None:
             raise
 
 
-def version_tags(report: dict[str, Any], score: float, metric: str, rank_vector: list[int], base_dir: Path,
-                 base_ref: dict[str, str], adapter_uri: str, adapter_checksum: str, include_base: bool,
+def version_tags(report: dict[str, Any], score: float, metric: str, ranks: dict[str, Any], base_dir: Path,
+                 base_ref: dict[str, str], adapter_uri: str, adapter_checksum: str, self_contained: bool,
                  lineage: dict[str, Any]) -> dict[str, str]:
     tags = {
         "tasks": ",".join(sorted(report["tasks"])),
@@ -132,12 +156,13 @@ def version_tags(report: dict[str, Any], score: float, metric: str, rank_vector:
         "scores": canonical_json({t: r.get("value") for t, r in report["tasks"].items()}),
         metric: repr(score),
         "selection_metric": metric,
-        "rank_vector": canonical_json(rank_vector),
+        "rank_vector": canonical_json(ranks["rank_vector"]),
+        "trainable_params": str(ranks["trainable_params"]),
         "pruned_model_uri": base_ref["uri"],
         "pruned_model_checksum": base_ref["checksum"],
         "adapter_uri": adapter_uri,
         "adapter_checksum": adapter_checksum,
-        "base_included": str(include_base).lower(),
+        "self_contained": str(self_contained).lower(),
         "evaluation_report": canonical_json(report),
     }
     if (base_dir / "prune_report.json").is_file():
@@ -162,8 +187,8 @@ def _log_model(adapter_dir: Path, base_dir: Path, base_ref: dict[str, str], rank
         for name, content in files.items():
             storage.write_json_atomic(Path(tmp, f"{name}.json"), content)
             artifacts[name] = str(Path(tmp, f"{name}.json"))
-        if config.include_base:
-            artifacts["base_model"] = str(base_dir)
+        if config.self_contained:
+            artifacts["base_model"] = str(base_dir)  # log_model copies it into the registry's artifact store
         with mlflow.start_run(experiment_id=ensure_experiment(config.experiment, tracking_uri),
                               run_name=f"register-{config.model_name}", nested=True):
             return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE), artifacts=artifacts,

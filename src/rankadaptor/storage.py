@@ -170,21 +170,28 @@ def _download_prefix(client, uri: str, target: Path) -> Path:
     check, so the local copy is refreshed whenever the listing (keys and ETags) changes."""
     bucket, key = split_s3(uri)
     with s3_errors(uri):
-        objects = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
-                   for o in page.get("Contents", [])]
+        objects = s3_listing(client, uri)
         if not objects:
             raise UserError(f"nothing at {uri!r}: expected a folder of files under that prefix")
-        listing = json.dumps(sorted([o["Key"], o["ETag"]] for o in objects))
+        listing = json.dumps(objects)
         if (target / ".listing.json").exists() and (target / ".listing.json").read_text() == listing:
             return target
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=_ensure(target.parent)))
-        for obj in objects:
-            path = staging / obj["Key"][len(key) + 1:]
+        for name, _ in objects:
+            path = staging / name[len(key) + 1:]
             path.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, obj["Key"], str(path))
+            client.download_file(bucket, name, str(path))
     (staging / ".listing.json").write_text(listing)
     _replace_dir(staging, target)
     return target
+
+
+def s3_listing(client, uri: str) -> list[list[str]]:
+    """Sorted [key, ETag] of every object under the S3 folder uri (empty if none): what identifies a folder
+    written by other tools, which has no manifest."""
+    bucket, key = split_s3(uri)
+    return sorted([o["Key"], o["ETag"]] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{key}/" if key else "") for o in page.get("Contents", []))
 
 
 def local_file(uri: str) -> Path:

@@ -30,7 +30,8 @@ def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, bas
     best_id = trial_key(job, context, job.target_task, "select", best.rank_vector).id
     with storage.writing_dir(output_uri) as out:
         report["registration"] = register_version(adapter, pruned_uri, held_out, job.registry_config(),
-                                                  lineage={"bank_experiment": job.bank.experiment,
+                                                  lineage={"task": job.target_task, "base_model": job.base_model,
+                                                           "bank_experiment": job.bank.experiment,
                                                            "best_trial_id": best_id, "trial_count": len(trials),
                                                            "registered_adapter": report["decision"]["register"],
                                                            **(lineage or {})})
