@@ -73,8 +73,10 @@ def check_backend_version(tag: str) -> None:
 
 def local_paths(arguments: dict) -> list[str]:
     """The job's inputs that name a path on this machine, which no pod can read."""
+    from rankadaptor.job import INPUTS
+
     found = []
-    for key in ("base_model", "data", "heldout_text", "eval_data_dir"):
+    for key in INPUTS:
         value = str(arguments.get(key) or "")
         if value and "://" not in value and (Path(value).expanduser().exists() or value.startswith(("/", ".", "~"))):
             found.append(f"{key}={value!r}")

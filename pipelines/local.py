@@ -18,7 +18,7 @@ from pathlib import Path
 from rankadaptor.bank import default_tracking_uri
 from rankadaptor.errors import UserError
 from rankadaptor.job import JobConfig
-from rankadaptor.preflight import job_problems
+from rankadaptor.preflight import check_job
 from rankadaptor.steps.search import PROGRESS
 
 STARTED = re.compile(r"Executing task '([\w-]+)'")
@@ -72,9 +72,7 @@ def without_retries(pipeline) -> None:
 
 def run_local(job: JobConfig, root: str | Path, verbose: bool = False) -> Path:
     """Run the job's pipeline under root; returns the report artifact's directory."""
-    found = job_problems(job, str(root))
-    if found:
-        raise UserError("; ".join(found))
+    check_job(job, str(root))
     from kfp import local
 
     from pipelines.rankadaptor import arguments, build

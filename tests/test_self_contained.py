@@ -1,4 +1,4 @@
-"""The repository alone is enough: a clone with nothing beside it runs the tests (no ../shared)."""
+"""The repository alone is enough: a copy with no sibling folders at all runs the tests (packaged fixtures only)."""
 
 import os
 import shutil

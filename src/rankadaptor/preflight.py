@@ -36,15 +36,15 @@ def job_problems(job, root: str | None = None) -> list[str]:
     from huggingface_hub import is_offline_mode
 
     from rankadaptor.evaluate import MC, PPL, TASKS, data_files, task_file
+    from rankadaptor.job import job_inputs
 
-    tasks = [job.target_task, *job.source_tasks, *job.report_tasks]
+    tasks = job.all_tasks
     lm_tasks = sorted({t.removeprefix(PPL) for t in tasks} & set(TASKS))
     checks = [lambda: _fits_context(job),
               lambda: check_tracking(job.tracking_uri())]
     checks += [lambda uri=uri: check_readable(uri) for uri in (job.data, job.heldout_text) if uri]
     if root:
-        inputs = [job.base_model, job.data, job.heldout_text, job.eval_data_dir]
-        checks.append(lambda: check_writable(root, inputs, overwrite=True))
+        checks.append(lambda: check_writable(root, job_inputs(job).values(), overwrite=True))
     if job.eval_data_dir:
         rows = lm_tasks + sorted({t for t in tasks if t.startswith(MC)})  # each file checked row by row
         texts = sorted({t for t in tasks if t.startswith(PPL) and t.removeprefix(PPL) not in TASKS and task_file(t)})
@@ -55,6 +55,12 @@ def job_problems(job, root: str | None = None) -> list[str]:
                                            f"machine is offline: set eval_data_dir to a folder of "
                                            f"<task>_<split>.jsonl files for {lm_tasks}"))
     return problems(checks)
+
+
+def check_job(job, root: str | None = None) -> None:
+    """job_problems as one UserError, its problems joined on one line (what a run or a step reports)."""
+    if found := job_problems(job, root):
+        raise UserError("; ".join(found))
 
 
 def _fits_context(job) -> None:
