@@ -154,6 +154,32 @@ def test_a_job_accepts_custom_tasks_everywhere_and_refuses_them_without_data():
         load_job(None, {"target_task": "mc:a b"})
 
 
+
+def test_a_task_file_of_its_own_anywhere_is_read_checked_and_keyed_by_content(tiny_model_dir, tmp_path):
+    """task_files: a custom task's rows from any path, instead of <name>.jsonl in the data directory (what a
+    task catalog gives); scored like the same rows in the data directory, in the job's preflight and identity."""
+    from rankadaptor.preflight import job_problems
+
+    mine = tmp_path / "elsewhere" / "rows-v1.jsonl"
+    mine.parent.mkdir()
+    shutil.copy(EXAMPLE, mine)
+    model, tokenizer = load_model(str(tiny_model_dir))
+    own = EvalConfig(tasks=["mc:everyday"], task_files={"mc:everyday": str(mine)}, split="all", device="cpu")
+    in_dir = EvalConfig(tasks=["mc:everyday"], data_dir=str(TASKS_DIR), split="all", device="cpu")
+    assert score(model, tokenizer, own)["tasks"]["mc:everyday"]["rows"] == \
+        score(model, tokenizer, in_dir)["tasks"]["mc:everyday"]["rows"]
+    job = load_job(None, {"target_task": "mc:everyday", "task_files": {"mc:everyday": str(mine)}})
+    assert job.eval_config(job.table_tasks, "select", None).task_files == {"mc:everyday": str(mine)}
+    assert task_checksum("mc:everyday", job.eval_data_dir, job.task_files) == task_checksum("mc:everyday", str(TASKS_DIR))
+    mine.write_text(EXAMPLE.read_text().replace('"gold": 0', '"gold": 7', 1))
+    assert any("rows-v1.jsonl' line" in p and "gold=7 is out of range" in p for p in job_problems(job))
+    mine.unlink()
+    assert any("task 'mc:everyday' needs its file: not found at" in p for p in job_problems(job))
+    with pytest.raises(UserError, match=r"task_files names \['boolq'\]: only your own tasks"):
+        EvalConfig(tasks=["boolq"], task_files={"boolq": str(mine)}).validate()
+    with pytest.raises(UserError, match=r"task_files names \['mc:other'\], which no task of the job uses"):
+        load_job(None, {"task_files": {"mc:other": str(mine)}})
+
 @pytest.mark.slow
 def test_a_search_on_a_custom_task_end_to_end(tmp_path):
     """`python -m pipelines run` on the bundled model: target mc:everyday, source task ppl:notes (a text of

@@ -109,6 +109,9 @@ class EvalConfig:
                                         "boolq_validation.jsonl, arc_easy_test.jsonl, and of your own tasks' "
                                         "<name>.jsonl / <name>.txt; default: the hub datasets",
                                   set_by_job=True)
+    task_files: dict[str, str] = option({}, "your tasks' own files by task name, e.g. {'mc:tickets': "
+                                            "'s3://b/tickets.jsonl'} (local or s3://), instead of <name>.jsonl / "
+                                            "<name>.txt in data_dir", set_by_job=True)
     split: str = option("select", f"rows to evaluate, one of {SPLITS}: 'select' drives the search, 'report' is "
                                   "held out from it and reported to the user", set_by_job=True)
     select_fraction: float = option(0.5, "fraction of each task's rows in the 'select' split, in (0, 1)")
@@ -125,10 +128,11 @@ class EvalConfig:
         check(bool(self.tasks), f"tasks is empty; accepted: {ACCEPTED}")
         unknown = [t for t in self.tasks if not task_ok(t)]
         check(not unknown, f"unknown task(s) {unknown}; accepted: {ACCEPTED}")
-        custom = [t for t in self.tasks if _is_custom(t)]
+        custom = [t for t in self.tasks if _is_custom(t) and t not in self.task_files]
         check(not custom or self.data_dir is not None,
               f"task(s) {custom} read {[task_file(t) for t in custom]} from the data directory: set data_dir "
-              "(a job's eval_data_dir)")
+              "(a job's eval_data_dir) or give their files in task_files")
+        check_task_files(self.task_files)
         check(len(set(self.tasks)) == len(self.tasks), f"tasks={self.tasks} lists a task twice")
         check(self.split in SPLITS, f"split={self.split!r} is not accepted; use one of {SPLITS}")
         check(0.0 < self.select_fraction < 1.0, f"select_fraction={self.select_fraction} is outside (0, 1)")
@@ -141,22 +145,44 @@ class EvalConfig:
               f"ppl_seq_len={self.ppl_seq_len} is longer than max_length={self.max_length}")
 
 
-def _local(task: str, data_dir: str) -> tuple[Path, str]:
-    """A local copy of the file a task reads from data_dir, and its URI (for messages)."""
-    uri = storage.join(data_dir, task_file(task))
+def check_task_files(task_files: dict[str, str]) -> None:
+    """Only a user's own tasks (mc:<name>, ppl:<name>) take a file of their own; the lm-eval tasks' rows keep
+    their file names in data_dir, which the splits and prompts rely on."""
+    wrong = sorted(t for t in task_files if not (task_ok(t) and _is_custom(t)))
+    check(not wrong, f"task_files names {wrong}: only your own tasks mc:<name> and ppl:<name> take a file of "
+                     "their own (the lm-eval tasks read <task>_<split>.jsonl from the data directory)")
+
+
+def task_uri(task: str, data_dir: str | None, task_files: dict[str, str] | None = None) -> str | None:
+    """Where a task's rows are: its own file, else task_file(task) in data_dir; None when neither applies
+    (ppl:heldout reads the job's held-out text; without a data directory an lm-eval task reads the hub)."""
+    if task in (task_files or {}):
+        return task_files[task]
+    if not data_dir or task_file(task) is None:
+        return None
+    return storage.join(data_dir, task_file(task))
+
+
+def _local(task: str, data_dir: str | None, task_files: dict[str, str] | None = None) -> tuple[Path, str]:
+    """A local copy of the file a task reads, and its URI (for messages)."""
+    uri = task_uri(task, data_dir, task_files)
+    check(uri is not None, f"task {task!r} reads {task_file(task)} from the data directory; set data_dir")
     try:
         return storage.local_file(uri), uri
     except UserError:
-        raise UserError(f"task {task!r} needs the file {task_file(task)} in data_dir={data_dir!r}: "
-                        f"not found at {uri!r}") from None
+        where = "its file" if task in (task_files or {}) else f"the file {task_file(task)} in data_dir={data_dir!r}"
+        raise UserError(f"task {task!r} needs {where}: not found at {uri!r}") from None
 
 
-def data_files(data_dir: str, tasks: list[str]) -> dict[str, Path]:
-    """Local copies of each task's JSONL file under data_dir, each checked to hold the rows its prompt needs
-    (a user's mc: task: its rows checked against the schema and written in the schema's fields only)."""
+def data_files(data_dir: str | None, tasks: list[str], task_files: dict[str, str] | None = None) -> dict[str, Path]:
+    """Local copies of each task's JSONL file (its own, or under data_dir), each checked to hold the rows its
+    prompt needs (a user's mc: task: its rows checked against the schema and written in the schema's fields
+    only); a task with neither reads the hub and is left out."""
     files = {}
     for name in tasks:
-        path, uri = _local(name, data_dir)
+        if task_uri(name, data_dir, task_files) is None:
+            continue
+        path, uri = _local(name, data_dir, task_files)
         if name.startswith(MC):
             files[name] = _mc_file(path, uri)
         else:
@@ -165,12 +191,12 @@ def data_files(data_dir: str, tasks: list[str]) -> dict[str, Path]:
     return files
 
 
-def task_checksum(task: str, data_dir: str | None) -> str:
+def task_checksum(task: str, data_dir: str | None, task_files: dict[str, str] | None = None) -> str:
     """sha256 of the file a task's rows come from, so that a changed file makes new trials; '' when the task
-    reads none from data_dir (the hub's data; ppl:heldout, which reads the job's held-out text)."""
-    if not data_dir or task_file(task) is None:
+    reads no file (the hub's data; ppl:heldout, which reads the job's held-out text)."""
+    if task_uri(task, data_dir, task_files) is None:
         return ""
-    return storage.sha256_file(_local(task, data_dir)[0])
+    return storage.sha256_file(_local(task, data_dir, task_files)[0])
 
 
 def _json_rows(path: Path, uri: str):
@@ -311,7 +337,7 @@ def evaluate(model, tokenizer, config: EvalConfig) -> dict:
     from lm_eval.tasks import TaskManager
 
     config.validate()
-    files = data_files(config.data_dir, config.tasks) if config.data_dir else {}
+    files = data_files(config.data_dir, config.tasks, config.task_files)
     ppl_texts = read_texts(config.ppl_text) if config.ppl_text else None
     max_length = config.max_length or model.config.max_position_embeddings
     check(not ppl_texts or config.ppl_seq_len <= max_length,
@@ -391,9 +417,9 @@ def ppl_documents(task: str, config: EvalConfig) -> list[str]:
     if name == "heldout":
         check(bool(config.ppl_text), f"task {task!r} needs held-out text: give the job heldout_text with its data")
         return read_texts(config.ppl_text)
-    check(config.data_dir is not None, f"task {task!r} reads {task_file(task)} from data_dir; set it")
     if name not in TASKS:
-        return read_texts(str(_local(task, config.data_dir)[0]))
+        return read_texts(str(_local(task, config.data_dir, config.task_files)[0]))
+    check(config.data_dir is not None, f"task {task!r} reads {task_file(task)} from data_dir; set it")
     rows = read_records(str(data_files(config.data_dir, [name])[name]))
     return [" ".join(str(v) for v in row.values() if isinstance(v, str) and v) for row in rows]
 

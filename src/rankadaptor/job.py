@@ -75,6 +75,9 @@ class JobConfig:
                                                   "mc:<name>).")
     eval_data_dir: str = option("", "Directory (local or s3://) of <task>_<split>.jsonl files and your tasks' "
                                     "<name>.jsonl / <name>.txt; empty uses lm-eval's hub datasets.")
+    task_files: dict[str, str] = option({}, "Your tasks' own files by task name, e.g. {'mc:tickets': "
+                                            "'s3://b/tickets.jsonl', 'ppl:notes': 'notes.txt'}, instead of "
+                                            "<name>.jsonl / <name>.txt in eval_data_dir.")
     bootstrap_trials: int = option(6, "Random rank vectors measured on the source tasks when the bank lacks them.")
     adalora_baseline: bool = option(False, "Also run the AdaLoRA baseline.")
     losa_baseline: bool = option(False, "Also run LoSA's rank allocation (ranks from the prune report's reconstruction "
@@ -136,6 +139,9 @@ class JobConfig:
         for task in [self.target_task, *self.source_tasks, *self.report_tasks]:
             check(task_ok(task), f"task {task!r} is not accepted: use an lm-eval task or one of your own; "
                                  f"accepted: {ACCEPTED}")
+        unused = sorted(set(self.task_files) - set(self.all_tasks))
+        check(not unused, f"task_files names {unused}, which no task of the job uses (target_task, source_tasks, "
+                          "report_tasks)")
         for name in ("source_tasks", "report_tasks"):
             tasks = getattr(self, name)
             check(len(set(tasks)) == len(tasks), f"{name}={tasks} lists a task twice")
@@ -180,7 +186,7 @@ class JobConfig:
 
     def eval_config(self, tasks: list[str], split: str, heldout: str | None) -> EvalConfig:
         return self._filled(self.evaluate, tasks=tasks, split=split, data_dir=self.eval_data_dir or None,
-                            ppl_text=heldout)
+                            task_files={t: u for t, u in self.task_files.items() if t in tasks}, ppl_text=heldout)
 
     def surrogate_config(self) -> SurrogateConfig:
         return self._filled(self.surrogate)
@@ -217,8 +223,10 @@ def job_from_json(text: str) -> JobConfig:
 
 
 def job_inputs(job: JobConfig) -> dict[str, str]:
-    """The job's inputs that are set, by field name: the URIs a user gives."""
-    return {name: getattr(job, name) for name in INPUTS if getattr(job, name)}
+    """The job's inputs that are set, by field name (a task's own file: task_files.<task>): the URIs a user
+    gives."""
+    return {**{name: getattr(job, name) for name in INPUTS if getattr(job, name)},
+            **{f"task_files.{task}": uri for task, uri in job.task_files.items()}}
 
 
 def load_job(yaml_path: str | None = None, overrides: dict | None = None) -> JobConfig:

@@ -35,7 +35,7 @@ def job_problems(job, root: str | None = None) -> list[str]:
     the run's folder (root, when given; a rerun reuses it) can be written and holds no input."""
     from huggingface_hub import is_offline_mode
 
-    from rankadaptor.evaluate import MC, PPL, TASKS, data_files, task_file
+    from rankadaptor.evaluate import MC, PPL, TASKS, data_files, task_uri
     from rankadaptor.job import job_inputs
 
     tasks = job.all_tasks
@@ -45,12 +45,13 @@ def job_problems(job, root: str | None = None) -> list[str]:
     checks += [lambda uri=uri: check_readable(uri) for uri in (job.data, job.heldout_text) if uri]
     if root:
         checks.append(lambda: check_writable(root, job_inputs(job).values(), overwrite=True))
-    if job.eval_data_dir:
-        rows = lm_tasks + sorted({t for t in tasks if t.startswith(MC)})  # each file checked row by row
-        texts = sorted({t for t in tasks if t.startswith(PPL) and t.removeprefix(PPL) not in TASKS and task_file(t)})
-        checks.append(lambda: data_files(job.eval_data_dir, rows))
-        checks += [lambda t=t: check_readable(storage.join(job.eval_data_dir, task_file(t))) for t in texts]
-    elif lm_tasks and is_offline_mode():
+    data_dir = job.eval_data_dir or None
+    rows = lm_tasks + sorted({t for t in tasks if t.startswith(MC)})  # each file checked row by row
+    texts = sorted({t for t in tasks if t.startswith(PPL) and t.removeprefix(PPL) not in TASKS
+                    and task_uri(t, data_dir, job.task_files)})
+    checks.append(lambda: data_files(data_dir, rows, job.task_files))
+    checks += [lambda t=t: check_readable(task_uri(t, data_dir, job.task_files)) for t in texts]
+    if not data_dir and lm_tasks and is_offline_mode():
         checks.append(lambda: check(False, f"eval_data_dir is empty, which means lm-eval's hub datasets, but this "
                                            f"machine is offline: set eval_data_dir to a folder of "
                                            f"<task>_<split>.jsonl files for {lm_tasks}"))

@@ -73,7 +73,8 @@ def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank
     return bank.TrialKey(base_model=job.base_model, base_checksum=context.model_checksum, pruning=context.pruning,
                          task=task, split=split, rank_vector=list(rank_vector),
                          recovery=recovery_identity(job.recover_config("")), data_checksum=context.data_checksum,
-                         seed=job.seed, task_checksum=task_checksum(task, job.eval_data_dir or None))
+                         seed=job.seed, task_checksum=task_checksum(task, job.eval_data_dir or None,
+                                                                        job.task_files))
 
 
 def starting_trials(job: JobConfig) -> list[str]:
