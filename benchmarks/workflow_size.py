@@ -40,7 +40,7 @@ parameter's value is approximated by the pipeline's default parameters as JSON. 
 entry built here. The compressed status is measured: gzip + base64 of that nodes JSON, as Argo does.
 
 Not modelled: Go's JSON escaping of <, > and & (a few bytes), pod-metadata templates (none used), the
-two extra templates and second task-JSON copy of a ParallelFor (`iteratorTask`; bootstrap pipeline only),
+two extra templates and second task-JSON copy of a ParallelFor (`iteratorTask`; bootstrap and catalog pipelines),
 exit handlers and importers (none used), the executor-plugin form of the driver in newest backends
 (smaller than the pod form counted here), caching (a cached task skips its impl node: fewer bytes).
 
@@ -446,7 +446,8 @@ def main() -> None:
                         help="compiled IR files (default: the committed ones)")
     parser.add_argument("--caps", nargs="*", type=int, default=list(DEFAULT_CAPS),
                         help="also compile the main pipeline with these unroll caps (none: skip)")
-    parser.add_argument("--loop-items", type=int, default=16, help="items of a ParallelFor (bootstrap trials)")
+    parser.add_argument("--loop-items", type=int, default=16,
+                        help="items of a ParallelFor (bootstrap trials; tasks searching in a catalog run)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     rows = [measure(f, retries=True, loop_items=args.loop_items) | {"main": False, "source": "committed"}

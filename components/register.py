@@ -10,14 +10,14 @@ def register(job: str, run_id: str, search_state: Input[Artifact], pruned_model:
              metrics: Output[Metrics], gpu_count: int = 0, gpu_step_cpu: str = "", gpu_step_memory: str = ""):
     """Held-out evaluation of the best trial, the comparison report and plots, MLflow registration.
     gpu_step_cpu/gpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
-    from rankadaptor.job import job_from_json
+    from rankadaptor.job import DIGEST_TAG, job_digest, job_from_json
     from rankadaptor.modeling import require_gpus
     from rankadaptor.report import markdown_with_plots
     from rankadaptor.steps.register import register
 
     require_gpus(gpu_count)
     result = register(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path,
-                      report.path, lineage={"pipeline_run": run_id})
+                      report.path, lineage={"pipeline_run": run_id, DIGEST_TAG: job_digest(job)})
     with open(summary.path, "w") as f:
         f.write(markdown_with_plots(report.path))
     for row in result["table"]:

@@ -12,15 +12,35 @@ from rankadaptor.errors import UserError
 def _job(args):
     from rankadaptor.job import load_job
 
+    if getattr(args, "catalog", None) and args.config:
+        raise UserError("give --config (one job) or --catalog (a job per task), not both")
     return load_job(args.config)
 
 
 def _run(args) -> None:
+    if args.catalog:
+        return _run_catalog(args)
     from pipelines.local import run_local
 
     report_dir = run_local(_job(args), args.root, args.verbose)
     print((report_dir / "report.md").read_text())
     print(f"report, plots and registration: {report_dir}\nfull log: {Path(args.root).resolve() / 'run.log'}")
+
+
+def _run_catalog(args) -> None:
+    import json
+
+    from pipelines.local import run_catalog
+    from rankadaptor import storage
+
+    _job(args)  # refuses --config beside --catalog
+    catalog = args.catalog if storage.is_s3(args.catalog) else str(Path(args.catalog).expanduser().resolve())
+    for report_dir in run_catalog(catalog, args.root, args.parallel, args.verbose):
+        report = json.loads((report_dir / "report.json").read_text())
+        registration = report["registration"]
+        print(f"{report['target_task']}: registered {registration['model_name']} version {registration['version']}"
+              f" ({'now' if registration['champion_moved'] else 'not'} the champion), report: {report_dir}")
+    print(f"full log: {Path(args.root).resolve() / 'run.log'}")
 
 
 def _compile(args) -> None:
@@ -38,21 +58,31 @@ def _compile(args) -> None:
         print(f"compiled {path}")
 
 
-def _submit(args) -> None:
-    from pipelines.cluster import submit
+def _pipeline_arguments(args) -> tuple[str, dict]:
+    """(compiled pipeline, its arguments): the catalog pipeline for --catalog, else the job's pipeline."""
     from pipelines.rankadaptor import arguments
 
-    run_id = submit(args.host, args.pipeline, arguments(_job(args), args.pipeline), args.experiment, args.run_name,
-                    args.service_account, **_access(args))
+    job = _job(args)
+    if args.catalog:
+        return "catalog", {"catalog": args.catalog}
+    return args.pipeline, arguments(job, args.pipeline)
+
+
+def _submit(args) -> None:
+    from pipelines.cluster import submit
+
+    pipeline, values = _pipeline_arguments(args)
+    run_id = submit(args.host, pipeline, values, args.experiment, args.run_name, args.service_account,
+                    parallel=args.parallel, **_access(args))
     print(f"started run {run_id}")
 
 
 def _schedule(args) -> None:
     from pipelines.cluster import schedule
-    from pipelines.rankadaptor import arguments
 
-    recurring_id = schedule(args.host, args.pipeline, arguments(_job(args), args.pipeline), args.experiment,
-                            args.name, args.cron, args.service_account, **_access(args))
+    pipeline, values = _pipeline_arguments(args)
+    recurring_id = schedule(args.host, pipeline, values, args.experiment, args.name, args.cron, args.service_account,
+                            parallel=args.parallel, **_access(args))
     print(f"created recurring run {recurring_id} ({args.cron})")
 
 
@@ -61,8 +91,15 @@ def _access(args) -> dict:
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
+    from rankadaptor.catalog import PARALLEL_TASKS
+
     p.add_argument("--config", default=None, metavar="YAML",
                    help="job YAML (options of rankadaptor.job.JobConfig); default: the bundled tiny-model job")
+    p.add_argument("--catalog", default=None, metavar="URI",
+                   help="a task catalog YAML (local or s3://) instead of one job: a search for each task that has "
+                        "no champion yet or whose data changed (docs/deploy.md, Scheduling new tasks)")
+    p.add_argument("--parallel", type=int, default=PARALLEL_TASKS,
+                   help="with --catalog: tasks searching at once")
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:

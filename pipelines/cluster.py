@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+from rankadaptor.catalog import PARALLEL_TASKS
 from rankadaptor.errors import UserError
 
 # KFP's cron (robfig/cron with seconds): second minute hour day-of-month month day-of-week
@@ -71,14 +72,37 @@ def check_backend_version(tag: str) -> None:
                         f"the GPU node selector, tolerations and Secret names (docs/deploy.md 9.1); upgrade it")
 
 
+def check_parallel(parallel: int) -> None:
+    if parallel < 1:
+        raise UserError(f"--parallel {parallel}: the number of catalog tasks searching at once must be 1 or more")
+
+
+def package(pipeline: str, parallel: int) -> str:
+    """The compiled pipeline to upload: the committed one, or for a catalog run with another parallelism
+    (fixed at compile time in KFP) one compiled for it."""
+    import tempfile
+
+    check_parallel(parallel)
+    if pipeline != "catalog" or parallel == PARALLEL_TASKS:
+        return str(COMPILED / f"{pipeline}.yaml")
+    from kfp import compiler
+
+    from pipelines.rankadaptor import build_catalog
+
+    path = Path(tempfile.mkdtemp(prefix="rankadaptor-")) / f"catalog-parallel{parallel}.yaml"
+    compiler.Compiler().compile(build_catalog(parallel), str(path))
+    return str(path)
+
+
 def local_paths(arguments: dict) -> list[str]:
-    """The job's inputs that name a path on this machine, which no pod can read."""
+    """The job's inputs (or the catalog) that name a path on this machine, which no pod can read."""
     from rankadaptor.job import INPUTS
 
     found = []
-    for key in INPUTS:
+    for key in (*INPUTS, "catalog"):
         value = str(arguments.get(key) or "")
-        if value and "://" not in value and (Path(value).expanduser().exists() or value.startswith(("/", ".", "~"))):
+        here = Path(value).expanduser().exists() or value.startswith(("/", ".", "~")) or key == "catalog"
+        if value and "://" not in value and here:  # a catalog is never a hub id
             found.append(f"{key}={value!r}")
     return found
 
@@ -92,10 +116,10 @@ def check_remote_inputs(arguments: dict) -> None:
 
 
 def submit(host: str, pipeline: str, arguments: dict, experiment: str, run_name: str,
-           service_account: str | None = None, **access) -> str:
+           service_account: str | None = None, parallel: int = PARALLEL_TASKS, **access) -> str:
     """Start one run; returns its run id. access: namespace, token_file, cookies (see client)."""
     check_remote_inputs(arguments)
-    run = client(host, **access).create_run_from_pipeline_package(str(COMPILED / f"{pipeline}.yaml"), arguments=arguments,
+    run = client(host, **access).create_run_from_pipeline_package(package(pipeline, parallel), arguments=arguments,
                                                                   run_name=run_name, experiment_name=experiment,
                                                                   service_account=service_account)
     return run.run_id
@@ -119,14 +143,16 @@ def check_cron(cron: str) -> None:
 
 
 def schedule(host: str, pipeline: str, arguments: dict, experiment: str, name: str, cron: str,
-             service_account: str | None = None, max_concurrency: int = 1, **access) -> str:
+             service_account: str | None = None, max_concurrency: int = 1, parallel: int = PARALLEL_TASKS,
+             **access) -> str:
     """A recurring run (cron with seconds: '0 0 2 * * *' = 02:00 daily); returns its id."""
     check_cron(cron)
+    check_parallel(parallel)
     check_remote_inputs(arguments)
     c = client(host, **access)
     experiment_id = c.create_experiment(experiment).experiment_id
     recurring = c.create_recurring_run(experiment_id=experiment_id, job_name=name, cron_expression=cron,
-                                       pipeline_package_path=str(COMPILED / f"{pipeline}.yaml"), params=arguments,
+                                       pipeline_package_path=package(pipeline, parallel), params=arguments,
                                        max_concurrency=max_concurrency, no_catchup=True,
                                        service_account=service_account)
     return recurring.recurring_run_id

@@ -73,30 +73,52 @@ def without_retries(pipeline) -> None:
 def run_local(job: JobConfig, root: str | Path, verbose: bool = False) -> Path:
     """Run the job's pipeline under root; returns the report artifact's directory."""
     check_job(job, str(root))
-    from kfp import local
-
     from pipelines.rankadaptor import arguments, build
 
     root = Path(root).resolve()
+    _run(build(loop_cap=job.search.max_iterations), arguments(job), root, job.bank.tracking_uri, verbose)
+    reports = sorted((root / "pipeline").glob("rankadaptor-*/register*/report/report.json"),
+                     key=lambda p: p.stat().st_mtime)
+    return reports[-1].parent
+
+
+def run_catalog(catalog: str, root: str | Path, parallel: int, verbose: bool = False) -> list[Path]:
+    """Run the catalog pipeline under root (`parallel` tasks searching at once); returns the report
+    directories of the tasks that searched (none when every task is unchanged)."""
+    from pipelines.cluster import check_parallel
+    from rankadaptor.catalog import check_catalog
+
+    check_parallel(parallel)
+    jobs = check_catalog(catalog, root=str(root))
+    from pipelines.rankadaptor import build_catalog
+
+    root = Path(root).resolve()
+    _run(build_catalog(parallel, max(job.search.max_iterations for job in jobs)), {"catalog": catalog}, root,
+         jobs[0].bank.tracking_uri, verbose)
+    newest = max((root / "pipeline").glob("rankadaptor-catalog-*"), key=lambda p: p.stat().st_mtime)
+    return sorted(p.parent for p in newest.glob("*/**/register*/report/report.json"))
+
+
+def _run(pipeline, arguments: dict, root: Path, tracking_uri: str, verbose: bool) -> None:
+    """Run a pipeline with kfp.local under root: its output to root/run.log and a line per step on the
+    terminal; a failed step ends it with that step's one-line error."""
+    from kfp import local
+
     root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MLFLOW_TRACKING_URI", job.bank.tracking_uri or default_tracking_uri(root / "mlflow"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri or default_tracking_uri(root / "mlflow"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "pipeline"),
                raise_on_error=True, enable_caching=True)
-    pipeline = build(loop_cap=job.search.max_iterations)
     without_retries(pipeline)
     log_path = root / "run.log"
     with open(log_path, "a", encoding="utf-8") as log:
         stream = StepLines(log, sys.stdout)
         try:
             if verbose:
-                pipeline(**arguments(job))
+                pipeline(**arguments)
             else:
                 with redirect_stdout(stream), redirect_stderr(stream):
-                    pipeline(**arguments(job))
+                    pipeline(**arguments)
         except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             step = re.findall(r"'([\w-]+)'", ANSI.sub("", str(e)).partition("Inner task failed:")[2])
             raise UserError(f"step {step[0] if step else '?'} failed: {stream.error or 'see the log'} "
                             f"(full log: {log_path})") from None
-    reports = sorted((root / "pipeline").glob("rankadaptor-*/register*/report/report.json"),
-                     key=lambda p: p.stat().st_mtime)
-    return reports[-1].parent

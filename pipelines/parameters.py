@@ -17,6 +17,9 @@ STAGE_OPTIONS = ("stage_options", dict, {},
                  'Every other job option, validated before any GPU step, e.g. {"prune": {"ratio": 0.2}, "search": '
                  '{"threshold": 0.005, "max_iterations": 6}, "runtime": {"device": "cuda"}, "registry": '
                  '{"model_name": "llama-7b-pruned20"}}.')
+CATALOG = ("catalog", str, inspect.Parameter.empty,
+           "The task catalog: a YAML file (s3://) of the tasks to keep a champion for, read at run time "
+           "(docs/deploy.md, Scheduling new tasks).")
 PLACEMENT = (
     ("gpu_count", int, 1, "GPUs per GPU step."),
     ("node_selector", dict, GPU_NODE_SELECTOR, "Node selector of the GPU node pool."),
@@ -45,9 +48,15 @@ def job_parameters(names: tuple[str, ...] = MAIN_CHOICES) -> list[tuple[str, typ
              help_text(f)) for f in dataclasses.fields(JobConfig) if f.name in names]
 
 
-def with_parameters(names: tuple[str, ...] = MAIN_CHOICES):
-    """Give a `def p(*args)` pipeline the job's parameters `names`, stage_options and the placement ones."""
-    specs = [*job_parameters(names), STAGE_OPTIONS, *PLACEMENT]
+def _specs(names: tuple[str, ...] | None) -> list[tuple[str, type, object, str]]:
+    """The job's parameters `names` and stage_options (None: the task catalog instead), then the placement."""
+    return [*([CATALOG] if names is None else [*job_parameters(names), STAGE_OPTIONS]), *PLACEMENT]
+
+
+def with_parameters(names: tuple[str, ...] | None = MAIN_CHOICES):
+    """Give a `def p(*args)` pipeline the job's parameters `names` and stage_options (None: the catalog
+    parameter instead), and the placement ones."""
+    specs = _specs(names)
 
     def decorate(func):
         func.__signature__ = inspect.Signature([
@@ -60,7 +69,6 @@ def with_parameters(names: tuple[str, ...] = MAIN_CHOICES):
     return decorate
 
 
-def named(args: tuple, names: tuple[str, ...] = MAIN_CHOICES) -> dict:
+def named(args: tuple, names: tuple[str, ...] | None = MAIN_CHOICES) -> dict:
     """The arguments KFP passed positionally to a `with_parameters(names)` pipeline, by parameter name."""
-    specs = [*job_parameters(names), STAGE_OPTIONS, *PLACEMENT]
-    return dict(zip([spec[0] for spec in specs], args, strict=True))
+    return dict(zip([spec[0] for spec in _specs(names)], args, strict=True))

@@ -4,6 +4,7 @@ KFP v2 has no while loop, so the search loop is unrolled at compile time (LOOP_C
 i+1 runs only under `dsl.Else` of iteration i's gate, which stops the loop when the search converged or the
 job's search.max_iterations trials are done; each way out ends in the register step. Parameters come from
 `rankadaptor.job.JobConfig` (pipelines/parameters.py). The same pipeline runs on a cluster and under kfp.local.
+The catalog pipeline runs the same search for each task of a task catalog that needs it, in parallel.
 """
 
 from kfp import dsl, kubernetes
@@ -11,6 +12,7 @@ from kfp.dsl import Artifact, Dataset, Input, Model
 
 from components.baselines import baselines
 from components.bootstrap import bootstrap, bootstrap_trial, bootstrap_vectors
+from components.catalog import plan_catalog, shared_job
 from components.configure import configure
 from components.data import prepare_data
 from components.evaluate import evaluate
@@ -22,6 +24,7 @@ from components.recover import recover
 from components.register import register
 from components.update import update
 from pipelines.parameters import named, with_parameters
+from rankadaptor.catalog import PARALLEL_TASKS
 from rankadaptor.job import MAIN_CHOICES, MAX_ITERATIONS
 
 LOOP_CAP = MAX_ITERATIONS  # search iterations the compiled main pipeline holds (a job asking for more is refused)
@@ -110,6 +113,33 @@ def iteration(job: str, search_state: Input[Artifact], pruned_model: Input[Model
     return next_state.outputs["next_state"]
 
 
+def search(job, corpus, pruned, seeded, gpu: dict, loop_cap: int) -> None:
+    """baselines -> meta-pretrain (after the bootstrap `seeded`) -> the unrolled search loop -> register."""
+    baseline = gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu).output
+    state = cpu_step(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
+                     **gpu).set_caching_options(False).output
+
+    def finish(search_state):
+        gpu_step(register(job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, search_state=search_state,
+                          pruned_model=pruned, data=corpus, baselines=baseline, **resources(gpu)),
+                 **gpu).set_caching_options(False)
+
+    def loop(search_state, i: int):
+        next_state = iteration(job=job, search_state=search_state, pruned_model=pruned, data=corpus,
+                               **gpu).set_display_name(f"iteration-{i}").output
+        if i == loop_cap:
+            finish(next_state)
+            return
+        stop = cpu_step(gate(job=job, search_state=next_state, iteration=i), **gpu)
+        stop.set_display_name(f"gate-{i}").set_caching_options(False)
+        with dsl.If(stop.output == True, name=f"stop-after-{i}"):  # noqa: E712 (a KFP condition)
+            finish(next_state)
+        with dsl.Else(name=f"continue-after-{i}"):
+            loop(next_state, i + 1)
+
+    loop(state, 1)
+
+
 def build(loop_cap: int = LOOP_CAP):
     """The main pipeline with the search loop unrolled loop_cap times."""
 
@@ -120,32 +150,33 @@ def build(loop_cap: int = LOOP_CAP):
         """Run RankAdaptor end to end and register the best adapter in MLflow."""
         options, gpu = split(named(args))
         job, corpus, pruned = prepared(gpu, loop_cap, **options)
-        baseline = gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu).output
         seeded = gpu_step(bootstrap(job=job, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
-        state = cpu_step(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
-                         **gpu).set_caching_options(False).output
-
-        def finish(search_state):
-            gpu_step(register(job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, search_state=search_state,
-                              pruned_model=pruned, data=corpus, baselines=baseline, **resources(gpu)),
-                     **gpu).set_caching_options(False)
-
-        def loop(search_state, i: int):
-            next_state = iteration(job=job, search_state=search_state, pruned_model=pruned, data=corpus,
-                                   **gpu).set_display_name(f"iteration-{i}").output
-            if i == loop_cap:
-                finish(next_state)
-                return
-            stop = cpu_step(gate(job=job, search_state=next_state, iteration=i), **gpu)
-            stop.set_display_name(f"gate-{i}").set_caching_options(False)
-            with dsl.If(stop.output == True, name=f"stop-after-{i}"):  # noqa: E712 (a KFP condition)
-                finish(next_state)
-            with dsl.Else(name=f"continue-after-{i}"):
-                loop(next_state, i + 1)
-
-        loop(state, 1)
+        search(job, corpus, pruned, seeded, gpu, loop_cap)
 
     return rankadaptor
+
+
+def build_catalog(parallel: int = PARALLEL_TASKS, loop_cap: int = LOOP_CAP):
+    """The catalog pipeline: plan (read the catalog), then for the tasks that need it one shared corpus,
+    pruning and bootstrap, and a search per task, `parallel` at once."""
+
+    @dsl.pipeline(name="rankadaptor-catalog", description="Keep a champion for every task of a task catalog: "
+                                                          "search only the tasks that are new or whose data changed.")
+    @with_parameters(None)
+    def rankadaptor_catalog(*args):
+        """Search and register each task of the catalog that has no champion yet or whose data changed."""
+        options, gpu = split(named(args, None))
+        planned = cpu_step(plan_catalog(catalog=options["catalog"], loop_cap=loop_cap), **gpu)
+        planned.set_caching_options(False)  # it reads the catalog and the registry
+        shared = cpu_step(shared_job(planned=planned.output), **gpu).set_caching_options(False).output
+        with dsl.If(shared != "", name="any-task-searches"):
+            corpus = gpu_step(prepare_data(job=shared), **gpu).output
+            pruned = gpu_step(prune(job=shared, data=corpus), **gpu).outputs["pruned_model"]
+            seeded = gpu_step(bootstrap(job=shared, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
+            with dsl.ParallelFor(planned.output, parallelism=parallel) as job:
+                search(job, corpus, pruned, seeded, gpu, loop_cap)
+
+    return rankadaptor_catalog
 
 
 BOOTSTRAP_CHOICES = ("base_model", "data", "heldout_text", "source_tasks", "eval_data_dir", "bootstrap_trials", "seed")
@@ -177,7 +208,8 @@ def baselines_pipeline(*args):
     gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu)
 
 
-PIPELINES = {"rankadaptor": build(), "bootstrap": bootstrap_pipeline, "baselines": baselines_pipeline}
+PIPELINES = {"rankadaptor": build(), "bootstrap": bootstrap_pipeline, "baselines": baselines_pipeline,
+             "catalog": build_catalog()}
 CHOICES = {"rankadaptor": MAIN_CHOICES, "bootstrap": BOOTSTRAP_CHOICES, "baselines": BASELINES_CHOICES}
 
 

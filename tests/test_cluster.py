@@ -2,8 +2,10 @@ import http.server
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines.__main__ import main
 
@@ -100,3 +102,26 @@ def test_an_old_backend_is_refused_with_its_version_and_the_token_is_sent(tmp_pa
     assert code == 2 and "backend is 2.0.5, older than 2.5.0" in error, error
     assert [path for path, _ in FakeBackend.seen] == ["/apis/v2beta1/healthz", "/apis/v1beta1/healthz"]
     assert all(headers.get("authorization") == "Bearer secret-token" for _, headers in FakeBackend.seen)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["submit", "--catalog", "catalog.yaml"], "catalog='catalog.yaml': a path on this machine"),
+    (["schedule", "--catalog", "s3://b/c.yaml", "--cron", "0 0 2 * * *", "--parallel", "0"],
+     "--parallel 0: the number of catalog tasks searching at once must be 1 or more"),
+    (["submit", "--catalog", "s3://b/c.yaml", "--config", "job.yaml"], "give --config (one job) or --catalog"),
+])
+def test_a_catalog_submission_is_checked_before_connecting(argv, message, capsys):
+    host = f"http://127.0.0.1:{closed_port()}"  # a check that connected first would fail differently
+    assert main([*argv, "--host", host]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "cannot reach" not in error
+
+
+def test_another_parallelism_uploads_a_catalog_pipeline_compiled_for_it():
+    from pipelines.cluster import COMPILED, package
+
+    assert package("catalog", 2) == str(COMPILED / "catalog.yaml")
+    spec = yaml.safe_load(Path(package("catalog", 5)).read_text().split("\n---\n")[0])
+    loops = [c["dag"] for c in spec["components"].values() if "dag" in c]
+    assert [t["iteratorPolicy"]["parallelismLimit"] for d in loops for t in d["tasks"].values()
+            if "iteratorPolicy" in t] == [5]

@@ -80,7 +80,13 @@ def test_every_ui_parameter_has_a_description(fresh):
         assert name == "base_model" or "defaultValue" in definition or definition.get("isOptional"), name
 
 
-@pytest.mark.parametrize("name", list(PIPELINES))
+def test_the_catalog_pipeline_takes_the_catalog_and_the_placement_only(fresh):
+    parameters = _documents(fresh / "catalog.yaml")[0]["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == {"catalog"} | {p[0] for p in PLACEMENT}
+    assert "defaultValue" not in parameters["catalog"] and "task catalog" in parameters["catalog"]["description"]
+
+
+@pytest.mark.parametrize("name", list(CHOICES))
 def test_pipeline_parameters_their_defaults_and_descriptions_are_the_job_config_fields(fresh, name):
     """Each job parameter of the compiled pipeline is a JobConfig field with the field's default and help text;
     every other JobConfig field travels in stage_options."""

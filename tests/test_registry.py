@@ -72,6 +72,19 @@ def test_champion_moves_only_on_a_better_report_score(artifacts, config):
     assert tags["trainable_params"] == str(trainable) and trainable > 0
 
 
+
+def test_a_champion_scored_on_other_rows_gives_way_and_the_state_says_what_a_catalog_needs(artifacts, config):
+    """A task's rows changed (task_checksum differs): the old champion's score is not comparable, so the
+    version measured on the new rows takes the alias even with a lower score; then the usual rule again."""
+    base, adapter = artifacts["base"], artifacts["adapter"]
+    assert registry.model_state(config.model_name, tracking_uri=config.tracking_uri) == (None, None, {})
+    registry.register(adapter, base, report(0.60), config, {registry.ROWS_TAG: "rows-a", "job_digest": "d1"})
+    moved = registry.register(adapter, base, report(0.40), config, {registry.ROWS_TAG: "rows-b"})
+    assert moved == {"model_name": "tiny-llama", "version": 2, "champion_moved": True, "previous_champion": 1}
+    assert registry.register(adapter, base, report(0.30), config, {registry.ROWS_TAG: "rows-b"})["champion_moved"] is False
+    champion_version, latest, tags = registry.model_state(config.model_name, tracking_uri=config.tracking_uri)
+    assert (champion_version, latest, tags[registry.ROWS_TAG]) == (2, 3, "rows-b")
+
 def test_champion_loads_by_alias_and_generates_like_the_recovered_model(artifacts, config):
     base, adapter = artifacts["base"], artifacts["adapter"]
     registry.register(adapter, base, report(0.5), config)

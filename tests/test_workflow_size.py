@@ -62,3 +62,19 @@ def test_workflow_stores_each_container_once_and_one_template_per_dag():
     text = json.dumps(wf["spec"]["templates"])
     used = {part.split("}}")[0] for part in text.split("{{workflow.parameters.")[1:]}
     assert used <= set(names)
+
+
+def test_a_catalog_run_with_the_most_tasks_it_searches_fits_and_twice_as_many_would_not():
+    """The catalog pipeline's ParallelFor adds each searching task's nodes to one Workflow: the plan's cap
+    (catalog.MAX_TASKS_PER_RUN) keeps a worst-case run within Argo's limit with the margin."""
+    from rankadaptor.catalog import MAX_TASKS_PER_RUN
+
+    catalog = ROOT / "pipelines" / "compiled" / "catalog.yaml"
+    rows = {}
+    for tasks in (MAX_TASKS_PER_RUN, 2 * MAX_TASKS_PER_RUN):
+        out = subprocess.run([sys.executable, str(SCRIPT), "--files", str(catalog), "--caps", "--loop-items",
+                              str(tasks), "--json"], check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-2000:]
+        rows[tasks] = json.loads(out.stdout)["rows"][0]
+    assert rows[MAX_TASKS_PER_RUN]["fits"] and not rows[2 * MAX_TASKS_PER_RUN]["fits"]
+    assert rows[2 * MAX_TASKS_PER_RUN]["nodes"] > rows[MAX_TASKS_PER_RUN]["nodes"]

@@ -33,6 +33,7 @@ MAIN_CHOICES = ("base_model", "data", "heldout_text", "target_task", "source_tas
                 "bootstrap_trials", "adalora_baseline", "seed")
 INPUTS = ("base_model", "data", "heldout_text", "eval_data_dir")  # the fields naming the user's weights and data
 FINGERPRINTS = "fingerprints"  # the job JSON's key for its inputs' content (rankadaptor.fingerprint)
+DIGEST_TAG = "job_digest"  # a registered version's tag holding its job's digest (job_digest)
 
 
 def _runtime_fields() -> list[tuple[str, Any, dataclasses.Field]]:
@@ -220,6 +221,17 @@ def job_from_json(text: str) -> JobConfig:
     values = json.loads(text)
     values.pop(FINGERPRINTS, None)  # only for cache keys: the steps read the inputs themselves
     return job_from_dict(values)
+
+
+def job_digest(text: str) -> str:
+    """What a job's JSON computes, as one hash: its options and its inputs' fingerprints, not `runtime` (how
+    its steps run). A registered version keeps it (tag job_digest), so a task catalog can tell an unchanged
+    task from one whose data or options changed (rankadaptor.catalog)."""
+    import hashlib
+
+    values = json.loads(text)
+    values.pop("runtime", None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def job_inputs(job: JobConfig) -> dict[str, str]:

@@ -124,7 +124,7 @@ def register(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any], co
         created = client.create_model_version(config.model_name, source=model_info.model_uri,
                                               run_id=model_info.run_id, tags=tags, model_id=model_info.model_id)
         try:
-            moved, previous = _maybe_move_champion(client, config, int(created.version), score)
+            moved, previous = _maybe_move_champion(client, config, int(created.version), score, tags.get(ROWS_TAG))
         except BaseException:
             client.delete_model_version(config.model_name, created.version)
             raise
@@ -195,13 +195,45 @@ def _log_model(adapter_dir: Path, base_dir: Path, base_ref: dict[str, str], rank
                                            signature=signature(), pip_requirements=requirements())
 
 
-def _maybe_move_champion(client, config: RegistryConfig, version: int, score: float) -> tuple[bool, int | None]:
-    """Point the alias at `version` if there is no champion or the new score is strictly higher."""
+def model_state(name: str, alias: str = "champion", tracking_uri: str | None = None
+                ) -> tuple[int | None, int | None, dict[str, str]]:
+    """(the version the alias points at, the latest version, its tags) of a registered model; None (no tags)
+    for what it lacks: a model never registered lacks all."""
+    from mlflow.exceptions import MlflowException
+
+    uri = configure(tracking_uri)
+    with tracking_errors(uri):
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None, None, {}
+            raise
+        versions = client.search_model_versions(f"name='{name}'")
+        latest = max(versions, key=lambda v: int(v.version), default=None)
+    champion = model.aliases.get(alias)
+    return (int(champion) if champion is not None else None, int(latest.version) if latest else None,
+            dict(latest.tags) if latest else {})
+
+
+ROWS_TAG = "task_checksum"  # lineage tag: the content hash of the rows a version's scores are measured on
+
+
+def _maybe_move_champion(client, config: RegistryConfig, version: int, score: float,
+                         rows: str | None = None) -> tuple[bool, int | None]:
+    """Point the alias at `version` if there is no champion, the new score is strictly higher, or the champion
+    was scored on other rows of the task (ROWS_TAG differs: its score is not comparable, and the new rows win)."""
     champion_version = client.get_registered_model(config.model_name).aliases.get(config.champion_alias)
     if champion_version is None:
         client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
         return True, None
     champion = client.get_model_version(config.model_name, str(champion_version))
+    if rows is not None and champion.tags.get(ROWS_TAG, rows) != rows:
+        client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
+        return True, int(champion.version)
     champion_score = champion.tags.get(config.selection_metric)
     try:
         champion_score = float(champion_score)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rankadaptor import storage
 from rankadaptor.job import JobConfig
-from rankadaptor.registry import register as register_version
+from rankadaptor.registry import ROWS_TAG, register as register_version
 from rankadaptor.champion import SEARCHED
 from rankadaptor.report import build_report, slim, write_report
 from rankadaptor.steps.model import scores
@@ -27,12 +27,14 @@ def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, bas
     registered = ours["report"] if searched else baselines[anchor]["report"]
     adapter = best.artifact if searched else storage.join(baselines_uri, anchor)
     held_out = {**slim(registered), "mean": registered["scores"][job.target_task]}
-    best_id = trial_key(job, context, job.target_task, "select", best.rank_vector).id
+    best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
     with storage.writing_dir(output_uri) as out:
         report["registration"] = register_version(adapter, pruned_uri, held_out, job.registry_config(),
                                                   lineage={"task": job.target_task, "base_model": job.base_model,
                                                            "bank_experiment": job.bank.experiment,
-                                                           "best_trial_id": best_id, "trial_count": len(trials),
+                                                           "best_trial_id": best_key.id,
+                                                           ROWS_TAG: best_key.task_checksum,
+                                                           "trial_count": len(trials),
                                                            "registered_adapter": report["decision"]["register"],
                                                            **(lineage or {})})
         write_report(report, out)

@@ -1,0 +1,31 @@
+"""The task catalog's steps: plan a run (which tasks search) and the job its tasks share."""
+
+from __future__ import annotations
+
+from rankadaptor.catalog import MAX_TASKS_PER_RUN, check_catalog, decide, job_jsons, shared_job_json
+from rankadaptor.steps.search import PROGRESS
+
+
+def plan(catalog_uri: str, loop_cap: int = 0, root: str | None = None,
+         max_tasks: int = MAX_TASKS_PER_RUN) -> list[str]:
+    """The job JSONs of the catalog's tasks that search in this run, at most max_tasks in catalog order (one
+    progress line per task says what and why); every task's preflight first, so a bad task fails the run
+    before any GPU step."""
+    jobs = check_catalog(catalog_uri, loop_cap, root)
+    planned = []
+    for job, text in zip(jobs, job_jsons(jobs)):
+        decision = decide(job, text)
+        if decision.run and len(planned) == max_tasks:
+            what = f"deferred to the next run ({decision.why}; at most {max_tasks} tasks search in one run"
+        elif decision.run:
+            what = f"searches ({decision.why}"
+            planned.append(text)
+        else:
+            what = f"skipped ({decision.why}"
+        print(f"{PROGRESS}task {decision.task}: {what}; model {decision.model_name})", flush=True)
+    return planned
+
+
+def shared_job(planned: list[str]) -> str:
+    """The job of the run's shared steps (corpus, pruning, bootstrap); empty when no task searches."""
+    return shared_job_json(planned[0]) if planned else ""
