@@ -188,4 +188,4 @@ def test_the_champion_answers_through_the_predictor_command(store, tmp_path):
     assert champion in (1, 2)  # 2 when the rollout test ran first in this module
     expected = generate(*load_model(store["base"], store["adapter"]), [PROMPT], max_new_tokens=8)
     assert answer == {"predictions": expected} and expected[0].strip()
-    assert bad_status == 400 and "max_new_tokens=0 is not accepted" in bad["message"]
+    assert bad_status == 400 and "max_new_tokens=0 is not accepted" in bad["message"] and "stack_trace" not in bad
