@@ -5,28 +5,31 @@ from components import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def bootstrap(job: str, pruned_model: Input[Model], data: Input[Dataset], trials: Output[Artifact]):
+def bootstrap(job: str, pruned_model: Input[Model], structure: Input[Artifact], data: Input[Dataset],
+              trials: Output[Artifact]):
     """Seed an empty observation bank: random rank vectors measured on the source tasks."""
     from rankadaptor.job import job_from_json
     from rankadaptor.steps.model import bootstrap
 
-    trials.metadata["trials_run"] = bootstrap(job_from_json(job), pruned_model.uri, data.path, trials.uri)
+    trials.metadata["trials_run"] = bootstrap(job_from_json(job), pruned_model.uri, structure.path, data.path,
+                                              trials.uri)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def bootstrap_vectors(job: str, pruned_model: Input[Model], data: Input[Dataset]) -> list:
-    """The bootstrap pipeline's random rank vectors (fixed by the seed, within the budget)."""
+def bootstrap_vectors(job: str, structure: Input[Artifact], data: Input[Dataset]) -> list:
+    """The bootstrap pipeline's random rank vectors (fixed by the seed, within the budget), from the pruned
+    model's structure artifact: no weights downloaded."""
     from rankadaptor.job import job_from_json
     from rankadaptor.steps.model import bootstrap_vectors
     from rankadaptor.trial import trial_context
 
-    config = job_from_json(job)
-    return bootstrap_vectors(config, trial_context(pruned_model.path, data.path, config.base_model).cost_per_rank)
+    return bootstrap_vectors(job_from_json(job), trial_context(structure.path, data.path).cost_per_rank)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def bootstrap_trial(job: str, pruned_model: Input[Model], data: Input[Dataset], rank_vector: list,
-                    work_uri: str = "", gpu_count: int = 0, gpu_step_cpu: str = "", gpu_step_memory: str = "") -> bool:
+def bootstrap_trial(job: str, pruned_model: Input[Model], structure: Input[Artifact], data: Input[Dataset],
+                    rank_vector: list, work_uri: str = "", gpu_count: int = 0, gpu_step_cpu: str = "",
+                    gpu_step_memory: str = "") -> bool:
     """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result.
     gpu_step_cpu/gpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
     from rankadaptor import storage
@@ -37,6 +40,6 @@ def bootstrap_trial(job: str, pruned_model: Input[Model], data: Input[Dataset], 
 
     require_gpus(gpu_count)
     config = job_from_json(job)
-    context = trial_context(pruned_model.path, data.path, config.base_model)
+    context = trial_context(structure.path, data.path)
     root = work_uri or storage.join(pruned_model.uri.rsplit("/", 2)[0], "bootstrap")
     return bootstrap_trial(config, context, pruned_model.path, data.path, [int(r) for r in rank_vector], root)

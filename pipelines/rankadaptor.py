@@ -88,12 +88,17 @@ def split(params: dict) -> tuple[dict, dict]:
 
 
 def prepared(gpu: dict, loop_cap: int = 0, **job_options):
-    """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model).
-    configure always runs: it fingerprints the inputs, and its JSON keys every later step's cache entry."""
+    """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model, its
+    structure). configure always runs: it fingerprints the inputs, and its JSON keys every later step's cache."""
     job = cpu_step(configure(**job_options, loop_cap=loop_cap), **gpu).set_caching_options(False).output
+    return (job, *pruned_from(job, gpu))
+
+
+def pruned_from(job, gpu: dict):
+    """prepare_data -> prune for a job JSON: (data, pruned model, its structure)."""
     corpus = gpu_step(prepare_data(job=job), **gpu).output
-    pruned = gpu_step(prune(job=job, data=corpus), **gpu).outputs["pruned_model"]
-    return job, corpus, pruned
+    pruning = gpu_step(prune(job=job, data=corpus), **gpu)
+    return corpus, pruning.outputs["pruned_model"], pruning.outputs["structure"]
 
 
 @dsl.pipeline(name="rankadaptor-iteration", description="One search iteration: propose, recover, evaluate, update.")
@@ -113,10 +118,10 @@ def iteration(job: str, search_state: Input[Artifact], pruned_model: Input[Model
     return next_state.outputs["next_state"]
 
 
-def search(job, corpus, pruned, seeded, gpu: dict, loop_cap: int) -> None:
+def search(job, corpus, pruned, structure, seeded, gpu: dict, loop_cap: int) -> None:
     """baselines -> meta-pretrain (after the bootstrap `seeded`) -> the unrolled search loop -> register."""
     baseline = gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu).output
-    state = cpu_step(meta_pretrain(job=job, pruned_model=pruned, data=corpus, baselines=baseline).after(seeded),
+    state = cpu_step(meta_pretrain(job=job, structure=structure, data=corpus, baselines=baseline).after(seeded),
                      **gpu).set_caching_options(False).output
 
     def finish(search_state):
@@ -149,9 +154,10 @@ def build(loop_cap: int = LOOP_CAP):
     def rankadaptor(*args):
         """Run RankAdaptor end to end and register the best adapter in MLflow."""
         options, gpu = split(named(args))
-        job, corpus, pruned = prepared(gpu, loop_cap, **options)
-        seeded = gpu_step(bootstrap(job=job, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
-        search(job, corpus, pruned, seeded, gpu, loop_cap)
+        job, corpus, pruned, structure = prepared(gpu, loop_cap, **options)
+        seeded = gpu_step(bootstrap(job=job, pruned_model=pruned, structure=structure, data=corpus),
+                          **gpu).set_caching_options(False)
+        search(job, corpus, pruned, structure, seeded, gpu, loop_cap)
 
     return rankadaptor
 
@@ -170,11 +176,11 @@ def build_catalog(parallel: int = PARALLEL_TASKS, loop_cap: int = LOOP_CAP):
         planned.set_caching_options(False)  # it reads the catalog and the registry
         shared = cpu_step(shared_job(planned=planned.output), **gpu).set_caching_options(False).output
         with dsl.If(shared != "", name="any-task-searches"):
-            corpus = gpu_step(prepare_data(job=shared), **gpu).output
-            pruned = gpu_step(prune(job=shared, data=corpus), **gpu).outputs["pruned_model"]
-            seeded = gpu_step(bootstrap(job=shared, pruned_model=pruned, data=corpus), **gpu).set_caching_options(False)
+            corpus, pruned, structure = pruned_from(shared, gpu)
+            seeded = gpu_step(bootstrap(job=shared, pruned_model=pruned, structure=structure, data=corpus),
+                              **gpu).set_caching_options(False)
             with dsl.ParallelFor(planned.output, parallelism=parallel) as job:
-                search(job, corpus, pruned, seeded, gpu, loop_cap)
+                search(job, corpus, pruned, structure, seeded, gpu, loop_cap)
 
     return rankadaptor_catalog
 
@@ -189,12 +195,12 @@ BASELINES_CHOICES = ("base_model", "data", "heldout_text", "target_task", "repor
 def bootstrap_pipeline(*args):
     """Bootstrap trials for meta-pretraining, run in parallel."""
     options, gpu = split(named(args, BOOTSTRAP_CHOICES))
-    job, corpus, pruned = prepared(gpu, target_task="ppl:heldout", report_tasks=[], adalora_baseline=False,
-                                   **options)
-    vectors = cpu_step(bootstrap_vectors(job=job, pruned_model=pruned, data=corpus), **gpu).output
+    job, corpus, pruned, structure = prepared(gpu, target_task="ppl:heldout", report_tasks=[],
+                                              adalora_baseline=False, **options)
+    vectors = cpu_step(bootstrap_vectors(job=job, structure=structure, data=corpus), **gpu).output
     with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS) as rank_vector:
-        gpu_step(bootstrap_trial(job=job, pruned_model=pruned, data=corpus, rank_vector=rank_vector,
-                                 **resources(gpu)),
+        gpu_step(bootstrap_trial(job=job, pruned_model=pruned, structure=structure, data=corpus,
+                                 rank_vector=rank_vector, **resources(gpu)),
                  **gpu).set_caching_options(False)
 
 
@@ -204,7 +210,7 @@ def bootstrap_pipeline(*args):
 def baselines_pipeline(*args):
     """Baselines on the same budget and splits as the search."""
     options, gpu = split(named(args, BASELINES_CHOICES))
-    job, corpus, pruned = prepared(gpu, source_tasks=[], bootstrap_trials=0, adalora_baseline=True, **options)
+    job, corpus, pruned, _ = prepared(gpu, source_tasks=[], bootstrap_trials=0, adalora_baseline=True, **options)
     gpu_step(baselines(job=job, pruned_model=pruned, data=corpus), **gpu)
 
 

@@ -127,3 +127,13 @@ def test_the_gate_and_configure_behave_as_the_ir_says(tmp_path):
     with pytest.raises(UserError, match=f"search.max_iterations=9 is more than the {LOOP_CAP} iterations"):
         check_loop_cap(load_job(None, {"search": {"max_iterations": 9}}), LOOP_CAP)
     check_loop_cap(load_job(None, {"search": {"max_iterations": LOOP_CAP}}), LOOP_CAP)
+
+
+@pytest.mark.parametrize("name, component", [("rankadaptor", "comp-meta-pretrain"), ("catalog", "comp-meta-pretrain"),
+                                             ("bootstrap", "comp-bootstrap-vectors")])
+def test_the_steps_that_need_only_the_structure_take_no_weights(fresh, name, component):
+    """KFP's launcher downloads every input artifact: these CPU steps read the prune step's structure artifact
+    (kilobytes), not the pruned model (~10 GB for a pruned 7B) nor the base model."""
+    artifacts = _documents(fresh / f"{name}.yaml")[0]["components"][component]["inputDefinitions"]["artifacts"]
+    assert "structure" in artifacts
+    assert all(a["artifactType"]["schemaTitle"] != "system.Model" for a in artifacts.values()), artifacts

@@ -67,19 +67,19 @@ def test_a_pipeline_killed_between_iterations_continues_from_the_bank(tmp_path, 
     job = load_job(None, TINY_JOB)
     uri = {name: str(tmp_path / name) for name in ("data", "pruned", "baselines", "state-0", "proposal-1",
                                                    "adapter-1", "metrics-1", "state-1", "state-rerun",
-                                                   "proposal-rerun", "state-1-retried")}
+                                                   "proposal-rerun", "state-1-retried", "structure")}
     steps.prepare_data(job, uri["data"])
-    steps.prune(job, uri["data"], uri["pruned"])
+    steps.prune(job, uri["data"], uri["pruned"], uri["structure"])
     steps.baselines(job, uri["pruned"], uri["data"], uri["baselines"])
     # First run: one full iteration of the loop, then the process dies.
-    search_steps.meta_pretrain(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-0"])
+    search_steps.meta_pretrain(job, uri["structure"], uri["data"], uri["baselines"], uri["state-0"])
     first = search_steps.propose(job, uri["state-0"], uri["proposal-1"])["rank_vector"]
     steps.recover(job, uri["pruned"], uri["data"], first, uri["adapter-1"])
     steps.evaluate(job, uri["pruned"], uri["data"], uri["adapter-1"], uri["metrics-1"])
     score = search_steps.update(job, uri["state-0"], uri["proposal-1"], uri["metrics-1"], uri["adapter-1"],
                                 uri["state-1"])["score"]
     # Rerun from scratch: its state is rebuilt from the bank, with the trial, its score and its adapter.
-    rerun = search_steps.meta_pretrain(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-rerun"])
+    rerun = search_steps.meta_pretrain(job, uri["structure"], uri["data"], uri["baselines"], uri["state-rerun"])
     state, context = load_state(uri["state-rerun"])
     uniform = [job.baseline_rank] * len(first)
     assert rerun["target_trials"] == 2
@@ -95,7 +95,7 @@ def test_a_pipeline_killed_between_iterations_continues_from_the_bank(tmp_path, 
     assert len(bank_runs(job, trial_id)) == 1 and len(bank_runs(job)) == 2
     # A trial whose adapter is gone cannot be reused whole: the rerun leaves it out (it will be measured again).
     storage.remove(uri["adapter-1"])
-    search_steps.meta_pretrain(job, uri["pruned"], uri["data"], uri["baselines"], uri["state-rerun"])
+    search_steps.meta_pretrain(job, uri["structure"], uri["data"], uri["baselines"], uri["state-rerun"])
     assert [o.rank_vector for o in load_state(uri["state-rerun"])[0].measured()] == [uniform]
 
 

@@ -16,8 +16,8 @@ def test_a_repruned_model_keeps_its_trial_identity(tmp_path):
     job = load_job(None, {"corpus_docs": 20})
     prepare_data(job, str(tmp_path / "data"))
     for name in ("a", "b"):
-        prune(job, str(tmp_path / "data"), str(tmp_path / name))
-    first, second = (trial_context(str(tmp_path / name), str(tmp_path / "data"), job.base_model) for name in "ab")
+        prune(job, str(tmp_path / "data"), str(tmp_path / name), str(tmp_path / f"{name}-structure"))
+    first, second = (trial_context(str(tmp_path / f"{name}-structure"), str(tmp_path / "data")) for name in "ab")
     reports = [json.loads((tmp_path / name / "prune_report.json").read_text()) for name in ("a", "b")]
     assert reports[0]["seconds"] != reports[1]["seconds"]
     assert storage.checksum(tmp_path / "a") != storage.checksum(tmp_path / "b")

@@ -1,8 +1,10 @@
 """What every trial of one job shares, computed once: the pruned model's structure and checksum, its LoRA
 cost per rank, and the data's checksum. From it, a trial's identity (bank.TrialKey) and its bank row.
 
-The context is computed when the search starts (meta_pretrain) and carried in the search-state artifact
-beside the search, so later steps read it instead of re-hashing the model and re-reading its config.
+The prune step writes the model's part as a small structure artifact (`structure.json`), so the steps that
+need only the structure (meta-pretraining, the bootstrap vectors) never download the weights or the base
+model. The context is built when the search starts (meta_pretrain) and carried in the search-state
+artifact beside the search, so later steps read it instead of re-reading anything.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rankadaptor.search import SearchState, load_search, save_search
 from rankadaptor.surrogate import Observation, structure_features
 
 CONTEXT_FILE = "context.json"
+STRUCTURE_FILE = "structure.json"
 SEARCH_DIR = "search"
 
 
@@ -46,8 +49,9 @@ def data_paths(data_uri: str) -> dict[str, str]:
                 and (directory / v).exists() else v) for k, v in info.items()}
 
 
-def trial_context(pruned_uri: str, data_uri: str, base_model: str) -> TrialContext:
-    """Read the pruned model's structure and hash the model and data artifacts (once per job)."""
+def write_structure(pruned_uri: str, base_model: str, output_uri: str) -> dict:
+    """The structure artifact of a pruned model: its checksum, pruning, LoRA cost per rank and the surrogate's
+    layer features (the trial context but the data's checksum), from the pruned and the base model's configs."""
     from rankadaptor.modeling import load_config
 
     config, base = load_config(pruned_uri), load_config(base_model)
@@ -56,10 +60,21 @@ def trial_context(pruned_uri: str, data_uri: str, base_model: str) -> TrialConte
     costs = lora_cost_per_rank(widths, config.hidden_size, attn_head_dim(config))
     report = storage.read_json(directory / "prune_report.json")
     importance = report.get("layer_importance") or None
-    features = structure_features(widths, base.num_attention_heads, base.intermediate_size, costs,
-                                  importance if importance and min(importance) >= 0 else None)
-    return TrialContext(model_checksum=storage.checksum(directory, skip=("prune_report.json",)),
-                        pruning=report["config"], cost_per_rank=costs, layer_features=features,
+    structure = {"model_checksum": storage.checksum(directory, skip=("prune_report.json",)),
+                 "pruning": report["config"], "cost_per_rank": costs,
+                 "layer_features": structure_features(widths, base.num_attention_heads, base.intermediate_size, costs,
+                                                      importance if importance and min(importance) >= 0 else None)}
+    with storage.writing_dir(output_uri) as out:
+        storage.write_json_atomic(out / STRUCTURE_FILE, structure)
+    return structure
+
+
+def trial_context(structure_uri: str, data_uri: str) -> TrialContext:
+    """The trial context of a job: its model's structure artifact (write_structure) and its data's checksum."""
+    directory = storage.local_dir(structure_uri)
+    check((directory / STRUCTURE_FILE).is_file(), f"{structure_uri!r} is not a structure artifact: no "
+                                                  f"{STRUCTURE_FILE} (the prune step writes it)")
+    return TrialContext(**storage.read_json(directory / STRUCTURE_FILE),
                         data_checksum=storage.checksum(storage.local_dir(data_uri)))
 
 

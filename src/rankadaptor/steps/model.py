@@ -18,7 +18,7 @@ from rankadaptor.prune import run_prune
 from rankadaptor.recover import run_recover
 from rankadaptor.report import ADALORA, LOSA, MASKED_UNIFORM, PRUNED, UNIFORM
 from rankadaptor.search import sample_rank_vectors
-from rankadaptor.trial import TrialContext, data_paths, record, trial_context, trial_key
+from rankadaptor.trial import TrialContext, data_paths, record, trial_context, trial_key, write_structure
 
 
 def prepare_data(job: JobConfig, output_uri: str) -> dict:
@@ -37,9 +37,12 @@ def prepare_data(job: JobConfig, output_uri: str) -> dict:
     return info
 
 
-def prune(job: JobConfig, data_uri: str, output_uri: str) -> dict:
+def prune(job: JobConfig, data_uri: str, output_uri: str, structure_uri: str) -> dict:
+    """The pruned model at output_uri and its structure artifact at structure_uri (trial.write_structure)."""
     data = data_paths(data_uri)
-    return run_prune(job.prune_config(data["train"], data.get("heldout") or None), output_uri)
+    report = run_prune(job.prune_config(data["train"], data.get("heldout") or None), output_uri)
+    write_structure(output_uri, job.base_model, structure_uri)
+    return report
 
 
 def recover(job: JobConfig, pruned_uri: str, data_uri: str, rank_vector: list[int] | None, output_uri: str,
@@ -126,9 +129,9 @@ def bootstrap_trial(job: JobConfig, context: TrialContext, pruned_uri: str, data
     return True
 
 
-def bootstrap(job: JobConfig, pruned_uri: str, data_uri: str, work_uri: str) -> int:
+def bootstrap(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str, work_uri: str) -> int:
     """Fill the bank with the bootstrap trials it lacks (what meta-pretraining learns from), one after another;
     the bootstrap pipeline runs the same trials in parallel. Returns the number of trials run."""
-    context = trial_context(pruned_uri, data_uri, job.base_model)
+    context = trial_context(structure_uri, data_uri)
     return sum(bootstrap_trial(job, context, pruned_uri, data_uri, v, work_uri)
                for v in tqdm(bootstrap_vectors(job, context.cost_per_rank), desc="bootstrap trials", unit="trial"))

@@ -18,12 +18,12 @@ def _read(uri: str, name: str):
     return storage.read_json(storage.local_dir(uri) / name)
 
 
-def meta_pretrain(job: JobConfig, pruned_uri: str, data_uri: str, baselines_uri: str, output_uri: str) -> dict:
+def meta_pretrain(job: JobConfig, structure_uri: str, data_uri: str, baselines_uri: str, output_uri: str) -> dict:
     """The search's starting state: a surrogate meta-pretrained on every other task's trials in the bank,
     then adapted to the target's trials on this model, data and recovery setting: the starting trials
     (trial.starting_trials, banked here first: the uniform anchor ties the surrogate to the target's score
     level) and any trial an earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
-    context = trial_context(pruned_uri, data_uri, job.base_model)
+    context = trial_context(structure_uri, data_uri)
     sources = [o for o in bank.load_observations(job.bank.experiment, tracking_uri=job.tracking_uri())
                if o.task != job.target_task]
     surrogate = new_surrogate(job.surrogate_config(), job.search.candidates, context.num_layers,
