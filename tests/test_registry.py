@@ -85,6 +85,7 @@ def test_a_champion_scored_on_other_rows_gives_way_and_the_state_says_what_a_cat
     champion_version, latest, tags = registry.model_state(config.model_name, tracking_uri=config.tracking_uri)
     assert (champion_version, latest, tags[registry.ROWS_TAG]) == (2, 3, "rows-b")
 
+
 def test_champion_loads_by_alias_and_generates_like_the_recovered_model(artifacts, config):
     base, adapter = artifacts["base"], artifacts["adapter"]
     registry.register(adapter, base, report(0.5), config)
@@ -92,6 +93,11 @@ def test_champion_loads_by_alias_and_generates_like_the_recovered_model(artifact
     served = mlflow.pyfunc.load_model(f"models:/{config.model_name}@{config.champion_alias}")
 
     texts = served.predict(PROMPTS, params={"max_new_tokens": 6, "temperature": 0.0})
+    signature = served.metadata.signature  # from predict's type hints and the input example
+    assert [spec.type.name for spec in signature.inputs.inputs] == ["string"]
+    assert {(p.name, p.default) for p in signature.params.params} == {("max_new_tokens", 32), ("temperature", 0.0)}
+    with pytest.raises(mlflow.exceptions.MlflowException, match="Expected type str, but got int"):
+        served.predict(["fine", 7])
     model, tokenizer = load_model(base, adapter)
     assert texts == generate(model, tokenizer, PROMPTS, max_new_tokens=6)
     assert texts != generate(*load_model(base), PROMPTS, max_new_tokens=6)  # the adapter is applied

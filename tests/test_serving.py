@@ -183,9 +183,15 @@ def test_the_champion_answers_through_the_predictor_command(store, tmp_path):
         print("request:", json.dumps(body), "\nresponse:", status, json.dumps(answer))
         assert status == 200, answer
         bad_status, bad = post(f"{uri}/invocations", {"inputs": [PROMPT], "params": {"max_new_tokens": 0}})
+        not_text = [post(f"{uri}/invocations", {"inputs": inputs}) for inputs in ([1, 2], [["a prompt"]], [PROMPT, 3])]
     # The served champion is the newest version the alias points at; it generates what that adapter does.
     champion = int(env["MODEL_URI"].rsplit("/", 1)[1])
     assert champion in (1, 2)  # 2 when the rollout test ran first in this module
     expected = generate(*load_model(store["base"], store["adapter"]), [PROMPT], max_new_tokens=8)
     assert answer == {"predictions": expected} and expected[0].strip()
     assert bad_status == 400 and "max_new_tokens=0 is not accepted" in bad["message"] and "stack_trace" not in bad
+    # non-string inputs are refused (predict's type hint), never turned into the text of a prompt
+    assert [status for status, _ in not_text] == [400, 400, 400] and not any("stack_trace" in a for _, a in not_text)
+    assert "Expected type str, but got int" in not_text[0][1]["message"]
+    assert "Expected type str, but got list" in not_text[1][1]["message"]
+    assert "invalid elements: [('3', 'Expected type str, but got int')]" in not_text[2][1]["message"]

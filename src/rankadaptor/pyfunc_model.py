@@ -95,7 +95,9 @@ class RankAdaptorModel(PythonModel):
 
         self.model, self.tokenizer = load_model(str(base_model_dir(context.artifacts)), context.artifacts["adapter"])
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+    def predict(self, context, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
+        """model_input's type hint makes MLflow check every request before this runs: a number, a list or a null
+        among the prompts is an HTTP 400 naming it, never turned into the text of a prompt."""
         from mlflow.exceptions import MlflowException
 
         from rankadaptor.errors import UserError

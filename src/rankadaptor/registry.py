@@ -192,7 +192,7 @@ def _log_model(adapter_dir: Path, base_dir: Path, base_ref: dict[str, str], rank
         with mlflow.start_run(experiment_id=ensure_experiment(config.experiment, tracking_uri),
                               run_name=f"register-{config.model_name}", nested=True):
             return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE), artifacts=artifacts,
-                                           signature=signature(), pip_requirements=requirements())
+                                           input_example=input_example(), pip_requirements=requirements())
 
 
 def model_state(name: str, alias: str = "champion", tracking_uri: str | None = None
@@ -247,16 +247,13 @@ def _maybe_move_champion(client, config: RegistryConfig, version: int, score: fl
     return False, int(champion.version)
 
 
-def signature():
-    """Input: prompts (column `prompt`); output: generated texts; params: max_new_tokens, temperature."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
+def input_example() -> tuple[list[str], dict[str, Any]]:
+    """A request (prompts, params): MLflow builds the version's signature from it and predict's type hints
+    (input: strings, checked on every request; output: strings; params: max_new_tokens and temperature with
+    these defaults), running it once when the model is logged."""
     from rankadaptor.pyfunc_model import DEFAULT_MAX_NEW_TOKENS
 
-    return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]),
-                          params=ParamSchema([ParamSpec("max_new_tokens", "long", DEFAULT_MAX_NEW_TOKENS),
-                                              ParamSpec("temperature", "double", 0.0)]))
+    return ["Once upon a time"], {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "temperature": 0.0}
 
 
 def requirements() -> list[str]:
