@@ -88,7 +88,7 @@ def test_stops_at_max_iterations(tmp_path):
     # the terminal: one line per step, the search's progress, the table; everything else is in the log
     lines = stdout.splitlines()
     assert len(lines) < 100, stdout
-    assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  trial ") for line in lines) == 2
+    assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  ppl:heldout trial ") for line in lines) == 2
     assert "Executing task" not in stdout
     log = (tmp_path / "run" / "run.log").read_text()
     assert "Executing task" in log and len(log.splitlines()) > 10 * len(lines)

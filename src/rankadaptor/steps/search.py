@@ -76,7 +76,7 @@ def update(job: JobConfig, state_uri: str, proposal_uri: str, metrics_uri: str, 
     record(job, context, job.target_task, proposal.rank_vector, score, "search", predicted=proposal.predicted,
            seconds=seconds, adapter_uri=adapter_uri)
     save_state(new_state, context, output_uri)
-    print(f"{PROGRESS}trial {len(new_state.measured())}: ranks {proposal.rank_vector}, predicted "
+    print(f"{PROGRESS}{job.target_task} trial {len(new_state.measured())}: ranks {proposal.rank_vector}, predicted "
           f"{proposal.predicted:.4f}, measured {score:.4f}, best so far {outcome.best.score:.4f}", flush=True)
     return {"converged": outcome.converged, "abs_error": outcome.abs_error, "score": score,
             "best": outcome.best.score}
