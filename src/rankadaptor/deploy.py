@@ -136,20 +136,16 @@ class Resolved:
 def resolve(model: str, alias: str = "champion", tracking_uri: str | None = None) -> Resolved:
     """The version the alias points at now, read from the MLflow registry."""
     from rankadaptor.bank import configure, tracking_errors
+    from rankadaptor.registry import registered_model
 
     uri = configure(tracking_uri)
     with tracking_errors(uri):
         from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
 
         client = MlflowClient()
-        try:
-            registered = client.get_registered_model(model)
-        except MlflowException as e:
-            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
+        if (registered := registered_model(client, model)) is None:
             names = sorted(m.name for m in client.search_registered_models(max_results=100))
-            raise UserError(f"registered model {model!r} does not exist in {uri}; registered models: {names}") from None
+            raise UserError(f"registered model {model!r} does not exist in {uri}; registered models: {names}")
         if alias not in registered.aliases:
             raise UserError(f"registered model {model!r} has no alias {alias!r}; its aliases: "
                             f"{dict(sorted(registered.aliases.items()))}")

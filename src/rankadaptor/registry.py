@@ -195,23 +195,29 @@ def _log_model(adapter_dir: Path, base_dir: Path, base_ref: dict[str, str], rank
                                            input_example=input_example(), pip_requirements=requirements())
 
 
+def registered_model(client, name: str):
+    """The registered model `name` (MLflow's RegisteredModel), or None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
 def model_state(name: str, alias: str = "champion", tracking_uri: str | None = None
                 ) -> tuple[int | None, int | None, dict[str, str]]:
     """(the version the alias points at, the latest version, its tags) of a registered model; None (no tags)
     for what it lacks: a model never registered lacks all."""
-    from mlflow.exceptions import MlflowException
-
     uri = configure(tracking_uri)
     with tracking_errors(uri):
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        try:
-            model = client.get_registered_model(name)
-        except MlflowException as e:
-            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None, None, {}
-            raise
+        if (model := registered_model(client, name)) is None:
+            return None, None, {}
         versions = client.search_model_versions(f"name='{name}'")
         latest = max(versions, key=lambda v: int(v.version), default=None)
     champion = model.aliases.get(alias)
