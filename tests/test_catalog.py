@@ -112,9 +112,13 @@ def run_catalog(tmp_path: Path, catalog: Path, tracking_uri: str) -> str:
     return out.stdout
 
 
+def newest_run(tmp_path: Path) -> Path:
+    return max((tmp_path / "run" / "pipeline").glob("rankadaptor-catalog-*"), key=lambda p: p.stat().st_mtime)
+
+
 def ran_steps(tmp_path: Path) -> list[str]:
     """The steps the newest catalog run executed (a step served from the cache leaves no folder)."""
-    newest = max((tmp_path / "run" / "pipeline").glob("rankadaptor-catalog-*"), key=lambda p: p.stat().st_mtime)
+    newest = newest_run(tmp_path)
     return sorted(str(p.relative_to(newest)) for p in newest.glob("**/executor_output.json"))
 
 
@@ -142,6 +146,9 @@ def test_a_catalog_searches_new_tasks_then_only_the_task_whose_data_changed(tmp_
     assert "task ppl:poems: skipped (unchanged since version 1, champion: version 1;" in second
     steps = ran_steps(tmp_path)
     assert sum("register" in step for step in steps) == 1 and not any("prune" in step for step in steps), steps
+    meta = json.loads(next(newest_run(tmp_path).glob("*/meta-pretrain/executor_output.json")).read_text())
+    seen = meta["artifacts"]["search_state"]["artifacts"][0]["metadata"]  # meta-pretraining on the whole bank:
+    assert seen["source_tasks"] == ["ppl:poems"] and seen["source_observations"] >= 2  # the other task's trials
     everyday = client.search_model_versions(f"name='{models['mc:everyday']}'")
     assert sorted(int(v.version) for v in everyday) == [1, 2]
     assert len(client.search_model_versions(f"name='{models['ppl:poems']}'")) == 1
