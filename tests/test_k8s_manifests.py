@@ -152,6 +152,17 @@ def test_network_isolation_and_least_privilege(rendered):
             assert by_kind_name(docs, "ServiceAccount", sa)["automountServiceAccountToken"] is False
 
 
+
+def test_pipeline_pods_get_ephemeral_storage_requests_and_limits(rendered):
+    """KFP's IR cannot request ephemeral storage per step: the namespace's LimitRange gives every container
+    a request (admitted under a ResourceQuota) and a limit above the prune step's two model copies."""
+    for docs in rendered.values():
+        limit = by_kind_name(docs, "LimitRange", "rankadaptor-ephemeral-storage")
+        assert limit["metadata"]["namespace"] == PIPELINE_NAMESPACE
+        (container,) = [item for item in limit["spec"]["limits"] if item["type"] == "Container"]
+        assert container["defaultRequest"]["ephemeral-storage"] == "2Gi"
+        assert int(container["default"]["ephemeral-storage"].removesuffix("Gi")) >= 2 * 25
+
 @pytest.mark.slow
 def test_structural_checks_catch_a_regression(rendered):
     docs = copy.deepcopy(rendered["dev"])
