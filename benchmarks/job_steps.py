@@ -34,7 +34,8 @@ IMPORTS = {  # component name prefix -> what its process imports
     "evaluate": f"{MODEL}, peft",
     "bootstrap": f"{MODEL}, peft, mlflow",
     "baselines": f"{MODEL}, peft, lm_eval.evaluator",
-    "register": f"{MODEL}, peft, lm_eval.evaluator, mlflow, rankadaptor.steps.register",
+    "evaluate-best": f"{MODEL}, peft, lm_eval.evaluator, mlflow, rankadaptor.steps.register",
+    "register": "mlflow, rankadaptor.steps.register",
 }
 LINE = re.compile(r"(\d\d:\d\d:\d\d\.\d+) - INFO - (Executing task|Task) '([\w-]+)'( finished)?")
 

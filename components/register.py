@@ -1,23 +1,35 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components import GPU_IMAGE
+from components import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def register(job: str, run_id: str, search_state: Input[Artifact], pruned_model: Input[Model],
-             data: Input[Dataset], baselines: Input[Artifact], report: Output[Artifact], summary: Output[Markdown],
-             metrics: Output[Metrics], gpu_count: int = 0, gpu_step_cpu: str = "", gpu_step_memory: str = ""):
-    """Held-out evaluation of the best trial, the comparison report and plots, MLflow registration.
-    gpu_step_cpu/gpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
+def evaluate_best(job: str, run_id: str, search_state: Input[Artifact], pruned_model: Input[Model],
+                  data: Input[Dataset], baselines: Input[Artifact], evaluated: Output[Artifact], gpu_count: int = 0,
+                  gpu_step_cpu: str = "", gpu_step_memory: str = ""):
+    """Held-out evaluation of the best trial, the comparison report, the chosen adapter logged to MLflow with
+    its base (the part of registration that needs the weights). gpu_step_cpu/gpu_step_memory: this task's
+    resource requests, inputs only so its DAG carries them."""
     from rankadaptor.job import DIGEST_TAG, job_digest, job_from_json
     from rankadaptor.modeling import require_gpus
+    from rankadaptor.steps.register import evaluate_best
+
+    require_gpus(gpu_count)
+    evaluate_best(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path, evaluated.path,
+                  lineage={"pipeline_run": run_id, DIGEST_TAG: job_digest(job)})
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def register(job: str, evaluated: Input[Artifact], report: Output[Artifact], summary: Output[Markdown],
+             metrics: Output[Metrics], cpu_step_cpu: str = "", cpu_step_memory: str = ""):
+    """Register the logged version in MLflow (the champion rule), the report with its plots; no weights.
+    cpu_step_cpu/cpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
+    from rankadaptor.job import job_from_json
     from rankadaptor.report import markdown_with_plots
     from rankadaptor.steps.register import register
 
-    require_gpus(gpu_count)
-    result = register(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path,
-                      report.path, lineage={"pipeline_run": run_id, DIGEST_TAG: job_digest(job)})
+    result = register(job_from_json(job), evaluated.path, report.path)
     with open(summary.path, "w") as f:
         f.write(markdown_with_plots(report.path))
     for row in result["table"]:

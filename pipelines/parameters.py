@@ -29,10 +29,11 @@ PLACEMENT = (
     ("mlflow_secret", str, "rankadaptor-mlflow",
      "Name of the Kubernetes Secret with MLFLOW_TRACKING_URI (and basic-auth user/password)."),
     ("gpu_step_cpu", str, "8", "CPU request of each GPU step (prepare-data, prune, baselines, bootstrap, recover, "
-                               "evaluate, register)."),
+                               "evaluate, evaluate-best)."),
     ("gpu_step_memory", str, "96Gi", "Memory request and limit of each GPU step (a 7B model in bf16 is ~13.5 GB; "
                                      "pruning also holds gradients of the pruned layers)."),
-    ("cpu_step_cpu", str, "1", "CPU request of each CPU step (configure, propose, update, gate, meta-pretrain)."),
+    ("cpu_step_cpu", str, "1", "CPU request of each CPU step (configure, propose, update, gate, meta-pretrain, "
+                               "register; the catalog's plan-catalog and shared-job)."),
     ("cpu_step_memory", str, "8Gi", "Memory request and limit of each CPU step."),
 )
 

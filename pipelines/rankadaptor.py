@@ -21,7 +21,7 @@ from components.meta_pretrain import meta_pretrain
 from components.propose import propose
 from components.prune import prune
 from components.recover import recover
-from components.register import register
+from components.register import evaluate_best, register
 from components.update import update
 from pipelines.parameters import named, with_parameters
 from rankadaptor.catalog import PARALLEL_TASKS
@@ -125,8 +125,10 @@ def search(job, corpus, pruned, structure, seeded, gpu: dict, loop_cap: int) -> 
                      **gpu).set_caching_options(False).output
 
     def finish(search_state):
-        gpu_step(register(job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, search_state=search_state,
-                          pruned_model=pruned, data=corpus, baselines=baseline, **resources(gpu)),
+        evaluated = gpu_step(evaluate_best(job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, search_state=search_state,
+                                           pruned_model=pruned, data=corpus, baselines=baseline, **resources(gpu)),
+                             **gpu).set_caching_options(False).output
+        cpu_step(register(job=job, evaluated=evaluated, **{k: gpu[k] for k in ("cpu_step_cpu", "cpu_step_memory")}),
                  **gpu).set_caching_options(False)
 
     def loop(search_state, i: int):

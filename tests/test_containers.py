@@ -153,7 +153,7 @@ def test_pipeline_runs_in_containers_and_registers_a_champion(image, docker_host
 
         # Every step ran in the image (kfp.local names it before each container it starts).
         steps = {"configure", "prepare-data", "prune", "baselines", "bootstrap", "meta-pretrain", "propose",
-                 "recover", "evaluate", "update", "gate", "register"}
+                 "recover", "evaluate", "update", "gate", "evaluate-best", "register"}
         for step in steps:
             assert f"Executing task '{step}'" in log, step
         assert f"Found image '{TEST_REGISTRY}/rankadaptor-cpu:" in log and f"Found image '{TEST_REGISTRY}/rankadaptor-gpu:" in log

@@ -47,9 +47,9 @@ def test_gpu_steps_request_gpus_on_the_gpu_pool(fresh):
     executors = spec["deploymentSpec"]["executors"]
     gpu_executors = {name for name, e in executors.items()
                      if e["container"].get("resources", {}).get("accelerator", {}).get("resourceType") == "nvidia.com/gpu"}
-    for step in ("prune", "recover", "evaluate", "baselines", "bootstrap", "register", "prepare-data"):
+    for step in ("prune", "recover", "evaluate", "baselines", "bootstrap", "evaluate-best", "prepare-data"):
         assert any(step in name for name in gpu_executors), step
-    for step in ("propose", "update", "gate", "meta-pretrain", "configure"):
+    for step in ("propose", "update", "gate", "meta-pretrain", "configure", "register"):
         assert not any(step in name for name in gpu_executors), step
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in gpu_executors:
@@ -137,3 +137,16 @@ def test_the_steps_that_need_only_the_structure_take_no_weights(fresh, name, com
     artifacts = _documents(fresh / f"{name}.yaml")[0]["components"][component]["inputDefinitions"]["artifacts"]
     assert "structure" in artifacts
     assert all(a["artifactType"]["schemaTitle"] != "system.Model" for a in artifacts.values()), artifacts
+
+
+@pytest.mark.parametrize("name", ["rankadaptor", "catalog"])
+def test_the_cpu_steps_take_no_weights(fresh, name):
+    """The search's light steps and the registration take no model weights (update reads the trial's adapter
+    folder, megabytes, for its training time); the pruned model stays with evaluate-best, which evaluates the
+    best trial and uploads the chosen adapter's version."""
+    components = _documents(fresh / f"{name}.yaml")[0]["components"]
+    for component in ("comp-propose", "comp-update", "comp-gate", "comp-register", "comp-meta-pretrain"):
+        artifacts = components[component].get("inputDefinitions", {}).get("artifacts", {})
+        assert "pruned_model" not in artifacts, component
+        assert [n for n, a in artifacts.items() if a["artifactType"]["schemaTitle"] == "system.Model"] in ([], ["adapter"])
+    assert "pruned_model" in components["comp-evaluate-best"]["inputDefinitions"]["artifacts"]

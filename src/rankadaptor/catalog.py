@@ -23,7 +23,7 @@ from rankadaptor.job import (DIGEST_TAG, FINGERPRINTS, INPUTS, JobConfig, check_
                              job_from_dict, job_inputs, job_to_json)
 
 # Tasks searching in one run at most: each adds its nodes to the run's Argo Workflow object, which must stay
-# under Argo's 1 MiB; 8 is 63% of it at the compiled loop cap (benchmarks/workflow_size.py, docs/deploy.md 9.2).
+# under Argo's 1 MiB; 8 is 67% of it at the compiled loop cap (benchmarks/workflow_size.py, docs/deploy.md 9.2).
 # The others search in the next run.
 MAX_TASKS_PER_RUN = 8
 PARALLEL_TASKS = 2  # tasks searching at once by default (a pipeline's ParallelFor parallelism, fixed when compiled)

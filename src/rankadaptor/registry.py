@@ -98,7 +98,15 @@ def register(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any], co
     lineage: extra version tags (e.g. pipeline_run_id, trial_ids, budget); values other than strings are
     stored as JSON. Returns {model_name, version, champion_moved, previous_champion} (versions as ints, None
     if none).
-    Inputs are all checked before anything is written."""
+    Inputs are all checked before anything is written. The two halves run in two pipeline steps: log_version
+    where the weights are (it uploads them), create_version in a small step that needs none."""
+    return create_version(log_version(adapter_uri, pruned_model_uri, report, config, lineage), config)
+
+
+def log_version(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any], config: RegistryConfig,
+                lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything of a version but the version itself: the checks, its tags and the logged pyfunc model (the
+    pruned base copied in when self-contained). Returns what create_version needs, as plain JSON."""
     config.validate()
     check(bool(config.model_name), "registry model_name is empty: give one (a job names it by "
                                    "default_model_name from its base model, pruning and task)")
@@ -116,15 +124,27 @@ def register(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any], co
 
     uri = configure(config.tracking_uri or None)
     with tracking_errors(uri):
+        model_info = _log_model(adapter_dir, base_dir, base_ref, rank_vector, report, config, uri)
+    return {"model_name": config.model_name, "model_uri": model_info.model_uri, "run_id": model_info.run_id,
+            "model_id": model_info.model_id, "score": score, "tags": tags}
+
+
+def create_version(logged: dict[str, Any], config: RegistryConfig) -> dict[str, Any]:
+    """The registered version of a logged model (log_version) and the champion rule; a version either gets
+    its tags and the rule or does not exist."""
+    check(logged.get("model_name") == config.model_name, f"the logged model is for {logged.get('model_name')!r}, "
+                                                         f"not {config.model_name!r}")
+    uri = configure(config.tracking_uri or None)
+    with tracking_errors(uri):
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        model_info = _log_model(adapter_dir, base_dir, base_ref, rank_vector, report, config, uri)
         _ensure_registered_model(client, config.model_name)
-        created = client.create_model_version(config.model_name, source=model_info.model_uri,
-                                              run_id=model_info.run_id, tags=tags, model_id=model_info.model_id)
+        created = client.create_model_version(config.model_name, source=logged["model_uri"], run_id=logged["run_id"],
+                                              tags=logged["tags"], model_id=logged["model_id"])
         try:
-            moved, previous = _maybe_move_champion(client, config, int(created.version), score, tags.get(ROWS_TAG))
+            moved, previous = _maybe_move_champion(client, config, int(created.version), logged["score"],
+                                                   logged["tags"].get(ROWS_TAG))
         except BaseException:
             client.delete_model_version(config.model_name, created.version)
             raise

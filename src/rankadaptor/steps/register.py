@@ -1,19 +1,24 @@
-"""The last step: the best trial on the held-out rows, the report against the baselines, MLflow registration."""
+"""The last steps: the best trial on the held-out rows, the report against the baselines and the logged model
+(evaluate_best, with the weights), then MLflow registration (register, without them)."""
 
 from __future__ import annotations
 
 from rankadaptor import storage
 from rankadaptor.job import JobConfig
-from rankadaptor.registry import ROWS_TAG, register as register_version
+from rankadaptor.registry import ROWS_TAG, create_version, log_version
 from rankadaptor.champion import SEARCHED
 from rankadaptor.report import build_report, slim, write_report
 from rankadaptor.steps.model import scores
 from rankadaptor.trial import best_trial, starting_trials, trial_key
 
 
-def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str, output_uri: str,
-             lineage: dict | None = None) -> dict:
-    """Evaluate the best trial on both splits, build the report, register the adapter, write the artifact."""
+EVALUATION, LOGGED = "report.json", "logged.json"  # the evaluate-best artifact: the report, the logged version
+
+
+def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str,
+                  output_uri: str, lineage: dict | None = None) -> dict:
+    """Evaluate the best trial on both splits, build the report, choose the adapter to register and log it
+    with its base (registry.log_version): the part of registration that needs the weights."""
     best, trials, context = best_trial(state_uri)
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
     anchor = starting_trials(job)[0]
@@ -28,14 +33,23 @@ def register(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, bas
     adapter = best.artifact if searched else storage.join(baselines_uri, anchor)
     held_out = {**slim(registered), "mean": registered["scores"][job.target_task]}
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
+    logged = log_version(adapter, pruned_uri, held_out, job.registry_config(),
+                         lineage={"task": job.target_task, "base_model": job.base_model,
+                                  "bank_experiment": job.bank.experiment, "best_trial_id": best_key.id,
+                                  ROWS_TAG: best_key.task_checksum, "trial_count": len(trials),
+                                  "registered_adapter": report["decision"]["register"], **(lineage or {})})
     with storage.writing_dir(output_uri) as out:
-        report["registration"] = register_version(adapter, pruned_uri, held_out, job.registry_config(),
-                                                  lineage={"task": job.target_task, "base_model": job.base_model,
-                                                           "bank_experiment": job.bank.experiment,
-                                                           "best_trial_id": best_key.id,
-                                                           ROWS_TAG: best_key.task_checksum,
-                                                           "trial_count": len(trials),
-                                                           "registered_adapter": report["decision"]["register"],
-                                                           **(lineage or {})})
+        storage.write_json_atomic(out / EVALUATION, report)
+        storage.write_json_atomic(out / LOGGED, logged)
+    return report
+
+
+def register(job: JobConfig, evaluated_uri: str, output_uri: str) -> dict:
+    """Register the logged version (registry.create_version: no weights needed) and write the report with its
+    registration and plots."""
+    directory = storage.local_dir(evaluated_uri)
+    report = storage.read_json(directory / EVALUATION)
+    with storage.writing_dir(output_uri) as out:
+        report["registration"] = create_version(storage.read_json(directory / LOGGED), job.registry_config())
         write_report(report, out)
     return report
