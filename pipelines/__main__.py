@@ -12,13 +12,18 @@ from rankadaptor.errors import UserError
 def _job(args):
     from rankadaptor.job import load_job
 
-    if getattr(args, "catalog", None) and args.config:
-        raise UserError("give --config (one job) or --catalog (a job per task), not both")
     return load_job(args.config)
 
 
+def _catalog(args) -> str | None:
+    """--catalog, refused beside --config (one job or a job per task)."""
+    if args.catalog and args.config:
+        raise UserError("give --config (one job) or --catalog (a job per task), not both")
+    return args.catalog
+
+
 def _run(args) -> None:
-    if args.catalog:
+    if _catalog(args):
         return _run_catalog(args)
     from pipelines.local import run_local
 
@@ -33,7 +38,6 @@ def _run_catalog(args) -> None:
     from pipelines.local import run_catalog
     from rankadaptor import storage
 
-    _job(args)  # refuses --config beside --catalog
     catalog = args.catalog if storage.is_s3(args.catalog) else str(Path(args.catalog).expanduser().resolve())
     for report_dir in run_catalog(catalog, args.root, args.parallel, args.verbose):
         report = json.loads((report_dir / "report.json").read_text())
@@ -62,10 +66,9 @@ def _pipeline_arguments(args) -> tuple[str, dict]:
     """(compiled pipeline, its arguments): the catalog pipeline for --catalog, else the job's pipeline."""
     from pipelines.rankadaptor import arguments
 
-    job = _job(args)
-    if args.catalog:
+    if _catalog(args):
         return "catalog", {"catalog": args.catalog}
-    return args.pipeline, arguments(job, args.pipeline)
+    return args.pipeline, arguments(_job(args), args.pipeline)
 
 
 def _submit(args) -> None:

@@ -75,11 +75,16 @@ def cpu_step(task, s3_secret, mlflow_secret, cpu_step_cpu, cpu_step_memory, **_)
     return with_credentials(task, s3_secret, mlflow_secret)
 
 
-def resources(gpu: dict) -> dict:
-    """A GPU step's placement values passed as its own inputs too: a task inside a condition or loop DAG gets
-    only the channels its inputs name (KFP's compiler does not carry those read by the accelerator limit or
-    the resource requests alone, and the backend cannot resolve them: tests/test_pipeline_ir.py)."""
-    return {k: gpu[k] for k in ("gpu_count", "gpu_step_cpu", "gpu_step_memory")}
+GPU_RESOURCES = ("gpu_count", "gpu_step_cpu", "gpu_step_memory")
+CPU_RESOURCES = ("cpu_step_cpu", "cpu_step_memory")
+
+
+def resources(place: dict, names: tuple[str, ...] = GPU_RESOURCES) -> dict:
+    """A step's placement values (a GPU step's by default) passed as its own inputs too: a task inside a
+    condition or loop DAG gets only the channels its inputs name (KFP's compiler does not carry those read by
+    the accelerator limit or the resource requests alone, and the backend cannot resolve them:
+    tests/test_pipeline_ir.py)."""
+    return {k: place[k] for k in names}
 
 
 def split(params: dict) -> tuple[dict, dict]:
@@ -128,8 +133,7 @@ def search(job, corpus, pruned, structure, seeded, gpu: dict, loop_cap: int) -> 
         evaluated = gpu_step(evaluate_best(job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, search_state=search_state,
                                            pruned_model=pruned, data=corpus, baselines=baseline, **resources(gpu)),
                              **gpu).set_caching_options(False).output
-        cpu_step(register(job=job, evaluated=evaluated, **{k: gpu[k] for k in ("cpu_step_cpu", "cpu_step_memory")}),
-                 **gpu).set_caching_options(False)
+        cpu_step(register(job=job, evaluated=evaluated, **resources(gpu, CPU_RESOURCES)), **gpu).set_caching_options(False)
 
     def loop(search_state, i: int):
         next_state = iteration(job=job, search_state=search_state, pruned_model=pruned, data=corpus,

@@ -254,23 +254,25 @@ def _maybe_move_champion(client, config: RegistryConfig, version: int, score: fl
     was scored on other rows of the task (ROWS_TAG differs: its score is not comparable, and the new rows win)."""
     champion_version = client.get_registered_model(config.model_name).aliases.get(config.champion_alias)
     if champion_version is None:
+        moves, previous = True, None
+    else:
+        champion = client.get_model_version(config.model_name, str(champion_version))
+        previous = int(champion.version)
+        moves = (rows is not None and champion.tags.get(ROWS_TAG, rows) != rows) or score > _score_of(champion, config)
+    if moves:
         client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
-        return True, None
-    champion = client.get_model_version(config.model_name, str(champion_version))
-    if rows is not None and champion.tags.get(ROWS_TAG, rows) != rows:
-        client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
-        return True, int(champion.version)
-    champion_score = champion.tags.get(config.selection_metric)
+    return moves, previous
+
+
+def _score_of(champion, config: RegistryConfig) -> float:
+    """The champion version's selection score, read from its tag."""
+    value = champion.tags.get(config.selection_metric)
     try:
-        champion_score = float(champion_score)
+        return float(value)
     except (TypeError, ValueError):
         raise UserError(f"current {config.champion_alias!r} of {config.model_name!r} (version {champion.version}) "
-                        f"has no numeric tag {config.selection_metric!r} ({champion_score!r}): cannot compare; set "
+                        f"has no numeric tag {config.selection_metric!r} ({value!r}): cannot compare; set "
                         "that tag or move the alias by hand") from None
-    if score > champion_score:
-        client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
-        return True, int(champion.version)
-    return False, int(champion.version)
 
 
 def input_example() -> tuple[list[str], dict[str, Any]]:
