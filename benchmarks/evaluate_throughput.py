@@ -34,7 +34,8 @@ BASELINE_SIZES = ("auto", "8", "16", "32", "64")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from rankadaptor.evaluate import TASKS, EvalConfig
+    from rankadaptor.evaluate.config import EvalConfig
+    from rankadaptor.evaluate.tasks import TASKS
     from rankadaptor.job import BUNDLED
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -71,7 +72,8 @@ def lm_eval_hf(model, tokenizer, config, max_length: int, batch_size: str) -> tu
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from rankadaptor.evaluate import TASKS, data_files, task_config
+    from rankadaptor.evaluate.harness import task_config
+    from rankadaptor.evaluate.tasks import TASKS, data_files
 
     start = time.perf_counter()
     files = data_files(config.data_dir, config.tasks) if config.data_dir else {}
@@ -93,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from rankadaptor.evaluate import EvalConfig, evaluate
-    from rankadaptor.modeling import load_model, resolve_device
+    from rankadaptor.evaluate.config import EvalConfig
+    from rankadaptor.evaluate.harness import evaluate
+    from rankadaptor.models.loading import load_model, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

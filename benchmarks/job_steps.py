@@ -21,13 +21,13 @@ from datetime import datetime
 
 BASE = "import kfp.dsl.executor_main"
 LIGHT = "import rankadaptor.job, rankadaptor.steps.search"
-MODEL = "import rankadaptor.steps.model, rankadaptor.pruned_llama"
+MODEL = "import rankadaptor.steps.model, rankadaptor.models.pruned_llama"
 IMPORTS = {  # component name prefix -> what its process imports
     "configure": "import rankadaptor.job",
     "propose": LIGHT,
     "gate": LIGHT,
     "update": f"{LIGHT}, mlflow",
-    "meta-pretrain": f"{LIGHT}, mlflow, rankadaptor.pruned_llama",
+    "meta-pretrain": f"{LIGHT}, mlflow, rankadaptor.models.pruned_llama",
     "prepare-data": MODEL,
     "prune": MODEL,
     "recover": f"{MODEL}, peft",

@@ -27,11 +27,14 @@ import torch
 
 from rankadaptor.config import from_dict
 from rankadaptor.data import sample_corpus
-from rankadaptor.modeling import export_merged, load_model
-from rankadaptor.perplexity import perplexity
-from rankadaptor.prune import PruneConfig, run_prune
+from rankadaptor.evaluate.perplexity import perplexity
+from rankadaptor.models.loading import load_model
+from rankadaptor.prune.config import PruneConfig
+from rankadaptor.prune.stage import run_prune
 from rankadaptor.prune.unstructured import projection_sparsity
-from rankadaptor.recover import RecoverConfig, run_recover
+from rankadaptor.recover.adapters import export_merged
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import run_recover
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "rankadaptor" / "bundled" / "aidreams-260k"
 ROWS = {  # name -> (method, schedule)

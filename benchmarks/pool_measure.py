@@ -27,11 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from rankadaptor import storage
-from rankadaptor.modeling import load_model, lora_parameters
-from rankadaptor.recover import RecoverConfig, run_recover
-from rankadaptor.search import SearchConfig, resolve_budget, sample_rank_vectors
 from rankadaptor.workflow import (
     data_paths,
     load_job,
@@ -41,6 +36,15 @@ from rankadaptor.workflow import (
     prune_step,
     stage,
 )
+
+from rankadaptor import widths
+from rankadaptor.infra import storage
+from rankadaptor.recover.adapters import load_adapted
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import run_recover
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.widths import lora_parameters
 
 SCHEMA = "rankadaptor-pool/1"
 MACHINE_KEYS = ("model", "calibration", "ppl_text", "device")  # local paths and devices: not part of the data
@@ -67,7 +71,7 @@ def plan(structure: dict, seed: int) -> list[tuple[str, list[int]]]:
     random vectors in turn.
     Every vector is distinct and within the default budget (LoRA rank 8 everywhere)."""
     config = SearchConfig()
-    cost, budget = structure["cost_per_rank"], resolve_budget(config, structure["cost_per_rank"])
+    cost, budget = structure["cost_per_rank"], widths.budget(structure["cost_per_rank"], config.budget)
     cands, num_layers = sorted(config.candidates), len(structure["cost_per_rank"])
     fits = [list(v) for v in itertools.product(cands, repeat=num_layers) if lora_parameters(list(v), cost) <= budget]
     rng = np.random.default_rng(seed)
@@ -96,7 +100,7 @@ def trial(job, pruned_uri: str, data: dict, structure: dict, vector: list[int], 
     adapter = str(scratch / f"adapter-{seed}-{epochs}-{'-'.join(map(str, vector))}")
     started = time.perf_counter()
     run_recover(config, pruned_uri, adapter)
-    model, tokenizer = load_model(pruned_uri, adapter)
+    model, tokenizer = load_adapted(pruned_uri, adapter)
     tasks = [job.target_task, *job.source_tasks]
     scores = {split: measure(model, tokenizer, tasks, split, data, job)["scores"] for split in SPLITS}
     storage.remove(adapter)
@@ -171,7 +175,7 @@ def main() -> None:
     order = short[:FIDELITY_VECTORS] + fidelity + noise + short[FIDELITY_VECTORS:]
     if args.extend:  # more distinct vectors only; the noise and fidelity trials stay those already measured
         order = short
-    budget = resolve_budget(SearchConfig(), structure["cost_per_rank"])
+    budget = widths.budget(structure["cost_per_rank"], SearchConfig().budget)
     full_epochs = stage(job, "recover", RecoverConfig, data="-").epochs
     deadline = time.monotonic() + 60 * args.minutes
     scratch = work / "adapters"

@@ -36,7 +36,6 @@ import traceback
 from dataclasses import asdict, dataclass, field
 
 import torch
-
 from shapes import SHAPES, pruned_model
 
 # variant -> (row name, options over ours' defaults: TrainSettings' packing/liger/prefetch/compile, the
@@ -251,7 +250,8 @@ def ours(peft_model, warm: list[dict], timed_examples: list[dict], args, device:
 def measure(key: str, method: str, options: dict, base_model, rank_vector: list[int], data: dict, tokenizer, args,
             device: torch.device) -> Result:
     """One method from fresh adapters on the shared base model; a failure is recorded, not raised."""
-    from rankadaptor.recover import RecoverConfig, add_adapters
+    from rankadaptor.recover.config import RecoverConfig
+    from rankadaptor.recover.stage import add_adapters
 
     result = Result(method, options)
     if options.get("liger") and device.type != "cuda":
@@ -316,11 +316,12 @@ def print_row(row: dict, tol: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from rankadaptor.modeling import count_parameters, resolve_device
-    from rankadaptor.recover.ranks import increasing_schedule
     from transformers import AutoTokenizer
 
     from rankadaptor.job import BUNDLED
+    from rankadaptor.models.loading import resolve_device
+    from rankadaptor.recover.ranks import increasing_schedule
+    from rankadaptor.widths import count_parameters
 
     if args.threads:
         torch.set_num_threads(args.threads)

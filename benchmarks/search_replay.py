@@ -44,20 +44,10 @@ import torch
 
 from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.errors import UserError, check
-from rankadaptor.search import (
-    SearchConfig,
-    SearchState,
-    converged,
-    propose_from,
-    update,
-)
-from rankadaptor.surrogate import (
-    Observation,
-    SurrogateConfig,
-    adapt,
-    meta_pretrain,
-    new_surrogate,
-)
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.loop import SearchState, converged, propose_from, update
+from rankadaptor.search.surrogate import SurrogateConfig, adapt, meta_pretrain, new_surrogate
+from rankadaptor.trial import Observation
 
 SCHEMA = "rankadaptor-pool/1"
 REPORT_TS = (5, 10, 20)

@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import search_replay as replay
 
-from rankadaptor.search import SearchConfig, sample_rank_vectors
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.loop import sample_rank_vectors
 
 POOL = Path(__file__).resolve().parent / "pool_aidreams260k.jsonl"
 FAMILIES = ("additive", "flat")

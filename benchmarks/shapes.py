@@ -15,7 +15,7 @@ def pruned_model(shape: dict, ratio: float, max_positions: int, device: torch.de
     """A random-init LLaMA whose layers [4, L-2) keep (1 - ratio) of their KV groups and MLP channels, as
     LLM-Pruner leaves them (ratio 0.33 on the 1.1B shape removes 20% of the parameters); returns the model
     and the range of pruned layers."""
-    from rankadaptor.pruned_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
+    from rankadaptor.models.pruned_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
     from rankadaptor.prune.width import kept_count
 
     n = shape["num_hidden_layers"]

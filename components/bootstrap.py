@@ -19,9 +19,9 @@ def bootstrap(job: str, pruned_model: Input[Model], structure: Input[Artifact], 
 def bootstrap_vectors(job: str, structure: Input[Artifact], data: Input[Dataset]) -> list:
     """The bootstrap pipeline's random rank vectors (fixed by the seed, within the budget), from the pruned
     model's structure artifact: no weights downloaded."""
+    from rankadaptor.flows.baselines import bootstrap_vectors
     from rankadaptor.job import job_from_json
-    from rankadaptor.steps.model import bootstrap_vectors
-    from rankadaptor.trial import trial_context
+    from rankadaptor.models.structure import trial_context
 
     return bootstrap_vectors(job_from_json(job), trial_context(structure.path, data.path).cost_per_rank)
 
@@ -32,11 +32,11 @@ def bootstrap_trial(job: str, pruned_model: Input[Model], structure: Input[Artif
                     gpu_step_memory: str = "") -> bool:
     """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result.
     gpu_step_cpu/gpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
-    from rankadaptor import storage
+    from rankadaptor.infra import storage
     from rankadaptor.job import job_from_json
-    from rankadaptor.modeling import require_gpus
+    from rankadaptor.models.loading import require_gpus
+    from rankadaptor.models.structure import trial_context
     from rankadaptor.steps.model import bootstrap_trial
-    from rankadaptor.trial import trial_context
 
     require_gpus(gpu_count)
     config = job_from_json(job)

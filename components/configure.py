@@ -9,11 +9,11 @@ def configure(base_model: str, data: str, heldout_text: str, target_task: str, s
               stage_options: dict, loop_cap: int) -> str:
     """Validate the job once, before any GPU step starts; every later step receives this JSON. loop_cap: the
     search iterations the compiled loop holds (a job asking for more is refused here). The preflight checks the
-    inputs in seconds (rankadaptor.preflight.check_job), before the first GPU step. The JSON holds the inputs'
+    inputs in seconds (rankadaptor.ops.preflight.check_job), before the first GPU step. The JSON holds the inputs'
     fingerprints, so a step's cache key changes with the content behind a URI: never cache this step."""
-    from rankadaptor.fingerprint import fingerprints
+    from rankadaptor.infra.fingerprint import fingerprints
     from rankadaptor.job import check_loop_cap, from_parameters, job_inputs, job_to_json
-    from rankadaptor.preflight import check_job
+    from rankadaptor.ops.preflight import check_job
 
     job = from_parameters(stage_options, base_model=base_model, data=data, heldout_text=heldout_text,
                           target_task=target_task, source_tasks=source_tasks, report_tasks=report_tasks,

@@ -11,9 +11,9 @@ def prune(job: str, data: Input[Dataset], pruned_model: Output[Model], structure
     structure and checksum (kilobytes), for the steps that need no weights."""
     from pathlib import Path
 
+    from rankadaptor.infra.storage import write_json_atomic
     from rankadaptor.job import job_from_json
     from rankadaptor.steps.model import prune
-    from rankadaptor.storage import write_json_atomic
 
     report = prune(job_from_json(job), data.path, pruned_model.path, structure.path)
     write_json_atomic(Path(metrics.path), report)  # an artifact without a file is a cache miss under kfp.local

@@ -12,7 +12,7 @@ def evaluate_best(job: str, run_id: str, search_state: Input[Artifact], pruned_m
     its base (the part of registration that needs the weights). gpu_step_cpu/gpu_step_memory: this task's
     resource requests, inputs only so its DAG carries them."""
     from rankadaptor.job import DIGEST_TAG, job_digest, job_from_json
-    from rankadaptor.modeling import require_gpus
+    from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.register import evaluate_best
 
     require_gpus(gpu_count)

@@ -116,13 +116,13 @@ for dir in "${overlays[@]}"; do
 done
 
 # KServe's CRD schema ships in no package: the InferenceService gets a structural check of KServe's
-# fields (rankadaptor.deploy.problems), and its predictor, as a Pod, the same schema check and lint.
+# fields (rankadaptor.serving.kserve.problems), and its predictor, as a Pod, the same schema check and lint.
 if [ -f "$K8S_DIR/serving/kustomization.yaml" ]; then
   echo "== serving (KServe InferenceService)"
   rendered="$OUT/serving.yaml"
   if ! "$KUBECTL" kustomize "$K8S_DIR/serving" > "$rendered"; then
     failures+=("serving: kubectl kustomize")
-  elif ! PYTHONPATH="$ROOT/src" "$TOOLS/bin/python" -m rankadaptor.deploy --check "$rendered" \
+  elif ! PYTHONPATH="$ROOT/src" "$TOOLS/bin/python" -m rankadaptor.serving.kserve --check "$rendered" \
       --pod-out "$OUT/serving-pods.yaml"; then
     failures+=("serving: KServe structural check")
   else

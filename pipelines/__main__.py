@@ -36,7 +36,7 @@ def _run_catalog(args) -> None:
     import json
 
     from pipelines.local import run_catalog
-    from rankadaptor import storage
+    from rankadaptor.infra import storage
 
     catalog = args.catalog if storage.is_s3(args.catalog) else str(Path(args.catalog).expanduser().resolve())
     for report_dir in run_catalog(catalog, args.root, args.parallel, args.verbose):
@@ -94,7 +94,7 @@ def _access(args) -> dict:
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
-    from rankadaptor.catalog import PARALLEL_TASKS
+    from pipelines.limits import PARALLEL_TASKS
 
     p.add_argument("--config", default=None, metavar="YAML",
                    help="job YAML (options of rankadaptor.job.JobConfig); default: the bundled tiny-model job")

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from rankadaptor.catalog import PARALLEL_TASKS
+from pipelines.limits import PARALLEL_TASKS
 from rankadaptor.errors import UserError
 
 # KFP's cron (robfig/cron with seconds): second minute hour day-of-month month day-of-week

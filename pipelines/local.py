@@ -15,11 +15,11 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from rankadaptor.bank import default_tracking_uri
 from rankadaptor.errors import UserError
+from rankadaptor.flows.progress import PROGRESS
+from rankadaptor.infra.tracking import default_tracking_uri
 from rankadaptor.job import JobConfig
-from rankadaptor.preflight import check_job
-from rankadaptor.steps.search import PROGRESS
+from rankadaptor.ops.preflight import check_job
 
 STARTED = re.compile(r"Executing task '([\w-]+)'")
 FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
@@ -86,7 +86,7 @@ def run_catalog(catalog: str, root: str | Path, parallel: int, verbose: bool = F
     """Run the catalog pipeline under root (`parallel` tasks searching at once); returns the report
     directories of the tasks that searched (none when every task is unchanged)."""
     from pipelines.cluster import check_parallel
-    from rankadaptor.catalog import check_catalog
+    from rankadaptor.ops.catalog import check_catalog
 
     check_parallel(parallel)
     jobs = check_catalog(catalog, root=str(root))

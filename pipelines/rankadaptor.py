@@ -23,12 +23,10 @@ from components.prune import prune
 from components.recover import recover
 from components.register import evaluate_best, register
 from components.update import update
+from pipelines.limits import LOOP_CAP, PARALLEL_TASKS, PARALLEL_TRIALS
 from pipelines.parameters import named, with_parameters
-from rankadaptor.catalog import PARALLEL_TASKS
-from rankadaptor.job import MAIN_CHOICES, MAX_ITERATIONS
+from rankadaptor.job import MAIN_CHOICES
 
-LOOP_CAP = MAX_ITERATIONS  # search iterations the compiled main pipeline holds (a job asking for more is refused)
-PARALLEL_TRIALS = 4  # bootstrap trials running at once (KFP needs it at compile time)
 PLACEMENT = ("gpu_count", "node_selector", "tolerations", "s3_secret", "mlflow_secret", "gpu_step_cpu",
              "gpu_step_memory", "cpu_step_cpu", "cpu_step_memory")
 

@@ -208,7 +208,7 @@ def empty_mlflow_db(root: Path) -> Path:
     module makes one and each test copies the file."""
     from mlflow import MlflowClient
 
-    from rankadaptor.bank import default_tracking_uri
+    from rankadaptor.infra.tracking import default_tracking_uri
 
     MlflowClient(default_tracking_uri(root)).search_experiments()
     return root / "mlflow.db"
@@ -216,7 +216,7 @@ def empty_mlflow_db(root: Path) -> Path:
 
 def copy_store(template: Path, root: Path) -> str:
     """A private copy of an empty store under root; returns its tracking URI."""
-    from rankadaptor.bank import default_tracking_uri
+    from rankadaptor.infra.tracking import default_tracking_uri
 
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(template, root / "mlflow.db")
@@ -227,7 +227,7 @@ def write_pruned_model(uri: str, source_dir: Path) -> str:
     """A pruned-model artifact at uri (the fixture checkpoint stands in for a pruned one)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rankadaptor import storage
+    from rankadaptor.infra import storage
 
     model = AutoModelForCausalLM.from_pretrained(source_dir)
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
@@ -244,8 +244,8 @@ def write_adapter(uri: str, model_uri: str, rank_vector: list[int], seed: int = 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from rankadaptor import storage
-    from rankadaptor.modeling import load_model
+    from rankadaptor.infra import storage
+    from rankadaptor.models.loading import load_model
 
     model, _ = load_model(model_uri)
     assert len(rank_vector) == model.config.num_hidden_layers

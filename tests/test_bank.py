@@ -6,19 +6,19 @@ import time
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Param
-
-from rankadaptor import bank
-from rankadaptor.errors import UserError
-from rankadaptor.surrogate import Observation
 from servers import copy_store, empty_mlflow_db, free_port
+
+from rankadaptor.errors import UserError
+from rankadaptor.infra import bank, tracking
+from rankadaptor.trial import Observation, TrialKey, canonical_json
 
 PRUNING = {"method": "block", "ratio": 0.25, "layers": [1, 3]}
 
 
-def key(**changes) -> bank.TrialKey:
+def key(**changes) -> TrialKey:
     fields = dict(base_model="org/tiny", base_checksum="a" * 64, pruning=PRUNING, task="boolq", split="select",
                   rank_vector=[8, 2, 4, 8], recovery={"lr": 1e-4, "epochs": 1}, data_checksum="d" * 64, seed=0)
-    return bank.TrialKey(**{**fields, **changes})
+    return TrialKey(**{**fields, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_trials_round_trip_as_observations(uri):
     tags = {r.data.tags["trial_id"]: r.data.tags["stage"] for r in runs(uri)}
     assert tags[key(rank_vector=[2, 2, 2, 2]).id] == "bootstrap"
     params = runs(uri)[-1].data.params
-    assert params["pruning"] == bank.canonical_json(PRUNING) and params["seed"] == "0"
+    assert params["pruning"] == canonical_json(PRUNING) and params["seed"] == "0"
 
 
 def test_a_recorded_trial_is_reused_not_duplicated(uri):
@@ -77,7 +77,7 @@ def test_trial_id_covers_every_input():
     other = {"base_model": "org/other", "base_checksum": "b" * 64, "pruning": {**PRUNING, "ratio": 0.3},
              "task": "piqa", "split": "report", "rank_vector": [8, 2, 4, 6], "recovery": {"lr": 2e-4, "epochs": 1},
              "data_checksum": "e" * 64, "seed": 1, "task_checksum": "f" * 64}
-    assert set(other) == {f.name for f in dataclasses.fields(bank.TrialKey)}
+    assert set(other) == {f.name for f in dataclasses.fields(TrialKey)}
     ids = {key(**{name: value}).id for name, value in other.items()}
     assert len(ids) == len(other) and key().id not in ids
     assert key(pruning={"layers": [1, 3], "ratio": 0.25, "method": "block"}).id == key().id  # key order is not identity
@@ -144,10 +144,10 @@ def test_unreachable_tracking_server_is_named_without_credentials(monkeypatch):
 
 def test_tracking_uri_defaults_to_an_embedded_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert bank.configure(root=tmp_path / "a") == f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"
+    assert tracking.configure(root=tmp_path / "a") == f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
-    assert bank.configure(root=tmp_path / "a") == "http://127.0.0.1:1"
-    assert bank.configure("sqlite:///x.db") == "sqlite:///x.db"
+    assert tracking.configure(root=tmp_path / "a") == "http://127.0.0.1:1"
+    assert tracking.configure("sqlite:///x.db") == "sqlite:///x.db"
 
 
 def test_a_bank_row_can_be_recorded_by_hand_only_through_record_trial(uri):

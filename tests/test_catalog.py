@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import BUNDLED, ROOT, TASKS_DIR
 from mlflow import MlflowClient
 
-from conftest import BUNDLED, ROOT, TASKS_DIR
-from rankadaptor import bank
-from rankadaptor.catalog import load_catalog, parse_catalog, shared_job_json, task_job, task_jobs
 from rankadaptor.errors import UserError
+from rankadaptor.infra import tracking
 from rankadaptor.job import job_digest, job_to_json
+from rankadaptor.ops.catalog import (
+    load_catalog,
+    parse_catalog,
+    shared_job_json,
+    task_job,
+    task_jobs,
+)
 
 TINY = {"base_model": str(BUNDLED / "aidreams-260k"), "eval_data_dir": str(TASKS_DIR), "corpus_docs": 40,
         "source_tasks": ["ppl:piqa"], "bootstrap_trials": 0, "report_tasks": [],
@@ -90,7 +96,7 @@ def test_a_run_searches_at_most_max_tasks_and_defers_the_rest_in_catalog_order(t
     """The Workflow-size cap: a plan with more new tasks than a run holds takes the first ones."""
     from rankadaptor.steps.catalog import plan
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", bank.default_tracking_uri(tmp_path / "mlflow"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.default_tracking_uri(tmp_path / "mlflow"))
     values = catalog_values(tmp_path)
     values["tasks"] = [{"name": f"t{i}", "kind": "mc", "data": str(tmp_path / "everyday.jsonl")} for i in range(4)]
     (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(values))
@@ -125,7 +131,7 @@ def ran_steps(tmp_path: Path) -> list[str]:
 @pytest.mark.slow
 def test_a_catalog_searches_new_tasks_then_only_the_task_whose_data_changed(tmp_path):
     (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(catalog_values(tmp_path)))
-    tracking_uri = bank.default_tracking_uri(tmp_path / "mlflow")
+    tracking_uri = tracking.default_tracking_uri(tmp_path / "mlflow")
     client = MlflowClient(tracking_uri)
     models = {"mc:everyday": "aidreams-260k-width20-mc-everyday", "ppl:poems": "aidreams-260k-width20-ppl-poems"}
 

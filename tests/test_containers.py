@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from servers import mlflow_server, process, seaweedfs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +107,7 @@ def test_pipeline_runs_in_containers_and_registers_a_champion(image, docker_host
     import boto3
     from mlflow import MlflowClient
 
-    from rankadaptor import bank
+    from rankadaptor.infra import bank
 
     if os.geteuid() != 0:
         pytest.skip("rootless podman maps the image's uid 10001 to a subordinate uid: run the container test as root")

@@ -12,14 +12,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import BUNDLED, ROOT, TASKS_DIR
-from rankadaptor import bank
+
 from rankadaptor.errors import UserError
-from rankadaptor.evaluate import EvalConfig, run_evaluate, score, split_rows, task_checksum
+from rankadaptor.evaluate.config import EvalConfig
+from rankadaptor.evaluate.stage import run_evaluate, score
+from rankadaptor.evaluate.tasks import split_rows, task_checksum
+from rankadaptor.flows.trials import trial_key
+from rankadaptor.infra import bank, tracking
 from rankadaptor.job import load_job
-from rankadaptor.modeling import load_model
-from rankadaptor.trial import TrialContext, trial_key
+from rankadaptor.models.loading import load_model
+from rankadaptor.trial import TrialContext
 
 EXAMPLE = TASKS_DIR / "everyday.jsonl"  # the shipped example task (docs/tasks.md)
 ROW = {"query": "Snow is", "choices": ["white", "black"], "gold": 0}
@@ -158,7 +161,7 @@ def test_a_job_accepts_custom_tasks_everywhere_and_refuses_them_without_data():
 def test_a_task_file_of_its_own_anywhere_is_read_checked_and_keyed_by_content(tiny_model_dir, tmp_path):
     """task_files: a custom task's rows from any path, instead of <name>.jsonl in the data directory (what a
     task catalog gives); scored like the same rows in the data directory, in the job's preflight and identity."""
-    from rankadaptor.preflight import job_problems
+    from rankadaptor.ops.preflight import job_problems
 
     mine = tmp_path / "elsewhere" / "rows-v1.jsonl"
     mine.parent.mkdir()
@@ -198,8 +201,8 @@ def test_a_search_on_a_custom_task_end_to_end(tmp_path):
            "search": {"threshold": 1e-12, "max_iterations": 2, "num_samples": 500, "patience": 1},
            "runtime": {"micro_batch_tokens": 768}, "registry": {"model_name": "custom"}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    tracking = bank.default_tracking_uri(tmp_path / "run" / "mlflow")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking,
+    tracking_uri = tracking.default_tracking_uri(tmp_path / "run" / "mlflow")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-m", "pipelines", "run", "--config", str(tmp_path / "job.yaml"),
                              "--root", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -216,9 +219,9 @@ def test_a_search_on_a_custom_task_end_to_end(tmp_path):
             assert 0.0 <= row[f"mc:everyday ({split})"] <= 1.0
     assert report["evaluation"]["report"]["tasks"]["mc:everyday"]["n"] == 10
 
-    runs = bank.load_observations(tracking_uri=tracking)
+    runs = bank.load_observations(tracking_uri=tracking_uri)
     assert sorted({o.task for o in runs}) == ["mc:everyday", "ppl:notes"]
     assert len([o for o in runs if o.task == "ppl:notes"]) == 3  # the bootstrap trials on the user's text
-    searched = bank.load_observations(tracking_uri=tracking, task="mc:everyday",
+    searched = bank.load_observations(tracking_uri=tracking_uri, task="mc:everyday",
                                       task_checksum=task_checksum("mc:everyday", str(data)))
     assert len(searched) == 1 + 2  # the uniform anchor and two search trials, keyed by the file's content

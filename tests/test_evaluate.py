@@ -12,8 +12,11 @@ import torch
 from rankadaptor import config as config_lib
 from rankadaptor.data import token_stream
 from rankadaptor.errors import UserError
-from rankadaptor.evaluate import TASKS, EvalConfig, evaluate, run_evaluate, split_rows
-from rankadaptor.modeling import load_model
+from rankadaptor.evaluate.config import EvalConfig
+from rankadaptor.evaluate.harness import evaluate
+from rankadaptor.evaluate.stage import run_evaluate
+from rankadaptor.evaluate.tasks import TASKS, split_rows
+from rankadaptor.models.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +125,7 @@ def test_run_evaluate_reads_task_data_from_s3_and_writes_metrics_there(tiny_mode
     import boto3
     from servers import seaweedfs
 
-    from rankadaptor import storage
+    from rankadaptor.infra import storage
 
     (tmp_path / "seaweedfs").mkdir()
     with seaweedfs(tmp_path / "seaweedfs") as s3:

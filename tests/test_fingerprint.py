@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl, local
+from servers import seaweedfs
 
 from pipelines.local import without_retries
-from pipelines.parameters import with_parameters, named
+from pipelines.parameters import named, with_parameters
 from pipelines.rankadaptor import BASELINES_CHOICES, arguments, prepared, split
-from rankadaptor import storage
 from rankadaptor.errors import UserError
-from rankadaptor.fingerprint import fingerprint
+from rankadaptor.infra import storage
+from rankadaptor.infra.fingerprint import fingerprint
 from rankadaptor.job import job_from_json, job_to_json, load_job
-from servers import seaweedfs
 
 
 def test_a_local_file_is_keyed_by_its_bytes(tmp_path):

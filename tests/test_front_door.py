@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rankadaptor import storage
 from rankadaptor.data import read_records
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import load_model
+from rankadaptor.infra import storage
+from rankadaptor.models.loading import load_model
+from rankadaptor.recover.adapters import load_adapted
 
 
 def test_jsonl_error_names_the_files_own_line(tmp_path):
@@ -50,16 +51,16 @@ def test_a_folder_that_is_not_an_adapter_is_named(tiny_model_dir, tmp_path):
     with storage.writing_dir(str(tmp_path / "report")) as out:  # a rankadaptor artifact, but no adapter
         (out / "report.json").write_text("{}")
     with pytest.raises(UserError, match=r"adapter '.*report' has no adapter_config.json"):
-        load_model(str(tiny_model_dir), str(tmp_path / "report"))
+        load_adapted(str(tiny_model_dir), str(tmp_path / "report"))
     (tmp_path / "plain").mkdir()
     with pytest.raises(UserError, match=r"artifact '.*plain' is incomplete or not written by rankadaptor"):
-        load_model(str(tiny_model_dir), str(tmp_path / "plain"))
+        load_adapted(str(tiny_model_dir), str(tmp_path / "plain"))
 
 
 def test_a_gpu_step_without_a_gpu_fails_at_once_on_a_cluster(monkeypatch):
     import torch
 
-    from rankadaptor.modeling import require_gpus
+    from rankadaptor.models.loading import require_gpus
 
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     require_gpus(1)  # kfp.local: placement has no effect

@@ -9,10 +9,10 @@ import pytest
 
 from rankadaptor import config as cfg
 from rankadaptor.errors import UserError
-from rankadaptor.job import (BUNDLED, JobConfig, RuntimeConfig, job_from_json, job_to_json, load_job, parameters,
-                             from_parameters)
-from rankadaptor.recover import RecoverConfig
-from rankadaptor.trial import TrialContext, recovery_identity, trial_key
+from rankadaptor.flows.trials import recovery_identity, trial_key
+from rankadaptor.job import BUNDLED, JobConfig, RuntimeConfig, from_parameters, job_from_json, job_to_json, load_job, parameters
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.trial import TrialContext
 
 CONTEXT = TrialContext(model_checksum="m" * 64, pruning={"ratio": 0.2}, cost_per_rank=[100] * 4,
                        layer_features=[[1.0]] * 4, data_checksum="d" * 64)

@@ -28,8 +28,10 @@ seen["configure"] = heavy()
 
 from rankadaptor.job import job_from_json
 from rankadaptor.search import SearchState
-from rankadaptor.surrogate import Observation, new_surrogate
-from rankadaptor.trial import TrialContext, save_state
+from rankadaptor.trial import Observation
+from rankadaptor.search.surrogate import new_surrogate
+from rankadaptor.trial import TrialContext
+from rankadaptor.search.state import save_state
 
 job = job_from_json(text)
 context = TrialContext("m" * 64, {"ratio": 0.2}, [300, 250, 250, 300], [[1.0, 0.5]] * 4, "d" * 64)
@@ -42,7 +44,7 @@ from rankadaptor.steps.search import propose  # propose
 proposal = propose(job, str(tmp / "state-0"), str(tmp / "proposal"))
 seen["propose"] = heavy()
 
-from rankadaptor import storage
+from rankadaptor.infra import storage
 from rankadaptor.steps.search import update  # update
 with storage.writing_dir(str(tmp / "metrics")) as out:
     (out / "metrics.json").write_text(json.dumps({"scores": {job.target_task: -2.4}, "seconds": 1.0}))
@@ -55,7 +57,7 @@ from rankadaptor.steps.search import gate  # the loop gate
 stop = [gate(job, str(tmp / "state-1"), i) for i in (1, 3)]
 seen["gate"] = heavy()
 
-from rankadaptor.trial import best_trial  # register, the part that reads the state
+from rankadaptor.search.state import best_trial  # register, the part that reads the state
 best, trials, _ = best_trial(str(tmp / "state-1"))
 seen["register (state)"] = heavy()
 print(json.dumps({"seen": seen, "stop": stop, "trials": len(trials), "proposal": proposal["rank_vector"]}))
@@ -76,7 +78,7 @@ def test_light_steps_import_no_transformers_peft_or_lm_eval(tmp_path):
 
 def test_the_import_check_sees_a_heavy_import():
     """The same check finds transformers where a module does import it (the check can fail)."""
-    code = ("import sys; import rankadaptor.pruned_llama; "
+    code = ("import sys; import rankadaptor.models.pruned_llama; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'peft', 'lm_eval')))")
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout

@@ -11,13 +11,16 @@ from transformers import AutoModelForCausalLM
 import rankadaptor
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import export_merged, load_model, lora_parameters
-from rankadaptor.prune import PruneConfig, run_prune
-from rankadaptor.prune.unstructured import (linear_cka, nm_mask, projection_sparsity, rmi_sparsities, row_mask,
-                                            wanda_scores)
-from rankadaptor.recover import RecoverConfig, run_recover
+from rankadaptor.models.loading import load_model
+from rankadaptor.prune.config import PruneConfig
+from rankadaptor.prune.stage import run_prune
+from rankadaptor.prune.unstructured import linear_cka, nm_mask, projection_sparsity, rmi_sparsities, row_mask, wanda_scores
+from rankadaptor.recover.adapters import export_merged, load_adapted
+from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.recover.masked import MaskedLoraLinear
 from rankadaptor.recover.ranks import error_proportional_ranks
+from rankadaptor.recover.stage import run_recover
+from rankadaptor.widths import lora_parameters
 
 BUNDLED = Path(rankadaptor.__file__).parent / "bundled"
 MODEL = BUNDLED / "aidreams-260k"
@@ -144,7 +147,7 @@ def test_losa_export_keeps_the_pruned_zero_pattern_and_the_adapted_logits(text, 
     export_merged(str(sparse_dir), str(tmp_path / "adapter"), str(tmp_path / "merged"))
 
     pruned, _ = load_model(str(sparse_dir))
-    adapted, _ = load_model(str(sparse_dir), str(tmp_path / "adapter"))
+    adapted, _ = load_adapted(str(sparse_dir), str(tmp_path / "adapter"))
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert isinstance(adapted.base_model.model.model.layers[2].mlp.down_proj, MaskedLoraLinear)
     before, after = pruned.state_dict(), merged.state_dict()
@@ -198,10 +201,10 @@ def test_losa_schedule_needs_the_prune_report(tmp_path, text):
 
 
 def test_sparse_jobs_recover_masked_and_add_the_losa_rows():
+    from rankadaptor.flows.baselines import baseline_methods
+    from rankadaptor.flows.trials import recovery_identity, starting_trials
     from rankadaptor.job import load_job
     from rankadaptor.report import LOSA, MASKED_UNIFORM, PRUNED, UNIFORM
-    from rankadaptor.steps.model import baseline_methods
-    from rankadaptor.trial import recovery_identity, starting_trials
 
     dense = load_job()
     assert dense.trial_method == "lora" and dense.recover_config("").method == "lora"

@@ -14,8 +14,8 @@ import yaml
 from mlflow import MlflowClient
 
 from pipelines.local import run_local
-from rankadaptor import bank
 from rankadaptor import config as cfg
+from rankadaptor.infra import bank, tracking
 from rankadaptor.job import load_job
 from rankadaptor.report import OURS, PRUNED, UNIFORM
 
@@ -32,7 +32,7 @@ def tiny_job(threshold, max_iterations, bootstrap_trials, report_tasks):
 
 
 def run(tmp_path, monkeypatch, job):
-    tracking_uri = bank.default_tracking_uri(tmp_path / "mlflow")
+    tracking_uri = tracking.default_tracking_uri(tmp_path / "mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     report_dir = run_local(job, tmp_path / "run")
     return json.loads((report_dir / "report.json").read_text()), report_dir, MlflowClient(tracking_uri)
@@ -70,7 +70,7 @@ def run_command(tmp_path, job):
     """`python -m pipelines run` as a user types it: the job from a YAML file; (report, report dir, client, stdout)."""
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict(job)))
-    tracking_uri = bank.default_tracking_uri(tmp_path / "mlflow")
+    tracking_uri = tracking.default_tracking_uri(tmp_path / "mlflow")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
            "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from rankadaptor import preflight, storage
-from rankadaptor.errors import UserError
-from rankadaptor.recover import RecoverConfig, fit_to_context
 from servers import seaweedfs
+
+from rankadaptor.errors import UserError
+from rankadaptor.infra import storage
+from rankadaptor.ops import preflight
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import fit_to_context
 
 
 def messages(*checks) -> list[str]:

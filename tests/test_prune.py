@@ -10,11 +10,13 @@ from rankadaptor.cli import build_parser, main
 from rankadaptor.config import from_dict
 from rankadaptor.data import calibration_batch, read_texts
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import count_parameters, layer_widths, load_model
-from rankadaptor.pruned_llama import PrunedLlamaForCausalLM
-from rankadaptor.prune import PruneConfig, prune_model, run_prune
+from rankadaptor.models.loading import load_model
+from rankadaptor.models.pruned_llama import PrunedLlamaForCausalLM
+from rankadaptor.prune.config import PruneConfig
 from rankadaptor.prune.importance import calibration_gradients, layer_group_scores
+from rankadaptor.prune.stage import prune_model, run_prune
 from rankadaptor.prune.width import keep_top
+from rankadaptor.widths import count_parameters, layer_widths
 
 IDS = torch.tensor([[1, 45, 67, 89, 120, 7, 300, 12, 99, 4]])
 

@@ -6,9 +6,9 @@ import json
 import re
 import shlex
 
-from rankadaptor.cli import main
-
 from conftest import ROOT
+
+from rankadaptor.cli import main
 
 STAGES = ("prune", "recover", "evaluate", "export")
 LIMITS = {"prune": ["--num-samples", "4"], "recover": ["--max-steps", "2"], "evaluate": ["--limit", "6"],

@@ -15,13 +15,17 @@ from safetensors.torch import load_file
 from rankadaptor.config import from_dict
 from rankadaptor.data import read_texts, sample_corpus
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import attn_head_dim, layer_widths, load_model, lora_cost_per_rank, lora_parameters
-from rankadaptor.perplexity import perplexity
-from rankadaptor.prune import PruneConfig, run_prune
-from rankadaptor.recover import RecoverConfig, add_adapters, run_recover
+from rankadaptor.evaluate.perplexity import perplexity
+from rankadaptor.models.loading import load_model
+from rankadaptor.prune.config import PruneConfig
+from rankadaptor.prune.stage import run_prune
+from rankadaptor.recover.adapters import load_adapted
 from rankadaptor.recover.batches import IGNORE, instruction_example, micro_batches
+from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.recover.ranks import TARGET_MODULES, increasing_schedule
+from rankadaptor.recover.stage import add_adapters, run_recover
 from rankadaptor.recover.train import TrainSettings, step_plan, train
+from rankadaptor.widths import attn_head_dim, layer_widths, lora_cost_per_rank, lora_parameters
 
 FAST = dict(cutoff=64, batch_size=8, micro_batch_tokens=256, epochs=1, lr=2e-3, save_steps=100)
 
@@ -194,7 +198,7 @@ def test_recovery_improves_heldout_perplexity(pruned_dir, corpus, tmp_path):
                          str(pruned_dir), str(tmp_path / "adapter"))
     heldout = read_texts(str(corpus / "heldout.txt"))
     pruned, tokenizer = load_model(str(pruned_dir))
-    recovered, _ = load_model(str(pruned_dir), str(tmp_path / "adapter"))
+    recovered, _ = load_adapted(str(pruned_dir), str(tmp_path / "adapter"))
     ppl_pruned, ppl_recovered = perplexity(pruned, tokenizer, heldout), perplexity(recovered, tokenizer, heldout)
     print(f"held-out perplexity: pruned {ppl_pruned:.2f}, recovered {ppl_recovered:.2f}")
     assert ppl_recovered < 0.9 * ppl_pruned
@@ -210,7 +214,7 @@ def test_adalora_reallocates_ranks(pruned_dir, corpus, tmp_path):
                          str(tmp_path / "ada"))
     allocated = result["allocated_ranks"]
     assert len(allocated) == 4 and max(allocated) <= 12 and min(allocated) < 12  # pruned from init_r 12
-    model, _ = load_model(str(pruned_dir), str(tmp_path / "ada"))
+    model, _ = load_adapted(str(pruned_dir), str(tmp_path / "ada"))
     assert any(p.shape[0] < 12 for n, p in model.named_parameters() if "lora_A" in n)
 
 
@@ -267,12 +271,12 @@ def test_killed_recovery_resumes_to_the_same_result(pruned_dir, corpus, tmp_path
 def test_merged_export_gives_the_adapted_logits(pruned_dir, corpus, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from rankadaptor.modeling import export_merged
+    from rankadaptor.recover.adapters import export_merged
 
     run_recover(recover_config(corpus / "train.txt", rank_vector=[4, 12, 2, 8], max_steps=2), str(pruned_dir),
                 str(tmp_path / "adapter"))
     export_merged(str(pruned_dir), str(tmp_path / "adapter"), str(tmp_path / "merged"))
-    adapted, _ = load_model(str(pruned_dir), str(tmp_path / "adapter"))
+    adapted, _ = load_adapted(str(pruned_dir), str(tmp_path / "adapter"))
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert not any("lora" in name for name, _ in merged.named_parameters())
     ids = torch.tensor([[1, 40, 50, 60, 70]])

@@ -7,20 +7,20 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-import numpy as np
+from conftest import BUNDLED, TINY_MODEL
 from safetensors.torch import load_file
 
 from rankadaptor.cli import main
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
 from rankadaptor.job import load_job
-from rankadaptor.modeling import lora_parameters
-from rankadaptor.recover import RecoverConfig, run_recover
-from rankadaptor.search import sample_rank_vectors
-
-from conftest import BUNDLED, TINY_MODEL
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import run_recover
+from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.widths import lora_parameters
 
 TEXT = BUNDLED / "text" / "train.txt"
 FAST = dict(data=str(TEXT), cutoff=64, batch_size=8, micro_batch_tokens=256, epochs=1, lr=2e-3, max_steps=4,
@@ -167,7 +167,8 @@ def test_ratio_zero_is_refused_in_one_line_for_every_mode(mode, tmp_path, capsys
               r"protect_last=1 used", "removed_blocks", None),
 ])
 def test_default_layer_settings_clamp_to_a_shallow_model_with_a_note(mode, note, field, expected, tmp_path):
-    from rankadaptor.prune import PruneConfig, run_prune
+    from rankadaptor.prune.config import PruneConfig
+    from rankadaptor.prune.stage import run_prune
 
     prune = from_dict(PruneConfig, {"model": str(TINY_MODEL), "calibration": str(TEXT), "mode": mode,
                                     "num_samples": 2, "seq_len": 32})

@@ -9,9 +9,10 @@ import torch
 
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import load_model
-from rankadaptor.recover import RecoverConfig, add_adapters
+from rankadaptor.models.loading import load_model
 from rankadaptor.recover.batches import IGNORE, collate, pack, packed_length, packed_rows
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import add_adapters
 from rankadaptor.recover.train import TrainSettings, train
 
 

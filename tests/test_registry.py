@@ -6,12 +6,14 @@ import json
 import mlflow
 import pytest
 from mlflow import MlflowClient
-
-from rankadaptor import registry, storage
-from rankadaptor.errors import UserError
-from rankadaptor.modeling import load_model
-from rankadaptor.pyfunc_model import generate
 from servers import copy_store, empty_mlflow_db, write_adapter, write_pruned_model
+
+from rankadaptor.errors import UserError
+from rankadaptor.infra import storage
+from rankadaptor.models.loading import load_model
+from rankadaptor.recover.adapters import load_adapted
+from rankadaptor.serving import registry
+from rankadaptor.serving.pyfunc_model import generate
 
 PROMPTS = ["The little dog", "Once upon a time"]
 
@@ -98,7 +100,7 @@ def test_champion_loads_by_alias_and_generates_like_the_recovered_model(artifact
     assert {(p.name, p.default) for p in signature.params.params} == {("max_new_tokens", 32), ("temperature", 0.0)}
     with pytest.raises(mlflow.exceptions.MlflowException, match="Expected type str, but got int"):
         served.predict(["fine", 7])
-    model, tokenizer = load_model(base, adapter)
+    model, tokenizer = load_adapted(base, adapter)
     assert texts == generate(model, tokenizer, PROMPTS, max_new_tokens=6)
     assert texts != generate(*load_model(base), PROMPTS, max_new_tokens=6)  # the adapter is applied
     import pandas as pd

@@ -14,13 +14,14 @@ import boto3
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from servers import free_port, mlflow_server, model_server, postgres, seaweedfs, write_adapter, write_pruned_model
 
-from rankadaptor import bank, registry
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import load_model
-from rankadaptor.pyfunc_model import generate
-from servers import (free_port, model_server, mlflow_server, postgres, seaweedfs, write_adapter,
-                     write_pruned_model)
+from rankadaptor.infra import bank
+from rankadaptor.recover.adapters import load_adapted
+from rankadaptor.serving import registry
+from rankadaptor.serving.pyfunc_model import generate
+from rankadaptor.trial import TrialKey
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def versions(tracking: str, name: str) -> list[int]:
 
 
 def test_bank_logs_trials_once_and_never_credentials(tracking, s3):
-    key = bank.TrialKey(base_model="org/tiny", base_checksum="a" * 64, pruning={"ratio": 0.25}, task="boolq",
+    key = TrialKey(base_model="org/tiny", base_checksum="a" * 64, pruning={"ratio": 0.25}, task="boolq",
                         split="select", rank_vector=[8, 2, 4, 8], recovery={"lr": 1e-4, "s3": s3.endpoint},
                         data_checksum="d" * 64, seed=0)
     first = bank.record_trial(key, score=0.6, predicted=0.58, seconds=12.5, tracking_uri=tracking)
@@ -115,7 +116,7 @@ def test_register_moves_champion_only_on_better_score_and_loads_by_alias(trackin
     mlflow.set_tracking_uri(tracking)
     served = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     texts = served.predict(PROMPTS, params={"max_new_tokens": 5})
-    assert texts == generate(*load_model(base, adapter), PROMPTS, max_new_tokens=5)
+    assert texts == generate(*load_adapted(base, adapter), PROMPTS, max_new_tokens=5)
     tags = MlflowClient(tracking).get_model_version(name, "1").tags
     assert tags["pruned_model_uri"] == base and tags["pipeline_run_id"] == "run-7"
     assert tags["self_contained"] == "true"  # the base copied into the registry's artifact store on S3
@@ -160,7 +161,7 @@ def test_unreachable_tracking_server_is_named_and_leaves_the_registry_unchanged(
 def test_champion_answers_invocations_from_mlflow_models_serve(tracking, artifacts, tmp_path):
     name = "tiny-llama-served"
     registry.register(artifacts["adapter"], artifacts["base"], report(0.5), config(tracking, name))
-    expected = generate(*load_model(artifacts["base"], artifacts["adapter"]), PROMPTS, max_new_tokens=5)
+    expected = generate(*load_adapted(artifacts["base"], artifacts["adapter"]), PROMPTS, max_new_tokens=5)
     with model_server(tmp_path, f"models:/{name}@champion", tracking, {}) as uri:
         body = json.dumps({"inputs": PROMPTS, "params": {"max_new_tokens": 5, "temperature": 0.0}}).encode()
         request = urllib.request.Request(f"{uri}/invocations", body, {"Content-Type": "application/json"})

@@ -23,23 +23,28 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
+from servers import free_port, seaweedfs, write_adapter, write_pruned_model
 from transformers import AutoTokenizer
 
-from rankadaptor import registry, storage
-from rankadaptor.job import load_job
-from rankadaptor.report import UNIFORM
-from rankadaptor.steps import model as steps
-from rankadaptor.steps import search as search_steps
-from rankadaptor.trial import load_state, trial_key
-from rankadaptor.errors import UserError
-from rankadaptor.modeling import load_model
 from rankadaptor.config import from_dict
 from rankadaptor.data import read_texts
-from rankadaptor.recover import RecoverConfig, run_recover
+from rankadaptor.errors import UserError
+from rankadaptor.flows.trials import trial_key
+from rankadaptor.infra import storage
+from rankadaptor.job import load_job
+from rankadaptor.models.loading import load_model
+from rankadaptor.recover.adapters import load_adapted
 from rankadaptor.recover.batches import load_examples
-from rankadaptor.search import Proposal, SearchConfig, SearchState, update
-from rankadaptor.surrogate import SurrogateConfig, new_surrogate
-from servers import free_port, seaweedfs, write_adapter, write_pruned_model
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import run_recover
+from rankadaptor.report import UNIFORM
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.loop import Proposal, SearchState, update
+from rankadaptor.search.state import load_state
+from rankadaptor.search.surrogate import SurrogateConfig, new_surrogate
+from rankadaptor.serving import registry
+from rankadaptor.steps import model as steps
+from rankadaptor.steps import search as search_steps
 
 # ---------------------------------------------------------------------------------------------------------
 # A pipeline killed between search iterations
@@ -326,7 +331,7 @@ def test_a_corrupted_artifact_is_refused_by_its_checksum(target, tiny_model_dir,
     data[-100] ^= 0xFF  # one flipped bit pattern in the tensor data: the file still parses
     weights.write_bytes(bytes(data))
     with pytest.raises(UserError, match=rf"checksum of '{weights.name}' does not match its manifest \(corrupt\)"):
-        load_model(base, adapter)
+        load_adapted(base, adapter)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -409,7 +414,7 @@ def test_a_proposal_that_does_not_fit_the_search_is_refused():
 @pytest.mark.slow  # a real S3 server (SeaweedFS)
 def test_a_base_model_uploaded_by_other_tools_loads_from_s3(s3, tiny_model_dir):
     """A user's model folder on S3 has no manifest: it is fetched whole (and refreshed when it changes)."""
-    from rankadaptor.modeling import load_model
+    from rankadaptor.models.loading import load_model
 
     client = storage.s3_client()
     for path in tiny_model_dir.iterdir():

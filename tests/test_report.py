@@ -3,9 +3,22 @@ import json
 
 import pytest
 
-from rankadaptor.report import (ADALORA, OURS, PLOTS, PRUNED, UNIFORM, build_report, markdown_table, markdown_with_plots,
-                                plot_convergence, plot_predicted_vs_measured, plot_ranks, write_report)
-from rankadaptor.surrogate import Observation
+from rankadaptor.report import (
+    ADALORA,
+    OURS,
+    PLOTS,
+    PRUNED,
+    UNIFORM,
+    build_report,
+    markdown_table,
+    markdown_with_plots,
+    plot_convergence,
+    plot_predicted_vs_measured,
+    plot_ranks,
+    write_report,
+)
+from rankadaptor.trial import Observation
+from rankadaptor.widths import budget
 
 HISTORY = [{"iteration": 1, "predicted": -2.3, "measured": -2.2}, {"iteration": 2, "predicted": -2.21, "measured": -2.19}]
 ROW_IDS = list(range(40))
@@ -35,7 +48,8 @@ COSTS = [100, 100, 100, 100]
 def report_for(ours_level: float, baseline_rank: int = 4) -> dict:
     baselines = {PRUNED: {**both(rows(-3.0)), "trainable_params": 0},
                  UNIFORM: {**both(rows(-2.5)), "trainable_params": 1600}}
-    return build_report("ppl:heldout", ["boolq"], baselines, both(rows(ours_level)), TRIALS, COSTS, baseline_rank, 0)
+    return build_report("ppl:heldout", ["boolq"], baselines, both(rows(ours_level)), TRIALS, COSTS, baseline_rank,
+                        budget(COSTS, rank=baseline_rank), 0)
 
 
 @pytest.mark.parametrize("level, verdict", [(-2.4, "RankAdaptor significantly beats uniform LoRA r=4"),
@@ -87,3 +101,17 @@ def test_report_markdown_inlines_every_plot(tmp_path):
     for name in PLOTS:
         encoded = text.split(f"![{name}](data:image/png;base64,")[1].split(")")[0]
         assert base64.b64decode(encoded) == (tmp_path / name).read_bytes()
+
+
+def test_a_search_budget_of_the_job_is_the_report_budget():
+    from rankadaptor.config import from_dict
+    from rankadaptor.job import JobConfig
+
+    own = from_dict(JobConfig, {"base_model": "m", "recover": {"rank": 4}, "search": {"budget": 1234}})
+    default = from_dict(JobConfig, {"base_model": "m", "recover": {"rank": 4}})
+    assert own.budget(COSTS) == 1234 and own.search_config(COSTS).budget == 1234
+    assert default.budget(COSTS) == 4 * 400 == default.search_config(COSTS).budget
+    baselines = {PRUNED: {**both(rows(-3.0)), "trainable_params": 0}, UNIFORM: {**both(rows(-2.5)), "trainable_params": 1600}}
+    report = build_report("ppl:heldout", ["boolq"], baselines, both(rows(-2.4)), TRIALS, COSTS, own.baseline_rank,
+                          own.budget(COSTS), 0)
+    assert report["budget"] == 1234 and json.loads(json.dumps(report))["budget"] == 1234

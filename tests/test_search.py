@@ -7,21 +7,20 @@ import pytest
 
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import lora_cost_per_rank, lora_parameters
-from rankadaptor.search import (
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.loop import (
     Proposal,
-    SearchConfig,
     SearchState,
     converged,
     load_search,
     propose,
-    resolve_budget,
     run_loop,
     sample_rank_vectors,
     save_search,
     update,
 )
-from rankadaptor.surrogate import SurrogateConfig, new_surrogate
+from rankadaptor.search.surrogate import SurrogateConfig, new_surrogate
+from rankadaptor.widths import budget, lora_cost_per_rank, lora_parameters
 
 COST = [100, 60, 40, 80, 50, 100]  # LoRA parameters per unit rank of 6 layers
 
@@ -47,7 +46,7 @@ def test_samples_respect_budget_candidates_and_fixed_layers_even_when_tight():
     assert len(vectors) > 50 and len(np.unique(vectors, axis=0)) == len(vectors)
     assert (vectors @ np.asarray(COST) <= config.budget).all()
     assert np.isin(vectors[:, 1:5], config.candidates).all() and (vectors[:, [0, 5]] == 8).all()
-    assert resolve_budget(SearchConfig(), COST) == 8 * sum(COST)
+    assert budget(COST, SearchConfig().budget) == 8 * sum(COST)
 
 
 def test_a_budget_that_cannot_be_met_is_refused_clearly():
@@ -108,7 +107,8 @@ def test_search_state_round_trips_and_proposes_the_same_vector(tmp_path):
 def test_lora_cost_per_rank_counts_what_peft_trains(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
 
-    from rankadaptor.modeling import attn_head_dim, layer_widths, load_model
+    from rankadaptor.models.loading import load_model
+    from rankadaptor.widths import attn_head_dim, layer_widths
 
     model, _ = load_model(str(tiny_model_dir))
     cost = lora_cost_per_rank(layer_widths(model), model.config.hidden_size, attn_head_dim(model.config))
@@ -125,7 +125,7 @@ def test_stopping_rule_ignores_one_lucky_trial_after_poor_predictions():
     """Noise sd 0.01 (the threshold): two trials predicted 0.05 off, then one predicted within 0.001 by
     luck. The old rule (last |error| < threshold) stopped here; the noise-aware rule must not, and must
     stop once the last `patience` predictions are all within the noise."""
-    from rankadaptor.surrogate import Observation
+    from rankadaptor.trial import Observation
 
     config = SearchConfig(threshold=0.01, patience=3)
     state = fresh_state()

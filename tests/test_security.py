@@ -20,14 +20,18 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from safetensors.torch import save_file
+from servers import copy_store, empty_mlflow_db, write_adapter, write_pruned_model
 
-from rankadaptor import bank, registry, storage
 from rankadaptor.config import from_dict
 from rankadaptor.errors import UserError
-from rankadaptor.modeling import load_model
-from rankadaptor.recover import RecoverConfig, run_recover, training_identity
+from rankadaptor.infra import bank, storage
+from rankadaptor.models.loading import load_model
+from rankadaptor.recover.adapters import load_adapted
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import run_recover, training_identity
 from rankadaptor.recover.train import SETTINGS, settings_record
-from servers import copy_store, empty_mlflow_db, write_adapter, write_pruned_model
+from rankadaptor.serving import registry
+from rankadaptor.trial import TrialKey
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = [ROOT / name for name in ("src", "components", "pipelines", "benchmarks")]
@@ -177,7 +181,7 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
                 shutil.copy(path, out / path.name)
         torch.save({"trap": Trap(sentinel)}, out / "adapter_model.bin")
     with pytest.raises(UserError, match="cannot load the adapter .*Weights only load failed"):
-        load_model(base, str(adapter))
+        load_adapted(base, str(adapter))
     assert not sentinel.exists()
 
 
@@ -219,7 +223,7 @@ def test_credentials_reach_no_param_tag_log_output_or_stored_file(tiny_model_dir
     adapter = write_adapter(str(tmp_path / "adapter"), base, [8, 2, 4, 8])
     pasted = (f"s3 secret {SECRETS['AWS_SECRET_ACCESS_KEY']} and "
               f"postgresql://u:{SECRETS['MLFLOW_TRACKING_PASSWORD']}@db/x")
-    key = bank.TrialKey(base_model="org/tiny", base_checksum="a" * 64, pruning={"ratio": 0.2}, task="boolq",
+    key = TrialKey(base_model="org/tiny", base_checksum="a" * 64, pruning={"ratio": 0.2}, task="boolq",
                         split="select", rank_vector=[8, 2, 4, 8], recovery={"lr": 1e-4, "note": pasted},
                         data_checksum="d" * 64, seed=0)
     bank.record_trial(key, score=0.6, artifact=adapter, tracking_uri=uri)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from rankadaptor import cli, deploy, registry
-from rankadaptor.modeling import load_model
-from rankadaptor.pyfunc_model import generate
 from servers import VENV_BIN, copy_store, empty_mlflow_db, free_port, process, wait_http, write_adapter, write_pruned_model
+
+from rankadaptor import cli
+from rankadaptor.recover.adapters import load_adapted
+from rankadaptor.serving import kserve, manifest, registry
+from rankadaptor.serving.pyfunc_model import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny-llama-boolq"
@@ -67,7 +68,7 @@ def test_deploy_pins_the_alias_current_version_and_follows_a_new_champion(store,
                              "--gpus", "0")
     assert status == 0, err
     isvc = yaml.safe_load(out.read_text())
-    assert deploy.problems(isvc) == []
+    assert kserve.problems(isvc) == []
     assert env_of(isvc)["MODEL_URI"] == f"models:/{MODEL}/1"
     assert isvc["metadata"]["name"] == "boolq" and isvc["metadata"]["namespace"] == "team-a"
     notes = isvc["metadata"]["annotations"]
@@ -104,25 +105,25 @@ def test_deploy_refuses_a_missing_model_alias_or_existing_output(store, tmp_path
 
 def test_committed_manifest_is_what_deploy_renders():
     docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "k8s/serving/inferenceservice.yaml").read_text())}
-    assert docs["InferenceService"] == deploy.inference_service("models:/rankadaptor@champion", deploy.Serving())
+    assert docs["InferenceService"] == manifest.inference_service("models:/rankadaptor@champion", manifest.Serving())
 
 
 def test_kserve_check_catches_what_kserve_refuses():
-    good = deploy.inference_service("models:/m/3", deploy.Serving())
-    assert deploy.problems(good) == []
+    good = manifest.inference_service("models:/m/3", manifest.Serving())
+    assert kserve.problems(good) == []
     broken = copy.deepcopy(good)
     container_of(broken)["name"] = "server"
     container_of(broken)["ports"][0]["containerPort"] = 5000
     broken["spec"]["predictor"]["model"] = {"modelFormat": {"name": "mlflow"}}
     broken["spec"]["predictors"] = {}
-    found = "\n".join(deploy.problems(broken))
+    found = "\n".join(kserve.problems(broken))
     for expected in ("expects 'kserve-container'", "expected one, 8080", "no model format, got 1 container(s) and ['model']",
                      "unknown fields ['predictors']"):
         assert expected in found
     # The predictor as a Pod: KServe's own fields go, PodSpec fields stay, and so does a misspelt field
     # (which the strict Pod schema check then refuses: test_validate_refuses_a_misspelt_predictor_field).
     good["spec"]["predictor"]["minReplica"] = 2
-    pod = deploy.predictor_pod(good)["spec"]
+    pod = kserve.predictor_pod(good)["spec"]
     assert {"minReplicas", "maxReplicas", "labels"}.isdisjoint(pod)
     assert pod["minReplica"] == 2 and pod["containers"][0]["name"] == "kserve-container"
 
@@ -146,7 +147,7 @@ def served_command(isvc: dict, port: int, tmp: Path) -> tuple[list[str], dict[st
     """The predictor container's command and environment, run here: $(VAR)s expanded as the kubelet does,
     the pod's /tmp mapped to tmp, and bound to 127.0.0.1:port instead of the pod's 0.0.0.0:8080."""
     container = container_of(isvc)
-    env = {k: v.replace(deploy.MODEL_DIR, str(tmp), 1) if v.startswith(deploy.MODEL_DIR) else v
+    env = {k: v.replace(manifest.MODEL_DIR, str(tmp), 1) if v.startswith(manifest.MODEL_DIR) else v
            for k, v in env_of(isvc).items()}
     args = [env[a[2:-1]] if a.startswith("$(") else a for a in container["args"]]
     args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
@@ -187,7 +188,7 @@ def test_the_champion_answers_through_the_predictor_command(store, tmp_path):
     # The served champion is the newest version the alias points at; it generates what that adapter does.
     champion = int(env["MODEL_URI"].rsplit("/", 1)[1])
     assert champion in (1, 2)  # 2 when the rollout test ran first in this module
-    expected = generate(*load_model(store["base"], store["adapter"]), [PROMPT], max_new_tokens=8)
+    expected = generate(*load_adapted(store["base"], store["adapter"]), [PROMPT], max_new_tokens=8)
     assert answer == {"predictions": expected} and expected[0].strip()
     assert bad_status == 400 and "max_new_tokens=0 is not accepted" in bad["message"] and "stack_trace" not in bad
     # non-string inputs are refused (predict's type hint), never turned into the text of a prompt

@@ -7,9 +7,9 @@ import pytest
 
 from rankadaptor.config import from_dict, to_dict
 from rankadaptor.errors import UserError
-from rankadaptor.search import SearchConfig, sample_rank_vectors
-from rankadaptor.surrogate import (
-    Observation,
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.search.surrogate import (
     SurrogateConfig,
     adapt,
     load_surrogate,
@@ -20,6 +20,7 @@ from rankadaptor.surrogate import (
     ranking_quality,
     save_surrogate,
 )
+from rankadaptor.trial import Observation
 
 CANDIDATES = [2, 4, 6, 8, 10, 12]
 

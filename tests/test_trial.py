@@ -2,12 +2,14 @@
 
 import json
 
-from rankadaptor import storage
+from rankadaptor.infra import storage
 from rankadaptor.job import load_job
-from rankadaptor.search import SearchState
+from rankadaptor.models.structure import trial_context
+from rankadaptor.search.loop import SearchState
+from rankadaptor.search.state import best_trial, load_state, save_state
+from rankadaptor.search.surrogate import SurrogateConfig, new_surrogate
 from rankadaptor.steps.model import prepare_data, prune
-from rankadaptor.surrogate import Observation, SurrogateConfig, new_surrogate
-from rankadaptor.trial import TrialContext, best_trial, load_state, save_state, trial_context
+from rankadaptor.trial import Observation, TrialContext
 
 
 def test_a_repruned_model_keeps_its_trial_identity(tmp_path):

@@ -67,7 +67,7 @@ def test_workflow_stores_each_container_once_and_one_template_per_dag():
 def test_a_catalog_run_with_the_most_tasks_it_searches_fits_and_twice_as_many_would_not():
     """The catalog pipeline's ParallelFor adds each searching task's nodes to one Workflow: the plan's cap
     (catalog.MAX_TASKS_PER_RUN) keeps a worst-case run within Argo's limit with the margin."""
-    from rankadaptor.catalog import MAX_TASKS_PER_RUN
+    from rankadaptor.ops.catalog import MAX_TASKS_PER_RUN
 
     catalog = ROOT / "pipelines" / "compiled" / "catalog.yaml"
     rows = {}

@@ -12,8 +12,8 @@ import json
 import sys
 
 from rankadaptor import config as cfg
-from rankadaptor import deploy
 from rankadaptor.errors import UserError
+from rankadaptor.serving import manifest as deploy
 
 
 def _print(result: dict) -> None:
@@ -22,13 +22,14 @@ def _print(result: dict) -> None:
 
 def _check_output(args, *inputs: str | None) -> None:
     """Before any compute: the output is new (or --overwrite), writable, and neither an input nor around one."""
-    from rankadaptor.preflight import check_writable
+    from rankadaptor.ops.preflight import check_writable
 
     check_writable(args.output, [i for i in inputs if i], overwrite=args.overwrite)
 
 
 def _prune(args) -> None:
-    from rankadaptor.prune import PruneConfig, run_prune
+    from rankadaptor.prune.config import PruneConfig
+    from rankadaptor.prune.stage import run_prune
 
     config = cfg.from_args(PruneConfig, args)
     _check_output(args, config.model, config.calibration)
@@ -37,7 +38,8 @@ def _prune(args) -> None:
 
 
 def _recover(args) -> None:
-    from rankadaptor.recover import RecoverConfig, run_recover
+    from rankadaptor.recover.config import RecoverConfig
+    from rankadaptor.recover.stage import run_recover
 
     config = cfg.from_args(RecoverConfig, args)
     _check_output(args, args.model, config.data)
@@ -46,7 +48,8 @@ def _recover(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from rankadaptor.evaluate import EvalConfig, run_evaluate
+    from rankadaptor.evaluate.config import EvalConfig
+    from rankadaptor.evaluate.stage import run_evaluate
 
     config = cfg.from_args(EvalConfig, args)
     _check_output(args, args.model, args.adapter, config.data_dir, config.ppl_text)
@@ -57,7 +60,7 @@ def _evaluate(args) -> None:
 
 
 def _export(args) -> None:
-    from rankadaptor.modeling import export_merged
+    from rankadaptor.recover.adapters import export_merged
 
     _check_output(args, args.model, args.adapter)
     export_merged(args.model, args.adapter, args.output)
@@ -66,7 +69,7 @@ def _export(args) -> None:
 
 def _check(args) -> None:
     from rankadaptor.job import load_job
-    from rankadaptor.preflight import job_problems
+    from rankadaptor.ops.preflight import job_problems
 
     found = job_problems(load_job(args.config), args.root)
     if found:
@@ -110,11 +113,11 @@ def _add_export(p):
 
 COMMANDS = {
     "check": ("check a job in seconds, before any compute: one line per problem", _add_check, _check),
-    "prune": ("prune a LLaMA model (width or depth)", _stage_args("rankadaptor.prune:PruneConfig", OUTPUT), _prune),
+    "prune": ("prune a LLaMA model (width or depth)", _stage_args("rankadaptor.prune.config:PruneConfig", OUTPUT), _prune),
     "recover": ("LoRA-recover a pruned model with a per-layer rank vector",
-                _stage_args("rankadaptor.recover:RecoverConfig", MODEL, OUTPUT), _recover),
+                _stage_args("rankadaptor.recover.config:RecoverConfig", MODEL, OUTPUT), _recover),
     "evaluate": ("zero-shot evaluation (lm-eval) and perplexity of a model, optionally with an adapter",
-                 _stage_args("rankadaptor.evaluate:EvalConfig", MODEL, OUTPUT, optional=(ADAPTER,)), _evaluate),
+                 _stage_args("rankadaptor.evaluate.config:EvalConfig", MODEL, OUTPUT, optional=(ADAPTER,)), _evaluate),
     "export": ("merge an adapter into its base model: a standalone checkpoint", _add_export, _export),
     "deploy": (deploy.HELP, deploy.add_arguments, deploy.run),
 }

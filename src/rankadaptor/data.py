@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rankadaptor import storage
 from rankadaptor.errors import UserError
+from rankadaptor.infra import storage
 
 
 def read_text(uri: str) -> str:
@@ -111,3 +111,11 @@ def sample_corpus(model, tokenizer, num_docs: int, max_new_tokens: int, seed: in
                              pad_token_id=tokenizer.pad_token_id)
         docs.extend(t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True))
     return [d for d in docs if d]
+
+
+def data_paths(data_uri: str) -> dict[str, str]:
+    """data.json of a data artifact, with paths inside the artifact made absolute."""
+    directory = storage.local_dir(data_uri)
+    info = storage.read_json(directory / "data.json")
+    return {k: (str(directory / v) if v and not storage.is_s3(v) and not Path(v).is_absolute()
+                and (directory / v).exists() else v) for k, v in info.items()}

@@ -15,24 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from rankadaptor import config as cfg
-from rankadaptor.bank import DEFAULT_EXPERIMENT
+from rankadaptor import widths
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
-from rankadaptor.evaluate import ACCEPTED, TASKS, EvalConfig, task_ok
-from rankadaptor.prune import PruneConfig
-from rankadaptor.recover import RecoverConfig
-from rankadaptor.registry import RegistryConfig, default_model_name
-from rankadaptor.search import SearchConfig
-from rankadaptor.surrogate import SurrogateConfig
+from rankadaptor.evaluate.config import EvalConfig
+from rankadaptor.evaluate.tasks import ACCEPTED, TASKS, task_ok
+from rankadaptor.infra.bank import DEFAULT_EXPERIMENT
+from rankadaptor.prune.config import PruneConfig
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.surrogate import SurrogateConfig
+from rankadaptor.serving.registry import RegistryConfig, default_model_name
 
 BUNDLED = Path(__file__).parent / "bundled"
-MAX_ITERATIONS = 6  # a job's search trials by default; the compiled main pipeline unrolls its loop this often
 STAGES = ("prune", "recover", "evaluate", "surrogate", "search", "registry")
 # The main choices: typed top-level pipeline parameters; every other field travels in `stage_options`.
 MAIN_CHOICES = ("base_model", "data", "heldout_text", "target_task", "source_tasks", "report_tasks", "eval_data_dir",
                 "bootstrap_trials", "adalora_baseline", "seed")
 INPUTS = ("base_model", "data", "heldout_text", "eval_data_dir")  # the fields naming the user's weights and data
-FINGERPRINTS = "fingerprints"  # the job JSON's key for its inputs' content (rankadaptor.fingerprint)
+FINGERPRINTS = "fingerprints"  # the job JSON's key for its inputs' content (rankadaptor.infra.fingerprint)
 DIGEST_TAG = "job_digest"  # a registered version's tag holding its job's digest (job_digest)
 
 
@@ -95,7 +96,7 @@ class JobConfig:
                                                      "and sets the search's default budget.")
     evaluate: EvalConfig = option(EvalConfig(), "Evaluation options (tasks, split and data come from the job).")
     surrogate: SurrogateConfig = option(SurrogateConfig(), "Performance-model options.")
-    search: SearchConfig = option(SearchConfig(max_iterations=MAX_ITERATIONS),
+    search: SearchConfig = option(SearchConfig(),
                                   "Search options (threshold, max_iterations, budget, ...).")
     registry: RegistryConfig = option(RegistryConfig(), "Model-registry options (model_name, champion rule, ...).")
     bank: BankConfig = option(BankConfig(), "Where the observation bank (and the registry) lives.")
@@ -194,8 +195,11 @@ class JobConfig:
 
     def search_config(self, cost_per_rank: list[int]) -> SearchConfig:
         """The search's options, its default budget being the baseline rank on every layer of this model."""
-        budget = self.search.budget or self.baseline_rank * int(sum(cost_per_rank))
-        return self._filled(self.search, budget=budget)
+        return self._filled(self.search, budget=self.budget(cost_per_rank))
+
+    def budget(self, cost_per_rank: list[int]) -> int:
+        """The LoRA parameters every trial may train: search.budget, else the baseline's uniform rank."""
+        return widths.budget(cost_per_rank, self.search.budget, self.baseline_rank)
 
     def registry_config(self) -> RegistryConfig:
         """The registry's options; an empty model_name becomes this job's (base model, pruning, task) model."""
@@ -213,7 +217,7 @@ def job_from_dict(values: dict[str, Any]) -> JobConfig:
 
 def job_to_json(job: JobConfig, fingerprints: dict[str, str] | None = None) -> str:
     """The JSON every step receives; with the inputs' fingerprints, so that a pipeline cache keyed by it
-    misses when the content behind an input's URI changes (rankadaptor.fingerprint)."""
+    misses when the content behind an input's URI changes (rankadaptor.infra.fingerprint)."""
     return json.dumps({**cfg.to_dict(job), **({FINGERPRINTS: fingerprints} if fingerprints else {})})
 
 
@@ -226,7 +230,7 @@ def job_from_json(text: str) -> JobConfig:
 def job_digest(text: str) -> str:
     """What a job's JSON computes, as one hash: its options and its inputs' fingerprints, not `runtime` (how
     its steps run). A registered version keeps it (tag job_digest), so a task catalog can tell an unchanged
-    task from one whose data or options changed (rankadaptor.catalog)."""
+    task from one whose data or options changed (rankadaptor.ops.catalog)."""
     import hashlib
 
     values = json.loads(text)

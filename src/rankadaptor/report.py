@@ -8,14 +8,14 @@ no display) and writes report.md and report.json.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rankadaptor.champion import SEARCHED, choose_adapter
-from rankadaptor.evaluate import PPL
+from rankadaptor.evaluate.tasks import PPL
 from rankadaptor.stats import kendall_tau, paired_bootstrap
-from rankadaptor.surrogate import Observation
+from rankadaptor.trial import Observation
+from rankadaptor.widths import lora_parameters
 
 PLOTS = ("ranks.png", "predicted_vs_measured.png", "convergence.png")
 PRUNED, UNIFORM, ADALORA, OURS = "pruned", "lora_uniform", "adalora", "rankadaptor"  # the table's methods
@@ -23,26 +23,13 @@ MASKED_UNIFORM, LOSA = "losa_masked_uniform", "losa"  # sparse jobs (LoSA): mask
 BASELINES = (PRUNED, UNIFORM, MASKED_UNIFORM, LOSA, ADALORA)  # the table's order
 
 
-@dataclass
-class HistoryRow:
-    """One search trial, as the report and the plots read it."""
-
-    iteration: int
-    rank_vector: list[int]
-    predicted: float
-    measured: float
-    abs_error: float
-    best: float  # best measured score so far
-    trainable_params: int
-
-
-def history(trials: list[Observation], cost_per_rank: list[int]) -> list[HistoryRow]:
-    """The search's trials in order (the baseline anchor, which has no prediction, left out)."""
+def history(trials: list[Observation], cost_per_rank: list[int]) -> list[dict[str, Any]]:
+    """The search's trials in order as the report and its plots read them (the baseline anchor, which has no
+    prediction, left out): each trial's record plus its iteration, error, best score so far and parameters."""
     searched = [o for o in trials if o.predicted is not None]
-    return [HistoryRow(i + 1, o.rank_vector, o.predicted, o.score, abs(o.predicted - o.score),
-                       max(t.score for t in searched[:i + 1]),
-                       int(sum(r * c for r, c in zip(o.rank_vector, cost_per_rank))))
-            for i, o in enumerate(searched)]
+    return [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
+             "abs_error": abs(o.predicted - o.score), "best": max(t.score for t in searched[:i + 1]),
+             "trainable_params": lora_parameters(o.rank_vector, cost_per_rank)} for i, o in enumerate(searched)]
 
 
 def verdict_line(task: str, diff: dict, baseline_rank: int, masked: bool = False) -> str:
@@ -74,15 +61,16 @@ def _interval(ours: dict, theirs: dict, tasks: list[str], seed: int) -> dict:
 
 
 def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict], ours: dict[str, dict],
-                 trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, seed: int,
+                 trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, budget: int, seed: int,
                  noise: float = 0.0, anchor: str = UNIFORM) -> dict[str, Any]:
     """The report of a finished search; noise (the trial noise sd) decides, with the interval, which adapter
     is registered (champion.choose_adapter). baselines: {method: {"select": eval, "report": eval,
     "trainable_params", optional "sparsity"}} (the anchor required); ours: the best trial's {"select": eval,
     "report": eval, optional "sparsity"}; trials: the target's trials; anchor: the uniform row the verdict
-    compares with (MASKED_UNIFORM for sparse jobs: the recovery the search itself runs)."""
+    compares with (MASKED_UNIFORM for sparse jobs: the recovery the search itself runs); budget: the LoRA
+    parameters every trial was held to (JobConfig.budget)."""
     best = max(trials, key=lambda o: o.score)
-    params = int(sum(r * c for r, c in zip(best.rank_vector, cost_per_rank)))
+    params = lora_parameters(best.rank_vector, cost_per_rank)
     zero_shot = [t for t in report_tasks if t != target]
     methods = {**{m: baselines[m] for m in BASELINES if m in baselines}, OURS: {**ours, "trainable_params": params}}
     sparse = any(r.get("sparsity") is not None for r in methods.values())
@@ -105,17 +93,17 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
     versus = comparisons[anchor][target]
     decision = choose_adapter(versus["diff"], versus["low"], versus["high"], noise, baseline_rank)
     rows = history(trials, cost_per_rank)
-    tau = kendall_tau([h.predicted for h in rows], [h.measured for h in rows]) if len(rows) >= 3 else None
+    tau = kendall_tau([h["predicted"] for h in rows], [h["measured"] for h in rows]) if len(rows) >= 3 else None
     return {"target_task": target, "table": table, "columns": [c for c in table[0] if c != "method"],
             "comparisons": comparisons, "significant": decision.register == SEARCHED,
             "verdict": f"{verdict_line(target, versus, baseline_rank, anchor == MASKED_UNIFORM)}. {decision.reason}",
             "decision": {"register": decision.register, "reason": decision.reason}, "anchor": anchor,
-            "history": [vars(h) for h in rows],
+            "history": rows,
             "kendall_tau": tau, "baseline_rank": baseline_rank,
             "baseline_select_score": baselines[anchor]["select"]["scores"][target],
             "best": {"rank_vector": best.rank_vector, "select_score": best.score, "adapter": best.artifact,
                      "trainable_params": params},
-            "budget": baseline_rank * int(sum(cost_per_rank)), "iterations": len(rows),
+            "budget": budget, "iterations": len(rows),
             "evaluation": {split: slim(ours[split]) for split in ("select", "report")}}
 
 

@@ -25,7 +25,7 @@ def choose_blocks(scores: list[float], num_blocks: int, protected: set[int]) -> 
 
 def remove_blocks(model: nn.Module, blocks: list[int]) -> nn.Module:
     """Delete decoder blocks in place and make the config and cache indices agree."""
-    from rankadaptor.pruned_llama import PrunedLlamaConfig
+    from rankadaptor.models.pruned_llama import PrunedLlamaConfig
 
     kept = [i for i in range(len(model.model.layers)) if i not in set(blocks)]
     model.model.layers = nn.ModuleList([model.model.layers[i] for i in kept])

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rankadaptor.modeling import attn_head_dim
+from rankadaptor.widths import attn_head_dim
 
 WIDTH_ESTIMATORS = ("element1", "element2", "vector", "l2")
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rankadaptor.modeling import attn_head_dim, layer_widths
+from rankadaptor.widths import attn_head_dim, layer_widths
 
 
 def kept_count(total: int, ratio: float) -> int:
@@ -71,7 +71,7 @@ def slice_layer(layer: nn.Module, config, kept_groups: torch.Tensor, kept_channe
 
 def apply_width_pruning(model: nn.Module, keep: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
     """A new PrunedLlamaForCausalLM holding `model` restricted to `keep[layer] = (kv groups, channels)`."""
-    from rankadaptor.pruned_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
+    from rankadaptor.models.pruned_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
 
     state = dict(model.state_dict())
     for i, (groups, channels) in keep.items():

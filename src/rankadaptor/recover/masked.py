@@ -5,7 +5,7 @@ The mask is the base weight's nonzeros (`weight != 0`), recomputed from the froz
 ordinary LoRA A/B matrices is trained or saved: the adapter is a standard peft LoRA adapter. The masked
 layer is a subclass of peft's LoRA Linear registered through peft's custom-module mapping, so peft's own
 merge, unmerge, save and load run through it. An adapter is marked as masked in MARKER next to it; load it
-with `load_masked_adapter` (rankadaptor.modeling.load_model does this), since plain
+with `load_masked_adapter` (rankadaptor.recover.adapters.load_adapted does this), since plain
 `PeftModel.from_pretrained` would apply the update unmasked.
 """
 

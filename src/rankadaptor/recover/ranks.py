@@ -12,7 +12,6 @@ from __future__ import annotations
 from rankadaptor.errors import check
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-CANDIDATES = [2, 4, 6, 8, 10, 12]
 
 
 def layer_key(layer: int) -> str:

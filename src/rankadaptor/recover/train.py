@@ -26,8 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +36,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from rankadaptor import storage
 from rankadaptor.errors import UserError
+from rankadaptor.infra import storage
 from rankadaptor.recover.batches import IGNORE, collate, epoch_steps, micro_batches, pack, packed_rows
 
 

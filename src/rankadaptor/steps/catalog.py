@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from rankadaptor.catalog import MAX_TASKS_PER_RUN, check_catalog, decide, job_jsons, shared_job_json
-from rankadaptor.steps.search import PROGRESS
+from rankadaptor.flows.progress import progress
+from rankadaptor.ops.catalog import (
+    MAX_TASKS_PER_RUN,
+    check_catalog,
+    decide,
+    job_jsons,
+    shared_job_json,
+)
 
 
 def plan(catalog_uri: str, loop_cap: int = 0, root: str | None = None,
@@ -22,7 +28,7 @@ def plan(catalog_uri: str, loop_cap: int = 0, root: str | None = None,
             planned.append(text)
         else:
             what = f"skipped ({decision.why}"
-        print(f"{PROGRESS}task {decision.task}: {what}; model {decision.model_name})", flush=True)
+        progress(f"task {decision.task}: {what}; model {decision.model_name})")
     return planned
 
 

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
-import numpy as np
 from tqdm import tqdm
 
-from rankadaptor import storage
-from rankadaptor.bank import find_trial
-from rankadaptor.data import sample_corpus
-from rankadaptor.evaluate import score
+from rankadaptor.data import data_paths, sample_corpus
+from rankadaptor.evaluate.stage import score
+from rankadaptor.flows.baselines import baseline_methods, bootstrap_vectors
+from rankadaptor.flows.trials import record, trial_key
+from rankadaptor.infra import storage
+from rankadaptor.infra.bank import find_trial
 from rankadaptor.job import JobConfig
-from rankadaptor.modeling import load_model, resolve_device
-from rankadaptor.prune import run_prune
-from rankadaptor.recover import run_recover
-from rankadaptor.report import ADALORA, LOSA, MASKED_UNIFORM, PRUNED, UNIFORM
-from rankadaptor.search import sample_rank_vectors
-from rankadaptor.trial import TrialContext, data_paths, record, trial_context, trial_key, write_structure
+from rankadaptor.models.loading import load_model, resolve_device
+from rankadaptor.models.structure import trial_context, write_structure
+from rankadaptor.prune.stage import run_prune
+from rankadaptor.recover.adapters import load_adapted
+from rankadaptor.recover.stage import run_recover
+from rankadaptor.trial import TrialContext
 
 
 def prepare_data(job: JobConfig, output_uri: str) -> dict:
@@ -57,7 +57,7 @@ def scores(job: JobConfig, pruned_uri: str, adapter_uri: str | None, data_uri: s
     """Load the model (with its adapter) once and score it on each split; for a sparse job also the merged
     model's sparsity (under "sparsity": what a server would run)."""
     heldout = data_paths(data_uri).get("heldout") or None
-    model, tokenizer = load_model(pruned_uri, adapter_uri, device=resolve_device(job.runtime.device))
+    model, tokenizer = load_adapted(pruned_uri, adapter_uri, device=resolve_device(job.runtime.device))
     result = {split: score(model, tokenizer, job.eval_config(tasks, split, heldout)) for split in splits}
     if job.is_sparse:
         from rankadaptor.prune.unstructured import merged_sparsity
@@ -74,21 +74,6 @@ def evaluate(job: JobConfig, pruned_uri: str, data_uri: str, adapter_uri: str, o
     return result
 
 
-def baseline_methods(job: JobConfig) -> dict[str, tuple[str, str] | None]:
-    """The baseline rows, name -> (recovery method, rank schedule) or None (no recovery): the pruned model,
-    uniform LoRA at the baseline rank; for unstructured-sparse jobs masked uniform LoRA (the search's anchor)
-    and LoSA's reconstruction-error ranks (masked), which other jobs add with losa_baseline or losa_start;
-    optionally AdaLoRA."""
-    methods: dict[str, tuple[str, str] | None] = {PRUNED: None, UNIFORM: ("lora", "uniform")}
-    if job.is_sparse:
-        methods[MASKED_UNIFORM] = ("losa", "uniform")
-    if job.is_sparse or job.losa_baseline or job.losa_start:
-        methods[LOSA] = (job.trial_method, "losa")
-    if job.adalora_baseline:
-        methods[ADALORA] = ("adalora", "uniform")
-    return methods
-
-
 def baselines(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: str) -> dict:
     """The comparison rows (baseline_methods) on both splits, each with its trainable parameters and rank
     vector. Adapters are kept inside this artifact."""
@@ -103,14 +88,6 @@ def baselines(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: str) -
                              "rank_vector": recovered.get("rank_vector")}
         storage.write_json_atomic(out / "baselines.json", results)
     return results
-
-
-def bootstrap_vectors(job: JobConfig, cost_per_rank: list[int]) -> list[list[int]]:
-    """The job's bootstrap rank vectors: random, distinct, within the budget, fixed by the seed."""
-    sampler = dataclasses.replace(job.search_config(cost_per_rank), num_samples=max(64, 4 * job.bootstrap_trials),
-                                  local_fraction=0.0)
-    vectors = sample_rank_vectors(sampler, cost_per_rank, np.random.default_rng([job.seed, 7]))
-    return vectors[np.random.default_rng(job.seed).permutation(len(vectors))[:job.bootstrap_trials]].tolist()
 
 
 def bootstrap_trial(job: JobConfig, context: TrialContext, pruned_uri: str, data_uri: str, rank_vector: list[int],

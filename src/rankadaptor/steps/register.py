@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from rankadaptor import storage
+from rankadaptor.flows.register import registered_adapter
+from rankadaptor.flows.trials import starting_trials, trial_key
+from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig
-from rankadaptor.registry import ROWS_TAG, create_version, log_version
-from rankadaptor.champion import SEARCHED
-from rankadaptor.report import build_report, slim, write_report
+from rankadaptor.report import build_report, write_report
+from rankadaptor.search.state import best_trial
+from rankadaptor.serving.registry import ROWS_TAG, create_version, log_version
 from rankadaptor.steps.model import scores
-from rankadaptor.trial import best_trial, starting_trials, trial_key
-
 
 EVALUATION, LOGGED = "report.json", "logged.json"  # the evaluate-best artifact: the report, the logged version
 
@@ -24,14 +24,10 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
     anchor = starting_trials(job)[0]
     ours = scores(job, pruned_uri, best.artifact, data_uri, job.table_tasks, ("select", "report"))
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
-                          job.baseline_rank, job.seed, noise=job.search.threshold,  # threshold: the trial noise sd
+                          job.baseline_rank, job.budget(context.cost_per_rank), job.seed,
+                          noise=job.search.threshold,  # threshold: the trial noise sd
                           anchor=anchor)
-    # Honest registration: the anchor (uniform) adapter unless the searched vector beat it beyond noise. The
-    # registry's champion rule compares `report_mean`: the held-out target score of the registered adapter.
-    searched = report["decision"]["register"] == SEARCHED
-    registered = ours["report"] if searched else baselines[anchor]["report"]
-    adapter = best.artifact if searched else storage.join(baselines_uri, anchor)
-    held_out = {**slim(registered), "mean": registered["scores"][job.target_task]}
+    adapter, held_out = registered_adapter(report, best, ours, baselines, anchor, baselines_uri, job.target_task)
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
     logged = log_version(adapter, pruned_uri, held_out, job.registry_config(),
                          lineage={"task": job.target_task, "base_model": job.base_model,

@@ -6,12 +6,19 @@ writes the next one; trials go to the bank as they are measured.
 
 from __future__ import annotations
 
-from rankadaptor import bank, storage
 from rankadaptor.config import from_dict, to_dict
+from rankadaptor.flows.search import add_trial, start_search
+from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig
-from rankadaptor.search import Proposal, SearchState, converged, propose as next_proposal, update as record_score
-from rankadaptor.surrogate import adapt, meta_pretrain as reptile, new_surrogate
-from rankadaptor.trial import load_state, record, save_state, starting_trials, trial_context, trial_key
+from rankadaptor.models.structure import trial_context
+from rankadaptor.search.loop import (
+    Proposal,
+    converged,
+)
+from rankadaptor.search.loop import (
+    propose as next_proposal,
+)
+from rankadaptor.search.state import load_state, save_state
 
 
 def _read(uri: str, name: str):
@@ -19,33 +26,11 @@ def _read(uri: str, name: str):
 
 
 def meta_pretrain(job: JobConfig, structure_uri: str, data_uri: str, baselines_uri: str, output_uri: str) -> dict:
-    """The search's starting state: a surrogate meta-pretrained on every other task's trials in the bank,
-    then adapted to the target's trials on this model, data and recovery setting: the starting trials
-    (trial.starting_trials, banked here first: the uniform anchor ties the surrogate to the target's score
-    level) and any trial an earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
+    """The search's starting state (flows.search.start_search), with the trial context, as one artifact."""
     context = trial_context(structure_uri, data_uri)
-    sources = [o for o in bank.load_observations(job.bank.experiment, tracking_uri=job.tracking_uri())
-               if o.task != job.target_task]
-    surrogate = new_surrogate(job.surrogate_config(), job.search.candidates, context.num_layers,
-                              len(context.layer_features[0]))
-    if sources:
-        surrogate = reptile(surrogate, sources)
-    uniform = [job.baseline_rank] * context.num_layers
-    baselines = _read(baselines_uri, "baselines.json")
-    for name in starting_trials(job):  # the uniform anchor (masked for sparse jobs), then LoSA's ranks if asked
-        record(job, context, job.target_task, baselines[name].get("rank_vector") or uniform,
-               baselines[name]["select"]["scores"][job.target_task], "baseline",
-               adapter_uri=storage.join(baselines_uri, name))
-    key = trial_key(job, context, job.target_task, "select", uniform)
-    rows = bank.load_observations(job.bank.experiment, base_checksum=key.base_checksum, task=job.target_task,
-                                  split="select", data_checksum=key.data_checksum, recovery=key.recovery,
-                                  seed=key.seed, task_checksum=key.task_checksum, tracking_uri=job.tracking_uri())
-    measured = [o for o in rows if o.artifact and storage.exists(o.artifact)]
-    state = SearchState(job.target_task, adapt(surrogate, measured, job.target_task), context.cost_per_rank,
-                        context.layer_features, measured)
+    state, info = start_search(job, context, _read(baselines_uri, "baselines.json"), baselines_uri)
     save_state(state, context, output_uri)
-    return {"source_observations": len(sources), "source_tasks": sorted({o.task for o in sources}),
-            "target_trials": len(measured)}
+    return info
 
 
 def propose(job: JobConfig, state_uri: str, output_uri: str) -> dict:
@@ -60,24 +45,16 @@ def proposal_vector(proposal_uri: str) -> list[int]:
     return _read(proposal_uri, "proposal.json")["rank_vector"]
 
 
-PROGRESS = "progress: "  # a step's line the local runner shows on the terminal (the rest goes to the log)
-
-
 def update(job: JobConfig, state_uri: str, proposal_uri: str, metrics_uri: str, adapter_uri: str,
            output_uri: str) -> dict:
-    """Bank the trial, adapt the surrogate online, write the next search state."""
+    """The measured trial into the search (flows.search.add_trial): the next search state."""
     state, context = load_state(state_uri)
     proposal = from_dict(Proposal, _read(proposal_uri, "proposal.json"))
     metrics = _read(metrics_uri, "metrics.json")
     score = metrics["scores"][job.target_task]
     seconds = _read(adapter_uri, "train_metrics.json")["seconds"] + metrics["seconds"]
-    new_state, outcome = record_score(state, proposal, score, job.search_config(context.cost_per_rank),
-                                      cost=seconds, artifact=adapter_uri)
-    record(job, context, job.target_task, proposal.rank_vector, score, "search", predicted=proposal.predicted,
-           seconds=seconds, adapter_uri=adapter_uri)
+    new_state, outcome = add_trial(job, state, context, proposal, score, seconds, adapter_uri)
     save_state(new_state, context, output_uri)
-    print(f"{PROGRESS}{job.target_task} trial {len(new_state.measured())}: ranks {proposal.rank_vector}, predicted "
-          f"{proposal.predicted:.4f}, measured {score:.4f}, best so far {outcome.best.score:.4f}", flush=True)
     return {"converged": outcome.converged, "abs_error": outcome.abs_error, "score": score,
             "best": outcome.best.score}
 

@@ -17,8 +17,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from rankadaptor import storage
 from rankadaptor.errors import UserError
+from rankadaptor.infra import storage
 
 
 def fingerprint(uri: str) -> str:

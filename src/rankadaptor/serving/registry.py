@@ -24,10 +24,11 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
-from rankadaptor import storage
-from rankadaptor.bank import canonical_json, configure, ensure_experiment, redact, tracking_errors
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
+from rankadaptor.infra import storage
+from rankadaptor.infra.tracking import configure, ensure_experiment, redact, tracking_errors
+from rankadaptor.trial import canonical_json
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 MAX_TAG_LENGTH = 100_000  # MLflow's model-registry tag value limit
@@ -279,7 +280,7 @@ def input_example() -> tuple[list[str], dict[str, Any]]:
     """A request (prompts, params): MLflow builds the version's signature from it and predict's type hints
     (input: strings, checked on every request; output: strings; params: max_new_tokens and temperature with
     these defaults), running it once when the model is logged."""
-    from rankadaptor.pyfunc_model import DEFAULT_MAX_NEW_TOKENS
+    from rankadaptor.serving.pyfunc_model import DEFAULT_MAX_NEW_TOKENS
 
     return ["Once upon a time"], {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "temperature": 0.0}
 

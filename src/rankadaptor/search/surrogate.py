@@ -54,42 +54,16 @@ from scipy.stats import kendalltau
 from tqdm.auto import tqdm
 
 from rankadaptor import config as cfg
-from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import check
+from rankadaptor.infra import storage
+from rankadaptor.trial import Observation
 
 FEATURE_MODES = ("ranks", "ranks+structure")
 WEIGHTS_FILE = "surrogate.safetensors"
 META_FILE = "surrogate.json"
 FORMAT_VERSION = 2
 PRIOR_PSEUDO_COUNT = 2.0  # weight of the source tasks' spread in a target task's spread estimate
-
-
-@dataclass
-class Observation:
-    """One measured trial: a full rank vector (one rank per decoder layer) and its score on a task."""
-
-    task: str = option("", "task (or task set) the score was measured on")
-    rank_vector: list[int] = option([], "LoRA rank of every decoder layer, fixed layers included")
-    score: float = option(float("nan"), "measured score (higher is better)")
-    layer_features: list[list[float]] | None = option(
-        None, "per-layer structural features of the pruned model, O(1) values (see structure_features)")
-    cost: float | None = option(None, "seconds the trial took")
-    predicted: float | None = option(None, "the surrogate's prediction before the trial")
-    artifact: str | None = option(None, "URI of the trial's adapter artifact, where it was kept")
-    group: str | None = option(None, "model and pruning the trial ran on (e.g. the pruned model's checksum): "
-                                     "meta-pretraining z-scores each (group, task) on its own")
-
-    def validate(self) -> None:
-        check(bool(self.task), "an observation needs a non-empty task name")
-        check(len(self.rank_vector) > 0 and all(isinstance(r, int) and r >= 0 for r in self.rank_vector),
-              f"rank_vector={self.rank_vector!r} must be a non-empty list of non-negative ints")
-        check(math.isfinite(self.score), f"score={self.score!r} of task {self.task!r} must be a finite number")
-        if self.layer_features is not None:
-            check(len(self.layer_features) == len(self.rank_vector),
-                  f"layer_features has {len(self.layer_features)} rows for {len(self.rank_vector)} layers")
-            widths = {len(row) for row in self.layer_features}
-            check(len(widths) == 1, f"layer_features rows must all have the same length, got {sorted(widths)}")
 
 
 @dataclass
@@ -491,26 +465,6 @@ def ranking_quality(state: SurrogateState, held_out: list[Observation], task: st
     tau, p_value = kendalltau(predicted, measured)
     return {"kendall_tau": float(tau), "p_value": float(p_value), "mae": float(np.abs(predicted - measured).mean()),
             "n": float(len(held_out))}
-
-
-def structure_features(widths: list[dict[str, int]], full_heads: int, full_intermediate: int,
-                       cost_per_rank: list[int], importance: list[float] | None = None) -> list[list[float]]:
-    """The suggested per-layer features, all O(1): fraction of attention heads kept, fraction of MLP
-    channels kept, the layer's share of LoRA parameters per unit rank and (optional, else 1) its share of
-    pruning importance, both shares times the layer count so that 1 means 'an average layer'.
-
-    widths is `modeling.layer_widths(model)`; full_* are the unpruned model's widths."""
-    num_layers = len(widths)
-    check(len(cost_per_rank) == num_layers, f"cost_per_rank has {len(cost_per_rank)} entries for {num_layers} layers")
-    total_cost = float(sum(cost_per_rank))
-    if importance is None:
-        importance_share = [1.0] * num_layers
-    else:
-        check(len(importance) == num_layers and sum(importance) > 0,
-              f"importance must be {num_layers} non-negative values with a positive sum")
-        importance_share = [num_layers * v / sum(importance) for v in importance]
-    return [[w["heads"] / full_heads, w["intermediate"] / full_intermediate, num_layers * c / total_cost, s]
-            for w, c, s in zip(widths, cost_per_rank, importance_share)]
 
 
 # ------------------------------------------------------------------------------------------ storage

@@ -30,60 +30,24 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rankadaptor import config as cfg
-from rankadaptor import storage
+from rankadaptor import widths
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
-from rankadaptor.modeling import lora_parameters
-from rankadaptor.surrogate import (
-    Observation,
+from rankadaptor.infra import storage
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.surrogate import (
     SurrogateState,
     adapt,
     predict,
     read_surrogate_files,
     write_surrogate_files,
 )
+from rankadaptor.trial import Observation
+from rankadaptor.widths import lora_parameters
 
-BASELINE_RANK = 8  # standard LoRA recovery rank (LLM-Pruner): the default budget is this rank everywhere
 SEARCH_FILE = "search.json"
 SURROGATE_DIR = "surrogate"
 NUM_PARENTS = 3  # best measured vectors that local samples mutate
-
-
-@dataclass
-class SearchConfig:
-    candidates: list[int] = option([2, 4, 6, 8, 10, 12], "LoRA ranks a searched layer may take")
-    num_samples: int = option(10000, "rank vectors sampled and scored by the surrogate per proposal")
-    budget: int | None = option(None, "most LoRA parameters a rank vector may train; default: rank 8 on every layer")
-    searched_layers: list[int] | None = option(
-        None, "0-based layers whose rank is searched (default all); the others get fixed_rank")
-    fixed_rank: int = option(8, "rank of the layers that are not searched (the paper keeps them at 8)")
-    local_fraction: float = option(0.5, "share of num_samples drawn as mutations (a few searched layers redrawn) "
-                                        "of the best measured vectors; 0 = the paper's purely random sampling")
-    kappa: float = option(0.0, "exploration bonus: pick by mean + kappa * ensemble std (0 = the paper's greedy pick)")
-    threshold: float = option(0.005, "converged when the RMS prediction error of the last `patience` trials is "
-                                     "< threshold, in score units; set it to the trial noise (seed-to-seed sd)")
-    patience: int = option(3, "trials whose prediction errors must all count towards convergence")
-    max_iterations: int = option(20, "most trials (fine-tune + evaluate) one search runs")
-    seed: int = option(0, "seed of the sampler")
-
-    def validate(self) -> None:
-        check(len(self.candidates) >= 1 and all(1 <= r <= 4096 for r in self.candidates),
-              f"candidates={self.candidates!r} must be a non-empty list of ranks in [1, 4096]")
-        check(len(set(self.candidates)) == len(self.candidates), f"candidates={self.candidates!r} has duplicates")
-        check(1 <= self.num_samples <= 1_000_000, f"num_samples={self.num_samples} must be in [1, 1000000]")
-        check(self.budget is None or self.budget > 0, f"budget={self.budget} must be a positive parameter count or null")
-        if self.searched_layers is not None:
-            check(len(self.searched_layers) >= 1 and min(self.searched_layers) >= 0
-                  and len(set(self.searched_layers)) == len(self.searched_layers),
-                  f"searched_layers={self.searched_layers!r} must be distinct non-negative layer indices")
-        check(0 <= self.local_fraction <= 1, f"local_fraction={self.local_fraction} must be in [0, 1]")
-        check(1 <= self.fixed_rank <= 4096, f"fixed_rank={self.fixed_rank} must be in [1, 4096]")
-        check(math.isfinite(self.kappa) and self.kappa >= 0, f"kappa={self.kappa} must be a finite number >= 0")
-        check(math.isfinite(self.threshold) and self.threshold > 0,
-              f"threshold={self.threshold} can never be met: |predicted - measured| < threshold needs a finite "
-              "threshold > 0 (in score units, e.g. 0.005)")
-        check(1 <= self.max_iterations <= 10_000, f"max_iterations={self.max_iterations} must be in [1, 10000]")
-        check(1 <= self.patience <= 100, f"patience={self.patience} must be in [1, 100]")
 
 
 @dataclass
@@ -115,10 +79,6 @@ class SearchState:
         return [o for o in self.observations if o.task == self.task]
 
 
-def resolve_budget(config: SearchConfig, cost_per_rank: list[int]) -> int:
-    return config.budget if config.budget is not None else BASELINE_RANK * int(sum(cost_per_rank))
-
-
 def _searched(config: SearchConfig, num_layers: int) -> np.ndarray:
     if config.searched_layers is None:
         return np.arange(num_layers)
@@ -142,7 +102,7 @@ def sample_rank_vectors(config: SearchConfig, cost_per_rank: list[int], rng: np.
     searched = _searched(config, len(cost))
     fixed = np.setdiff1d(np.arange(len(cost)), searched)
     candidates = np.sort(np.asarray(config.candidates, np.int64))
-    budget = resolve_budget(config, cost_per_rank)
+    budget = widths.budget(cost_per_rank, config.budget)
     room = budget - config.fixed_rank * int(cost[fixed].sum())  # what the searched layers may spend
     cheapest = int(candidates[0] * cost[searched].sum())
     check(cheapest <= room, f"budget={budget} LoRA parameters cannot be met: the smallest rank vector (searched layers "

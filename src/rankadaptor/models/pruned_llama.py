@@ -10,7 +10,7 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from rankadaptor.modeling import attn_head_dim
+from rankadaptor.widths import attn_head_dim
 
 
 @strict

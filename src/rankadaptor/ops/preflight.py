@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from rankadaptor import storage
 from rankadaptor.errors import UserError, check
+from rankadaptor.infra import storage
 
 SERVER_SCHEMES = ("http://", "https://", "databricks")
 
@@ -35,7 +35,7 @@ def job_problems(job, root: str | None = None) -> list[str]:
     the run's folder (root, when given; a rerun reuses it) can be written and holds no input."""
     from huggingface_hub import is_offline_mode
 
-    from rankadaptor.evaluate import MC, PPL, TASKS, data_files, task_uri
+    from rankadaptor.evaluate.tasks import MC, PPL, TASKS, data_files, task_uri
     from rankadaptor.job import job_inputs
 
     tasks = job.all_tasks
@@ -65,7 +65,7 @@ def check_job(job, root: str | None = None) -> None:
 
 
 def _fits_context(job) -> None:
-    from rankadaptor.recover import fit_to_context
+    from rankadaptor.recover.stage import fit_to_context
 
     context = model_config(job.base_model).max_position_embeddings
     try:
@@ -76,7 +76,7 @@ def _fits_context(job) -> None:
 
 def model_config(model_uri: str):
     """The checked config of a base model; on S3 only its config.json is fetched, never the weights."""
-    from rankadaptor.modeling import load_config
+    from rankadaptor.models.loading import load_config
 
     if storage.is_s3(model_uri):
         config_file = storage.local_file(storage.join(model_uri, "config.json"))

@@ -1,7 +1,7 @@
 """The registered model's code (MLflow "models from code": this file is logged as the model, no pickle).
 
 MLflow copies this file into the model and runs it at load time; `set_model` at the bottom names the
-model object. `load_context` rebuilds pruned base + LoRA adapter with `rankadaptor.modeling.load_model`
+model object. `load_context` rebuilds pruned base + LoRA adapter with `rankadaptor.recover.adapters.load_adapted`
 from the model's artifacts:
 - `adapter`: the adapter artifact directory (peft weights + rank_vector.json + manifest.json),
 - `base_model_ref`: JSON {"uri", "checksum"} of the pruned base model,
@@ -24,8 +24,8 @@ DEFAULT_MAX_NEW_TOKENS = 32
 
 def base_model_dir(artifacts: dict[str, str]) -> Path:
     """The local, checksum-verified directory of the pruned base model named by the artifacts."""
-    from rankadaptor import storage
     from rankadaptor.errors import UserError
+    from rankadaptor.infra import storage
 
     ref = storage.read_json(Path(artifacts["base_model_ref"]))
     local = storage.local_dir(artifacts["base_model"] if "base_model" in artifacts else ref["uri"])
@@ -91,9 +91,9 @@ class RankAdaptorModel(PythonModel):
     """Pruned LLaMA + per-layer-rank LoRA adapter, answering prompts with generated text."""
 
     def load_context(self, context) -> None:
-        from rankadaptor.modeling import load_model
+        from rankadaptor.recover.adapters import load_adapted
 
-        self.model, self.tokenizer = load_model(str(base_model_dir(context.artifacts)), context.artifacts["adapter"])
+        self.model, self.tokenizer = load_adapted(str(base_model_dir(context.artifacts)), context.artifacts["adapter"])
 
     def predict(self, context, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         """model_input's type hint makes MLflow check every request before this runs: a number, a list or a null

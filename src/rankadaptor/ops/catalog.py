@@ -2,7 +2,7 @@
 
 Each run reads it, makes one job per task (the catalog's shared `job` options, the task as target, its own
 overrides) and plans: a task runs its search when its registered model has no champion yet or when the
-job's content digest (options + the content of every input, rankadaptor.fingerprint) differs from that of
+job's content digest (options + the content of every input, rankadaptor.infra.fingerprint) differs from that of
 the model's latest version; otherwise it costs one registry lookup. The tasks of one run share the pruned
 model, the corpus and the bootstrap trials, so the options that make those are shared (SHARED); the
 search meta-pretrains on the whole bank, other tasks' trials included. docs/deploy.md, "Scheduling new tasks".
@@ -15,18 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankadaptor import config as cfg
-from rankadaptor import storage
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
-from rankadaptor.evaluate import CUSTOM_NAME, MC, PPL, TASKS
-from rankadaptor.job import (DIGEST_TAG, FINGERPRINTS, INPUTS, JobConfig, check_loop_cap, job_digest,
-                             job_from_dict, job_inputs, job_to_json)
+from rankadaptor.evaluate.tasks import CUSTOM_NAME, MC, PPL, TASKS
+from rankadaptor.infra import storage
+from rankadaptor.job import (
+    DIGEST_TAG,
+    FINGERPRINTS,
+    INPUTS,
+    JobConfig,
+    check_loop_cap,
+    job_digest,
+    job_from_dict,
+    job_inputs,
+    job_to_json,
+)
 
 # Tasks searching in one run at most: each adds its nodes to the run's Argo Workflow object, which must stay
 # under Argo's 1 MiB; 8 is 67% of it at the compiled loop cap (benchmarks/workflow_size.py, docs/deploy.md 9.2).
 # The others search in the next run.
 MAX_TASKS_PER_RUN = 8
-PARALLEL_TASKS = 2  # tasks searching at once by default (a pipeline's ParallelFor parallelism, fixed when compiled)
 KINDS = {"lm-eval": "", "mc": MC, "text": PPL}  # a task's kind -> the prefix of its target task name
 # Job options one pruned model, corpus and bootstrap serve: the catalog's `job` sets them for every task.
 SHARED = ("base_model", "data", "heldout_text", "eval_data_dir", "seed", "corpus_docs", "corpus_tokens", "prune",
@@ -131,9 +139,9 @@ def task_jobs(catalog: Catalog, loop_cap: int = 0) -> list[JobConfig]:
 
 
 def check_catalog(uri: str, loop_cap: int = 0, root: str | None = None) -> list[JobConfig]:
-    """The catalog's task jobs after every task's preflight (rankadaptor.preflight): all problems of all
+    """The catalog's task jobs after every task's preflight (rankadaptor.ops.preflight): all problems of all
     tasks in one line, each naming its task, before any compute."""
-    from rankadaptor.preflight import job_problems
+    from rankadaptor.ops.preflight import job_problems
 
     jobs = task_jobs(load_catalog(uri), loop_cap)
     found = [f"task {job.target_task!r}: {problem}" for job in jobs for problem in job_problems(job, root)]
@@ -143,7 +151,7 @@ def check_catalog(uri: str, loop_cap: int = 0, root: str | None = None) -> list[
 
 def job_jsons(jobs: list[JobConfig]) -> list[str]:
     """Each job's JSON with its inputs' fingerprints (an input several jobs share is read once)."""
-    from rankadaptor.fingerprint import fingerprint
+    from rankadaptor.infra.fingerprint import fingerprint
 
     inputs = [job_inputs(job) for job in jobs]
     known = {uri: fingerprint(uri) for uri in {uri for named in inputs for uri in named.values()}}
@@ -160,7 +168,7 @@ class Decision:
 
 def decide(job: JobConfig, text: str) -> Decision:
     """Whether this task's search runs: no champion yet, or a job digest its latest version was not made from."""
-    from rankadaptor.registry import model_state
+    from rankadaptor.serving.registry import model_state
 
     registry = job.registry_config()
     champion, latest, tags = model_state(registry.model_name, registry.champion_alias, registry.tracking_uri or None)

@@ -1,0 +1,50 @@
+"""How a job's search starts and how each trial enters it: the policy the search steps only adapt."""
+
+from __future__ import annotations
+
+from rankadaptor.flows.progress import progress
+from rankadaptor.flows.trials import record, starting_trials, trial_key
+from rankadaptor.infra import bank, storage
+from rankadaptor.job import JobConfig
+from rankadaptor.search.loop import Outcome, Proposal, SearchState, update
+from rankadaptor.search.surrogate import adapt, meta_pretrain, new_surrogate
+from rankadaptor.trial import TrialContext
+
+
+def start_search(job: JobConfig, context: TrialContext, baselines: dict, baselines_uri: str) -> tuple[SearchState, dict]:
+    """The search's starting state: a surrogate meta-pretrained on every other task's trials in the bank,
+    then adapted to the target's trials on this model, data and recovery setting: the starting trials
+    (flows.trials.starting_trials, banked here first: the uniform anchor ties the surrogate to the target's score
+    level) and any trial an earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
+    sources = [o for o in bank.load_observations(job.bank.experiment, tracking_uri=job.tracking_uri())
+               if o.task != job.target_task]
+    surrogate = new_surrogate(job.surrogate_config(), job.search.candidates, context.num_layers,
+                              len(context.layer_features[0]))
+    if sources:
+        surrogate = meta_pretrain(surrogate, sources)
+    uniform = [job.baseline_rank] * context.num_layers
+    for name in starting_trials(job):  # the uniform anchor (masked for sparse jobs), then LoSA's ranks if asked
+        record(job, context, job.target_task, baselines[name].get("rank_vector") or uniform,
+               baselines[name]["select"]["scores"][job.target_task], "baseline",
+               adapter_uri=storage.join(baselines_uri, name))
+    key = trial_key(job, context, job.target_task, "select", uniform)
+    rows = bank.load_observations(job.bank.experiment, base_checksum=key.base_checksum, task=job.target_task,
+                                  split="select", data_checksum=key.data_checksum, recovery=key.recovery,
+                                  seed=key.seed, task_checksum=key.task_checksum, tracking_uri=job.tracking_uri())
+    measured = [o for o in rows if o.artifact and storage.exists(o.artifact)]
+    state = SearchState(job.target_task, adapt(surrogate, measured, job.target_task), context.cost_per_rank,
+                        context.layer_features, measured)
+    return state, {"source_observations": len(sources), "source_tasks": sorted({o.task for o in sources}),
+                   "target_trials": len(measured)}
+
+
+def add_trial(job: JobConfig, state: SearchState, context: TrialContext, proposal: Proposal, score: float,
+              seconds: float, adapter_uri: str) -> tuple[SearchState, Outcome]:
+    """Bank a measured proposal, adapt the surrogate online, and say so on the terminal."""
+    new_state, outcome = update(state, proposal, score, job.search_config(context.cost_per_rank),
+                                cost=seconds, artifact=adapter_uri)
+    record(job, context, job.target_task, proposal.rank_vector, score, "search", predicted=proposal.predicted,
+           seconds=seconds, adapter_uri=adapter_uri)
+    progress(f"{job.target_task} trial {len(new_state.measured())}: ranks {proposal.rank_vector}, predicted "
+             f"{proposal.predicted:.4f}, measured {score:.4f}, best so far {outcome.best.score:.4f}")
+    return new_state, outcome

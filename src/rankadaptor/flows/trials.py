@@ -1,0 +1,50 @@
+"""What every trial of one job shares, computed once: the pruned model's structure and checksum, its LoRA
+cost per rank, and the data's checksum. From it, a trial's identity (TrialKey) and its bank row.
+
+The prune step writes the model's part as a small structure artifact (`structure.json`), so the steps that
+need only the structure (meta-pretraining, the bootstrap vectors) never download the weights or the base
+model. The context is built when the search starts (meta_pretrain) and carried in the search-state
+artifact beside the search, so later steps read it instead of re-reading anything.
+"""
+
+from __future__ import annotations
+
+from rankadaptor.evaluate.tasks import task_checksum
+from rankadaptor.infra import bank
+from rankadaptor.job import JobConfig
+from rankadaptor.recover.config import RecoverConfig
+from rankadaptor.recover.stage import result_settings
+from rankadaptor.report import LOSA, MASKED_UNIFORM, UNIFORM
+from rankadaptor.trial import TrialContext, TrialKey
+from rankadaptor.widths import lora_parameters
+
+
+def recovery_identity(config: RecoverConfig) -> dict:
+    """What of a recovery setting decides its result: every option but the runtime ones and those the trial
+    key holds itself (data as its checksum, the rank vector, the seed)."""
+    return {k: v for k, v in result_settings(config).items() if k not in ("data", "rank_vector", "seed")}
+
+
+def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank_vector: list[int]) -> TrialKey:
+    return TrialKey(base_model=job.base_model, base_checksum=context.model_checksum, pruning=context.pruning,
+                         task=task, split=split, rank_vector=list(rank_vector),
+                         recovery=recovery_identity(job.recover_config("")), data_checksum=context.data_checksum,
+                         seed=job.seed, task_checksum=task_checksum(task, job.eval_data_dir or None,
+                                                                        job.task_files))
+
+
+def starting_trials(job: JobConfig) -> list[str]:
+    """Baseline rows banked as measured target trials before the search: first the uniform anchor recovered
+    the way trials are (masked for sparse jobs), then LoSA's rank vector when the job asks (losa_start)."""
+    return [MASKED_UNIFORM if job.trial_method == "losa" else UNIFORM, *([LOSA] if job.losa_start else [])]
+
+
+def record(job: JobConfig, context: TrialContext, task: str, rank_vector: list[int], score: float, stage: str,
+           predicted: float | None = None, seconds: float | None = None, adapter_uri: str | None = None) -> dict:
+    """Bank one measured trial (on the select split); a trial already banked is returned as it is."""
+    return bank.record_trial(trial_key(job, context, task, "select", rank_vector), score=score, predicted=predicted,
+                             seconds=seconds, layer_features=context.layer_features,
+                             trainable_params=lora_parameters(rank_vector, context.cost_per_rank), stage=stage,
+                             artifact=adapter_uri, experiment=job.bank.experiment, tracking_uri=job.tracking_uri())
+
+

@@ -1,0 +1,1 @@
+"""Infrastructure: artifact storage, input fingerprints, the MLflow connection and the trial bank."""

@@ -1,0 +1,76 @@
+"""The MLflow connection: where the tracking store is, and what its failures look like to a user (one
+line naming the server, credentials masked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from rankadaptor.errors import UserError, check
+
+DEFAULT_ROOT = "mlflow"
+
+
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def default_tracking_uri(root: str | Path = DEFAULT_ROOT) -> str:
+    """The embedded store: a sqlite database under root (artifacts go to root/artifacts)."""
+    return f"sqlite:///{Path(root).expanduser().resolve() / 'mlflow.db'}"
+
+
+def configure(tracking_uri: str | None = None, root: str | Path = DEFAULT_ROOT) -> str:
+    """Point MLflow at tracking_uri, else MLFLOW_TRACKING_URI, else the embedded store under root."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def redact(text: str) -> str:
+    """text with the values of the credential variables in the environment, and URI passwords, masked."""
+    for name in SECRET_ENV:
+        secret = os.environ.get(name, "")
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return re.sub(r"(\w+://[^/:@\s]+):[^/@\s]+@", r"\1:***@", text)
+
+
+@contextlib.contextmanager
+def tracking_errors(tracking_uri: str) -> Iterator[None]:
+    """Turn MLflow, HTTP and S3 failures (after MLflow's own retries) into a UserError naming the server."""
+    import requests
+    from botocore.exceptions import BotoCoreError, ClientError
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, requests.RequestException, BotoCoreError, ClientError, OSError) as e:
+        detail = redact(str(getattr(e, "message", None) or e)).strip()
+        if len(detail) > 600:
+            detail = detail[:600] + " ..."
+        raise UserError(f"MLflow tracking server {redact(tracking_uri)!r} failed: {detail} "
+                        "(requests are retried with backoff per MLFLOW_HTTP_REQUEST_MAX_RETRIES)") from None
+
+
+def ensure_experiment(name: str, tracking_uri: str) -> str:
+    """The id of experiment `name`, created if missing (artifacts beside an embedded sqlite store)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        check(experiment.lifecycle_stage == "active",
+              f"MLflow experiment {name!r} is deleted: restore it or choose another experiment name")
+        return experiment.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)

@@ -1,0 +1,1 @@
+"""Operations: the preflight checks and the task catalog."""

@@ -1,0 +1,49 @@
+"""The search's options: rank candidates, budget, stopping rule; the one place their defaults live.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rankadaptor.config import option
+from rankadaptor.errors import check
+from rankadaptor.widths import BASELINE_RANK, RANK_CANDIDATES
+
+
+@dataclass
+class SearchConfig:
+    candidates: list[int] = option(RANK_CANDIDATES, "LoRA ranks a searched layer may take")
+    num_samples: int = option(10000, "rank vectors sampled and scored by the surrogate per proposal")
+    budget: int | None = option(None, "most LoRA parameters a rank vector may train; default: uniform "
+                                        f"rank {BASELINE_RANK} on every layer (a job: its recover.rank)")
+    searched_layers: list[int] | None = option(
+        None, "0-based layers whose rank is searched (default all); the others get fixed_rank")
+    fixed_rank: int = option(BASELINE_RANK, "rank of the layers that are not searched (the paper keeps them at 8)")
+    local_fraction: float = option(0.5, "share of num_samples drawn as mutations (a few searched layers redrawn) "
+                                        "of the best measured vectors; 0 = the paper's purely random sampling")
+    kappa: float = option(0.0, "exploration bonus: pick by mean + kappa * ensemble std (0 = the paper's greedy pick)")
+    threshold: float = option(0.005, "converged when the RMS prediction error of the last `patience` trials is "
+                                     "< threshold, in score units; set it to the trial noise (seed-to-seed sd)")
+    patience: int = option(3, "trials whose prediction errors must all count towards convergence")
+    max_iterations: int = option(6, "most trials (fine-tune + evaluate) one search runs")
+    seed: int = option(0, "seed of the sampler")
+
+    def validate(self) -> None:
+        check(len(self.candidates) >= 1 and all(1 <= r <= 4096 for r in self.candidates),
+              f"candidates={self.candidates!r} must be a non-empty list of ranks in [1, 4096]")
+        check(len(set(self.candidates)) == len(self.candidates), f"candidates={self.candidates!r} has duplicates")
+        check(1 <= self.num_samples <= 1_000_000, f"num_samples={self.num_samples} must be in [1, 1000000]")
+        check(self.budget is None or self.budget > 0, f"budget={self.budget} must be a positive parameter count or null")
+        if self.searched_layers is not None:
+            check(len(self.searched_layers) >= 1 and min(self.searched_layers) >= 0
+                  and len(set(self.searched_layers)) == len(self.searched_layers),
+                  f"searched_layers={self.searched_layers!r} must be distinct non-negative layer indices")
+        check(0 <= self.local_fraction <= 1, f"local_fraction={self.local_fraction} must be in [0, 1]")
+        check(1 <= self.fixed_rank <= 4096, f"fixed_rank={self.fixed_rank} must be in [1, 4096]")
+        check(math.isfinite(self.kappa) and self.kappa >= 0, f"kappa={self.kappa} must be a finite number >= 0")
+        check(math.isfinite(self.threshold) and self.threshold > 0,
+              f"threshold={self.threshold} can never be met: |predicted - measured| < threshold needs a finite "
+              "threshold > 0 (in score units, e.g. 0.005)")
+        check(1 <= self.max_iterations <= 10_000, f"max_iterations={self.max_iterations} must be in [1, 10000]")
+        check(1 <= self.patience <= 100, f"patience={self.patience} must be in [1, 100]")
