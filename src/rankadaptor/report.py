@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rankadaptor.champion import SEARCHED, choose_adapter
-from rankadaptor.evaluate.tasks import PPL
+from rankadaptor.evaluate.tasks import parse_task
 from rankadaptor.stats import kendall_tau, paired_bootstrap
 from rankadaptor.trial import Observation
 from rankadaptor.widths import lora_parameters
@@ -81,7 +81,7 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
                f"{target} (select)": result["select"]["scores"][target],
                f"{target} (report)": result["report"]["scores"][target],
                **({"perplexity (report)": result["report"]["tasks"][target].get("perplexity")}
-                  if target.startswith(PPL) else {}),
+                  if parse_task(target).kind == "ppl" else {}),
                **{t: result["report"]["scores"][t] for t in zero_shot},
                "zero-shot mean (report)": _mean(result["report"], zero_shot)}
         table.append(row)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rankadaptor.config import option
 from rankadaptor.errors import check
-from rankadaptor.evaluate.tasks import ACCEPTED, SPLITS, TASKS, _is_custom, check_task_files, task_file, task_ok
+from rankadaptor.evaluate.tasks import ACCEPTED, SPLITS, TASKS, check_task_files, parse_task, task_file, task_ok
 
 
 @dataclass
@@ -36,7 +36,7 @@ class EvalConfig:
         check(bool(self.tasks), f"tasks is empty; accepted: {ACCEPTED}")
         unknown = [t for t in self.tasks if not task_ok(t)]
         check(not unknown, f"unknown task(s) {unknown}; accepted: {ACCEPTED}")
-        custom = [t for t in self.tasks if _is_custom(t) and t not in self.task_files]
+        custom = [t for t in self.tasks if parse_task(t).custom and t not in self.task_files]
         check(not custom or self.data_dir is not None,
               f"task(s) {custom} read {[task_file(t) for t in custom]} from the data directory: set data_dir "
               "(a job's eval_data_dir) or give their files in task_files")

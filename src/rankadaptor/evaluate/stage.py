@@ -31,7 +31,7 @@ from rankadaptor.errors import check
 from rankadaptor.evaluate.config import EvalConfig
 from rankadaptor.evaluate.harness import evaluate
 from rankadaptor.evaluate.perplexity import document_log_likelihoods
-from rankadaptor.evaluate.tasks import PPL, TASKS, _local, data_files, split_rows, task_file
+from rankadaptor.evaluate.tasks import _local, data_files, parse_task, split_rows, task_file
 from rankadaptor.infra import storage
 from rankadaptor.models.loading import resolve_device
 from rankadaptor.recover.adapters import load_adapted
@@ -56,11 +56,12 @@ def ppl_documents(task: str, config: EvalConfig) -> list[str]:
     documents (separated by blank lines) of the user's <name>.txt."""
     from rankadaptor.data import read_records
 
-    name = task[len(PPL):]
+    parsed = parse_task(task)
+    name = parsed.source
     if name == "heldout":
         check(bool(config.ppl_text), f"task {task!r} needs held-out text: give the job heldout_text with its data")
         return read_texts(config.ppl_text)
-    if name not in TASKS:
+    if not parsed.lm_eval_task:
         return read_texts(str(_local(task, config.data_dir, config.task_files)[0]))
     check(config.data_dir is not None, f"task {task!r} reads {task_file(task)} from data_dir; set it")
     rows = read_records(str(data_files(config.data_dir, [name])[name]))
@@ -72,13 +73,13 @@ def score(model, tokenizer, config: EvalConfig) -> dict:
     value, stderr, n and the per-row values behind it (for paired comparisons); `scores` per task."""
     config.validate()
     started = time.perf_counter()
-    zero_shot = [t for t in config.tasks if not t.startswith(PPL)]
+    zero_shot = [t for t in config.tasks if parse_task(t).kind != "ppl"]
     metrics: dict = {"tasks": {}, "split": config.split, "config": to_dict(config)}
     if zero_shot:
         lm_eval_metrics = evaluate(model, tokenizer, dataclasses.replace(config, tasks=zero_shot))
         metrics["tasks"].update(lm_eval_metrics["tasks"])
         metrics.update({k: v for k, v in lm_eval_metrics.items() if k == "perplexity"})
-    for task in (t for t in config.tasks if t.startswith(PPL)):
+    for task in (t for t in config.tasks if parse_task(t).kind == "ppl"):
         texts = ppl_documents(task, config)
         row_ids = split_rows(task, len(texts), config.split, config.select_fraction, config.seed, config.limit)
         rows = document_log_likelihoods(model, tokenizer, [texts[i] for i in row_ids],

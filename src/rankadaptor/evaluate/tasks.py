@@ -78,24 +78,48 @@ def task_ok(task: str) -> bool:
     return f"{prefix}:" in (PPL, MC) and CUSTOM_NAME.fullmatch(name) is not None
 
 
+@dataclass(frozen=True)
+class Task:
+    """A task name parsed once: its kind and what it names. Job, preflight, evaluation and report read tasks
+    as this value instead of slicing prefixes."""
+
+    name: str
+    kind: str  # "lm-eval" (a built-in zero-shot task), "mc" (a user's multiple-choice rows), "ppl" (perplexity)
+    source: str  # the lm-eval task, the user's file stem, or "heldout" (ppl:heldout: the job's held-out text)
+
+    @property
+    def custom(self) -> bool:
+        """A user's own task (mc:<name>, ppl:<name>): it may take a file of its own."""
+        return self.kind == "mc" or (self.kind == "ppl" and self.source not in ("heldout", *TASKS))
+
+    @property
+    def lm_eval_task(self) -> str | None:
+        """The built-in lm-eval task whose rows this task reads (boolq, ppl:boolq), if any."""
+        return self.source if self.source in TASKS and self.kind != "mc" else None
+
+
+def parse_task(name: str) -> Task:
+    check(task_ok(name), f"unknown task {name!r}; accepted: {ACCEPTED}")
+    if name in TASKS:
+        return Task(name, "lm-eval", name)
+    prefix, _, source = name.partition(":")
+    return Task(name, prefix, source)
+
+
 def task_file(task: str) -> str | None:
     """The file of data_dir a task's rows come from; None for ppl:heldout (its text is ppl_text)."""
-    if task.startswith(MC):
-        return f"{task[len(MC):]}.jsonl"
-    if task.startswith(PPL):
-        name = task[len(PPL):]
-        return None if name == "heldout" else task_file(name) if name in TASKS else f"{name}.txt"
-    return f"{task}_{TASKS[task].split}.jsonl"
-
-
-def _is_custom(task: str) -> bool:
-    return task.startswith(MC) or (task.startswith(PPL) and task[len(PPL):] not in ("heldout", *TASKS))
+    parsed = parse_task(task)
+    if parsed.kind == "mc":
+        return f"{parsed.source}.jsonl"
+    if parsed.lm_eval_task:
+        return f"{parsed.lm_eval_task}_{TASKS[parsed.lm_eval_task].split}.jsonl"
+    return None if parsed.source == "heldout" else f"{parsed.source}.txt"
 
 
 def check_task_files(task_files: dict[str, str]) -> None:
     """Only a user's own tasks (mc:<name>, ppl:<name>) take a file of their own; the lm-eval tasks' rows keep
     their file names in data_dir, which the splits and prompts rely on."""
-    wrong = sorted(t for t in task_files if not (task_ok(t) and _is_custom(t)))
+    wrong = sorted(t for t in task_files if not (task_ok(t) and parse_task(t).custom))
     check(not wrong, f"task_files names {wrong}: only your own tasks mc:<name> and ppl:<name> take a file of "
                      "their own (the lm-eval tasks read <task>_<split>.jsonl from the data directory)")
 
@@ -130,7 +154,7 @@ def data_files(data_dir: str | None, tasks: list[str], task_files: dict[str, str
         if task_uri(name, data_dir, task_files) is None:
             continue
         path, uri = _local(name, data_dir, task_files)
-        if name.startswith(MC):
+        if parse_task(name).kind == "mc":
             files[name] = _mc_file(path, uri)
         else:
             _check_rows(path, uri, TASKS[name])

@@ -35,20 +35,20 @@ def job_problems(job, root: str | None = None) -> list[str]:
     the run's folder (root, when given; a rerun reuses it) can be written and holds no input."""
     from huggingface_hub import is_offline_mode
 
-    from rankadaptor.evaluate.tasks import MC, PPL, TASKS, data_files, task_uri
+    from rankadaptor.evaluate.tasks import data_files, parse_task, task_uri
     from rankadaptor.job import job_inputs
 
-    tasks = job.all_tasks
-    lm_tasks = sorted({t.removeprefix(PPL) for t in tasks} & set(TASKS))
+    tasks = [parse_task(t) for t in job.all_tasks]
+    lm_tasks = sorted({t.lm_eval_task for t in tasks} - {None})
     checks = [lambda: _fits_context(job),
               lambda: check_tracking(job.tracking_uri())]
     checks += [lambda uri=uri: check_readable(uri) for uri in (job.data, job.heldout_text) if uri]
     if root:
         checks.append(lambda: check_writable(root, job_inputs(job).values(), overwrite=True))
     data_dir = job.eval_data_dir or None
-    rows = lm_tasks + sorted({t for t in tasks if t.startswith(MC)})  # each file checked row by row
-    texts = sorted({t for t in tasks if t.startswith(PPL) and t.removeprefix(PPL) not in TASKS
-                    and task_uri(t, data_dir, job.task_files)})
+    rows = lm_tasks + sorted({t.name for t in tasks if t.kind == "mc"})  # each file checked row by row
+    texts = sorted({t.name for t in tasks if t.kind == "ppl" and not t.lm_eval_task
+                    and task_uri(t.name, data_dir, job.task_files)})
     checks.append(lambda: data_files(data_dir, rows, job.task_files))
     checks += [lambda t=t: check_readable(task_uri(t, data_dir, job.task_files)) for t in texts]
     if not data_dir and lm_tasks and is_offline_mode():
