@@ -14,22 +14,13 @@ from typing import Any
 from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.evaluate.tasks import parse_task
 from rankadaptor.stats import kendall_tau, paired_bootstrap
-from rankadaptor.trial import Observation
+from rankadaptor.trial import Observation, history
 from rankadaptor.widths import lora_parameters
 
 PLOTS = ("ranks.png", "predicted_vs_measured.png", "convergence.png")
 PRUNED, UNIFORM, ADALORA, OURS = "pruned", "lora_uniform", "adalora", "rankadaptor"  # the table's methods
 MASKED_UNIFORM, LOSA = "losa_masked_uniform", "losa"  # sparse jobs (LoSA): masked uniform LoRA, LoSA's ranks
 BASELINES = (PRUNED, UNIFORM, MASKED_UNIFORM, LOSA, ADALORA)  # the table's order
-
-
-def history(trials: list[Observation], cost_per_rank: list[int]) -> list[dict[str, Any]]:
-    """The search's trials in order as the report and its plots read them (the baseline anchor, which has no
-    prediction, left out): each trial's record plus its iteration, error, best score so far and parameters."""
-    searched = [o for o in trials if o.predicted is not None]
-    return [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
-             "abs_error": abs(o.predicted - o.score), "best": max(t.score for t in searched[:i + 1]),
-             "trainable_params": lora_parameters(o.rank_vector, cost_per_rank)} for i, o in enumerate(searched)]
 
 
 def verdict_line(task: str, diff: dict, baseline_rank: int, masked: bool = False) -> str:

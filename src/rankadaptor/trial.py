@@ -14,6 +14,7 @@ from typing import Any
 
 from rankadaptor.config import option
 from rankadaptor.errors import check
+from rankadaptor.widths import lora_parameters
 
 
 def canonical_json(value: Any) -> str:
@@ -91,3 +92,13 @@ class TrialContext:
     @property
     def num_layers(self) -> int:
         return len(self.cost_per_rank)
+
+
+def history(trials: list[Observation], cost_per_rank: list[int]) -> list[dict[str, Any]]:
+    """The search's trials in order, as the loop returns them and the report and its plots read them (the
+    baseline anchor, which has no prediction, left out): each trial's record plus its iteration, error, best
+    score so far and trainable parameters."""
+    searched = [o for o in trials if o.predicted is not None]
+    return [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
+             "abs_error": abs(o.predicted - o.score), "best": max(t.score for t in searched[:i + 1]),
+             "trainable_params": lora_parameters(o.rank_vector, cost_per_rank)} for i, o in enumerate(searched)]

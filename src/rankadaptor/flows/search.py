@@ -24,7 +24,8 @@ def start_search(job: JobConfig, context: TrialContext, baselines: dict, baselin
         surrogate = meta_pretrain(surrogate, sources)
     uniform = [job.baseline_rank] * context.num_layers
     for name in starting_trials(job):  # the uniform anchor (masked for sparse jobs), then LoSA's ranks if asked
-        record(job, context, job.target_task, baselines[name].get("rank_vector") or uniform,
+        vector = baselines[name].get("rank_vector") or uniform
+        record(job, context, trial_key(job, context, job.target_task, "select", vector),
                baselines[name]["select"]["scores"][job.target_task], "baseline",
                adapter_uri=storage.join(baselines_uri, name))
     key = trial_key(job, context, job.target_task, "select", uniform)
@@ -43,8 +44,8 @@ def add_trial(job: JobConfig, state: SearchState, context: TrialContext, proposa
     """Bank a measured proposal, adapt the surrogate online, and say so on the terminal."""
     new_state, outcome = update(state, proposal, score, job.search_config(context.cost_per_rank),
                                 cost=seconds, artifact=adapter_uri)
-    record(job, context, job.target_task, proposal.rank_vector, score, "search", predicted=proposal.predicted,
-           seconds=seconds, adapter_uri=adapter_uri)
+    record(job, context, trial_key(job, context, job.target_task, "select", proposal.rank_vector), score, "search",
+           predicted=proposal.predicted, seconds=seconds, adapter_uri=adapter_uri)
     progress(f"{job.target_task} trial {len(new_state.measured())}: ranks {proposal.rank_vector}, predicted "
              f"{proposal.predicted:.4f}, measured {score:.4f}, best so far {outcome.best.score:.4f}")
     return new_state, outcome

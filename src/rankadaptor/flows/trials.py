@@ -39,12 +39,10 @@ def starting_trials(job: JobConfig) -> list[str]:
     return [MASKED_UNIFORM if job.trial_method == "losa" else UNIFORM, *([LOSA] if job.losa_start else [])]
 
 
-def record(job: JobConfig, context: TrialContext, task: str, rank_vector: list[int], score: float, stage: str,
+def record(job: JobConfig, context: TrialContext, key: TrialKey, score: float, stage: str,
            predicted: float | None = None, seconds: float | None = None, adapter_uri: str | None = None) -> dict:
-    """Bank one measured trial (on the select split); a trial already banked is returned as it is."""
-    return bank.record_trial(trial_key(job, context, task, "select", rank_vector), score=score, predicted=predicted,
-                             seconds=seconds, layer_features=context.layer_features,
-                             trainable_params=lora_parameters(rank_vector, context.cost_per_rank), stage=stage,
+    """Bank one measured trial under the key its caller built; a trial already banked is returned as it is."""
+    return bank.record_trial(key, score=score, predicted=predicted, seconds=seconds,
+                             layer_features=context.layer_features,
+                             trainable_params=lora_parameters(key.rank_vector, context.cost_per_rank), stage=stage,
                              artifact=adapter_uri, experiment=job.bank.experiment, tracking_uri=job.tracking_uri())
-
-

@@ -42,7 +42,7 @@ from rankadaptor.search.surrogate import (
     read_surrogate_files,
     write_surrogate_files,
 )
-from rankadaptor.trial import Observation
+from rankadaptor.trial import Observation, history
 from rankadaptor.widths import lora_parameters
 
 SEARCH_FILE = "search.json"
@@ -194,23 +194,20 @@ def update(state: SearchState, proposal: Proposal, score: float, config: SearchC
 
 def run_loop(trial_fn: Callable[[list[int]], float], state: SearchState, config: SearchConfig,
              progress: bool = True) -> tuple[SearchState, list[dict[str, Any]]]:
-    """Propose -> trial -> update until converged or max_iterations; returns the final state and one
-    history row per trial (iteration, rank_vector, predicted, predicted_std, measured, abs_error, best)."""
+    """Propose -> trial -> update until converged or max_iterations; returns the final state and this loop's
+    trials as trial.history rows (iteration, rank_vector, predicted, measured, abs_error, best, parameters)."""
     config.validate()
-    history: list[dict[str, Any]] = []
+    start_count = len(state.observations)
     bar = tqdm(range(1, config.max_iterations + 1), desc="rank search", disable=not progress)
-    for iteration in bar:
+    for _ in bar:
         proposal = propose(state, config)
         start = time.perf_counter()
         score = float(trial_fn(list(proposal.rank_vector)))
         state, outcome = update(state, proposal, score, config, cost=time.perf_counter() - start)
-        history.append({"iteration": iteration, "rank_vector": proposal.rank_vector, "predicted": proposal.predicted,
-                        "predicted_std": proposal.predicted_std, "measured": score, "abs_error": outcome.abs_error,
-                        "best": outcome.best.score, "trainable_params": proposal.trainable_params})
         bar.set_postfix(best=f"{outcome.best.score:.4g}", abs_error=f"{outcome.abs_error:.3g}")
         if outcome.converged:
             break
-    return state, history
+    return state, history(state.observations[start_count:], state.cost_per_rank)
 
 
 def save_search(state: SearchState, uri: str) -> None:

@@ -100,8 +100,8 @@ def bootstrap_trial(job: JobConfig, context: TrialContext, pruned_uri: str, data
     started = time.time()
     recover(job, pruned_uri, data_uri, rank_vector, adapter_uri)
     measured = scores(job, pruned_uri, adapter_uri, data_uri, job.source_tasks, ("select",))["select"]["scores"]
-    for task in job.source_tasks:
-        record(job, context, task, rank_vector, measured[task], "bootstrap", seconds=time.time() - started,
+    for key in keys:
+        record(job, context, key, measured[key.task], "bootstrap", seconds=time.time() - started,
                adapter_uri=adapter_uri)
     return True
 
