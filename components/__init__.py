@@ -4,9 +4,7 @@ All run on the project's own images (no packages installed at pod start). The jo
 travels as one JSON string, built and validated once by the `configure` component.
 """
 
-import os
+from rankadaptor.infra import images
 
-REGISTRY = os.environ.get("RANKADAPTOR_IMAGE_REGISTRY", "ghcr.io/rankadaptor")
-TAG = os.environ.get("RANKADAPTOR_IMAGE_TAG", "0.1.0")
-GPU_IMAGE = f"{REGISTRY}/rankadaptor-gpu:{TAG}"
-CPU_IMAGE = f"{REGISTRY}/rankadaptor-cpu:{TAG}"
+REGISTRY, TAG = images.registry(), images.tag()
+GPU_IMAGE, CPU_IMAGE = images.image("gpu"), images.image("cpu")

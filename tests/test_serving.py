@@ -42,6 +42,11 @@ def store(tmp_path_factory, tiny_model_dir):
     return {"root": root, "base": base, "adapter": adapter, "tracking": tracking, "config": config}
 
 
+def isvc_of(path) -> dict:
+    """The InferenceService of a rendered file (it also holds the predictor's ServiceAccount)."""
+    return next(d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "InferenceService")
+
+
 def run_deploy(*args: str) -> tuple[int, str]:
     """`rankadaptor deploy ...` in-process; returns (exit status, stderr)."""
     import contextlib
@@ -67,7 +72,7 @@ def test_deploy_pins_the_alias_current_version_and_follows_a_new_champion(store,
                              "--namespace", "team-a", "--name", "boolq", "--image", "registry.example.com/rankadaptor-cpu:1.2",
                              "--gpus", "0")
     assert status == 0, err
-    isvc = yaml.safe_load(out.read_text())
+    isvc = isvc_of(out)
     assert kserve.problems(isvc) == []
     assert env_of(isvc)["MODEL_URI"] == f"models:/{MODEL}/1"
     assert isvc["metadata"]["name"] == "boolq" and isvc["metadata"]["namespace"] == "team-a"
@@ -77,12 +82,16 @@ def test_deploy_pins_the_alias_current_version_and_follows_a_new_champion(store,
     container = container_of(isvc)
     assert container["image"] == "registry.example.com/rankadaptor-cpu:1.2"
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    size = int(registry.model_state(MODEL, tracking_uri=store["tracking"])[2][registry.MODEL_BYTES_TAG])
+    assert size > 0
+    tmp = isvc["spec"]["predictor"]["volumes"][0]["emptyDir"]["sizeLimit"]
+    assert manifest.quantity_bytes(tmp) >= size * manifest.HEADROOM  # sized from the version's registered size
 
     # A better version moves the alias; rendering again pins it: applying this file rolls it out.
     registry.register(store["adapter"], store["base"], report(0.7), store["config"])
     status, err = run_deploy("--model", MODEL, "--tracking-uri", store["tracking"], "--output", str(out), "--overwrite")
     assert status == 0, err
-    assert env_of(yaml.safe_load(out.read_text()))["MODEL_URI"] == f"models:/{MODEL}/2"
+    assert env_of(isvc_of(out))["MODEL_URI"] == f"models:/{MODEL}/2"
     assert "version 2" in err
 
 

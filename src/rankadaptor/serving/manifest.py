@@ -14,12 +14,15 @@ current version, pinned (`models:/NAME/VERSION`), so applying it rolls the new c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 import os
 import re
 import sys
 from pathlib import Path
 
 from rankadaptor.errors import UserError, check
+from rankadaptor.infra import images
 
 PORT = 8080
 CONTAINER = "kserve-container"  # the name KServe gives (and expects of) the predictor's main container
@@ -27,23 +30,63 @@ LABEL = "rankadaptor-serving"  # pod label: the MLflow NetworkPolicy lets these 
 # Read-only root: the model's download and the s3 cache live in the pod's own emptyDir mounted here.
 MODEL_DIR = "/tmp"  # noqa: S108  (a path inside the container, not on this machine)
 HELP = "render the KServe InferenceService serving a registered model's alias (its current version, pinned)"
+GI = 2 ** 30
+UNIT = {"": 1, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": GI, "Ti": 2 ** 40, "k": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12}
+HEADROOM = 1.25  # the download's temporary files and caches beside the model itself
+WRITABLE = 2 * GI  # the container's logs and writable layer, beside the emptyDir (both count as ephemeral storage)
+UNKNOWN_SIZE_TMP = "64Gi"  # a version registered without its size: room for a self-contained 7B (~14 GB bf16)
+
+
+def quantity_bytes(value: str) -> int:
+    """Bytes of a Kubernetes quantity like 64Gi or 500M."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", value)
+    check(match is not None, f"tmp_size={value!r} is not accepted: give a Kubernetes quantity such as 32Gi or 500Mi")
+    return int(float(match.group(1)) * UNIT[match.group(2) or ""])
+
+
+def gibibytes(n: int) -> str:
+    return f"{math.ceil(n / GI)}Gi"
+
+
+def serving_name(model: str) -> str:
+    """A DNS-1035 InferenceService name for a registered model (two models never share one: a name that had
+    to change or be cut keeps a short hash of the model's own name)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
+    name = name if name[:1].isalpha() else f"m-{name}".rstrip("-")
+    if name != model or len(name) > 63:
+        digest = hashlib.sha256(model.encode()).hexdigest()[:8]
+        name = f"{name[:54].rstrip('-')}-{digest}"
+    return name
+
+
+def storage_size(serving_tmp: str, model_bytes: int | None) -> str:
+    """The emptyDir the model downloads into: tmp_size when given (refused when the model cannot fit), else the
+    model's registered size plus headroom."""
+    needed = math.ceil(model_bytes * HEADROOM) if model_bytes else None
+    if not serving_tmp:
+        return gibibytes(needed) if needed else UNKNOWN_SIZE_TMP
+    if needed:
+        check(quantity_bytes(serving_tmp) >= needed,
+              f"tmp_size={serving_tmp} cannot hold this version: its model is {model_bytes / GI:.1f} GiB, which "
+              f"needs at least {gibibytes(needed)} with headroom; raise --tmp-size or leave it out")
+    return serving_tmp
 
 
 @dataclasses.dataclass
 class Serving:
     """What the InferenceService runs and where; the defaults are the committed k8s/serving/ manifest."""
-    name: str = "rankadaptor"
+    name: str = ""  # default: serving_name(the registered model)
     namespace: str = "kubeflow-user-example-com"
-    image: str = "rankadaptor-gpu"
+    image: str = dataclasses.field(default_factory=lambda: images.image("gpu"))  # the pipeline's own image
     gpus: int = 1
     cpu: str = "4"
     memory: str = "32Gi"
-    tmp_size: str = "64Gi"  # the model's download (a self-contained 7B version holds its base: ~14 GB bf16)
+    tmp_size: str = ""  # the model's download; default: the version's registered size plus headroom
     mlflow_secret: str = "rankadaptor-mlflow"  # noqa: S105  (names of Secrets, not their values)
     s3_secret: str = "rankadaptor-s3"  # noqa: S105
 
     def validate(self) -> None:
-        check(re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name) is not None,
+        check(not self.name or re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name) is not None,
               f"name={self.name!r} is not accepted: an InferenceService name is a DNS-1035 label "
               "(lowercase letters, digits, '-', starting with a letter, at most 63 characters)")
         check(re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.namespace) is not None,
@@ -51,11 +94,18 @@ class Serving:
         check(bool(self.image) and not any(c.isspace() for c in self.image),
               f"image={self.image!r} is not accepted: give an image reference, e.g. registry/rankadaptor-gpu:TAG")
         check(isinstance(self.gpus, int) and self.gpus >= 0, f"gpus={self.gpus!r} is not accepted: give an integer >= 0")
+        if self.tmp_size:
+            quantity_bytes(self.tmp_size)
 
 
-def inference_service(model_uri: str, serving: Serving, annotations: dict[str, str] | None = None) -> dict:
-    """The InferenceService (as a dict) serving model_uri (`models:/NAME/VERSION` or `models:/NAME@ALIAS`)."""
+def inference_service(model_uri: str, serving: Serving, annotations: dict[str, str] | None = None,
+                      model_bytes: int | None = None) -> dict:
+    """The InferenceService (as a dict) serving model_uri (`models:/NAME/VERSION` or `models:/NAME@ALIAS`);
+    model_bytes: the version's registered size, which sizes the download's storage."""
     serving.validate()
+    model = re.split(r"[/@]", model_uri.removeprefix("models:/"))[0]
+    tmp = storage_size(serving.tmp_size, model_bytes)
+    ephemeral = {"requests": gibibytes(quantity_bytes(tmp)), "limits": gibibytes(quantity_bytes(tmp) + WRITABLE)}
     limits = {"cpu": serving.cpu, "memory": serving.memory}
     if serving.gpus:
         limits["nvidia.com/gpu"] = str(serving.gpus)
@@ -68,7 +118,7 @@ def inference_service(model_uri: str, serving: Serving, annotations: dict[str, s
     container = {
         "name": CONTAINER,
         "image": serving.image,
-        "imagePullPolicy": "Always",
+        "imagePullPolicy": "IfNotPresent",  # a pinned tag: the image the pipeline ran
         "command": ["mlflow", "models", "serve"],
         "args": ["--model-uri", "$(MODEL_URI)", "--env-manager", "local",
                  "--host", "0.0.0.0",  # noqa: S104  (every interface of the pod: KServe's Service routes to it)
@@ -83,8 +133,10 @@ def inference_service(model_uri: str, serving: Serving, annotations: dict[str, s
         "startupProbe": {**probe, "failureThreshold": 90},
         "readinessProbe": {**probe, "failureThreshold": 3},
         "livenessProbe": {**probe, "failureThreshold": 6},
-        "resources": {"requests": {"cpu": serving.cpu, "memory": serving.memory, "ephemeral-storage": "1Gi"},
-                      "limits": {**limits, "ephemeral-storage": "2Gi"}},
+        # The emptyDir counts against ephemeral storage: request what the download needs, limit it plus logs.
+        "resources": {"requests": {"cpu": serving.cpu, "memory": serving.memory,
+                                   "ephemeral-storage": ephemeral["requests"]},
+                      "limits": {**limits, "ephemeral-storage": ephemeral["limits"]}},
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": MODEL_DIR}],
@@ -93,7 +145,7 @@ def inference_service(model_uri: str, serving: Serving, annotations: dict[str, s
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": {
-            "name": serving.name,
+            "name": serving.name or serving_name(model),
             "namespace": serving.namespace,
             "labels": {"app.kubernetes.io/name": LABEL, "app.kubernetes.io/part-of": "rankadaptor"},
             # A plain Deployment + Service: a 7B model loads for minutes, so no scale to zero (Knative).
@@ -108,7 +160,7 @@ def inference_service(model_uri: str, serving: Serving, annotations: dict[str, s
             "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                                 "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [container],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": serving.tmp_size}}],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": tmp}}],
         }},
     }
 
@@ -126,6 +178,7 @@ class Resolved:
     source: str  # the version's own artifact location, as the registry records it
     run_id: str | None
     base_included: bool
+    model_bytes: int | None = None  # what the predictor downloads (the version's MODEL_BYTES_TAG)
 
     @property
     def model_uri(self) -> str:
@@ -135,7 +188,7 @@ class Resolved:
 def resolve(model: str, alias: str = "champion", tracking_uri: str | None = None) -> Resolved:
     """The version the alias points at now, read from the MLflow registry."""
     from rankadaptor.infra.tracking import configure, tracking_errors
-    from rankadaptor.serving.registry import registered_model
+    from rankadaptor.serving.registry import MODEL_BYTES_TAG, registered_model
 
     uri = configure(tracking_uri)
     with tracking_errors(uri):
@@ -149,21 +202,37 @@ def resolve(model: str, alias: str = "champion", tracking_uri: str | None = None
             raise UserError(f"registered model {model!r} has no alias {alias!r}; its aliases: "
                             f"{dict(sorted(registered.aliases.items()))}")
         version = client.get_model_version(model, str(registered.aliases[alias]))
+    size = version.tags.get(MODEL_BYTES_TAG)
     return Resolved(model, alias, int(version.version), version.source, version.run_id,
-                    version.tags.get("self_contained") == "true")
+                    version.tags.get("self_contained") == "true", int(size) if size and size.isdigit() else None)
+
+
+def service_account(serving: Serving) -> dict:
+    """The predictor's ServiceAccount (no token, no permissions: the pod reads only the MLflow server)."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+            "metadata": {"name": LABEL, "namespace": serving.namespace,
+                         "labels": {"app.kubernetes.io/name": LABEL, "app.kubernetes.io/part-of": "rankadaptor"}}}
 
 
 def render(resolved: Resolved, serving: Serving) -> str:
-    """The InferenceService YAML for a resolved version, with where it came from as annotations."""
+    """The InferenceService YAML for a resolved version, with where it came from as annotations, after the
+    ServiceAccount it runs as; the header says which Secrets must exist and how to create them."""
     import yaml
 
     annotations = {"rankadaptor.io/registered-model": resolved.model, "rankadaptor.io/alias": resolved.alias,
                    "rankadaptor.io/version": str(resolved.version), "rankadaptor.io/source": resolved.source,
                    "rankadaptor.io/base-included": str(resolved.base_included).lower()}
-    isvc = inference_service(resolved.model_uri, serving, annotations)
+    isvc = inference_service(resolved.model_uri, serving, annotations, resolved.model_bytes)
+    ns = serving.namespace
     header = (f"# rankadaptor deploy: {resolved.model}@{resolved.alias} = version {resolved.version}\n"
-              "# kubectl apply -f this file; rerun deploy after the alias moves (docs/deploy.md, Serving).\n")
-    return header + yaml.safe_dump(isvc, sort_keys=False)
+              "# kubectl apply -f this file; rerun deploy after the alias moves (docs/deploy.md, Serving).\n"
+              f"# Needs Secret {serving.mlflow_secret} in {ns} (kubectl -n {ns} create secret generic "
+              f"{serving.mlflow_secret} --from-literal=MLFLOW_TRACKING_URI=... [--from-literal="
+              "MLFLOW_TRACKING_USERNAME=... --from-literal=MLFLOW_TRACKING_PASSWORD=...])"
+              + ("" if resolved.base_included else
+                 f" and Secret {serving.s3_secret} (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)")
+              + ".\n")
+    return header + yaml.safe_dump_all([service_account(serving), isvc], sort_keys=False)
 
 
 def add_arguments(p) -> None:
@@ -176,8 +245,10 @@ def add_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     for field in dataclasses.fields(Serving):
         flag = "--" + field.name.replace("_", "-")
-        p.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name),
-                       help=f"default: {getattr(defaults, field.name)}")
+        default = getattr(defaults, field.name)
+        shown = {"name": "derived from the registered model", "tmp_size": "the version's size plus headroom",
+                 "image": f"the pipeline's image, {default}"}.get(field.name, default)
+        p.add_argument(flag, type=type(default), default=default, help=f"default: {shown}")
 
 
 def run(args) -> None:
@@ -199,5 +270,6 @@ def run(args) -> None:
         print(f"note: version {resolved.version} references its pruned base model (not self-contained): the "
               f"predictor reads it from its URI with Secret {serving.s3_secret!r}", file=sys.stderr)
     print(f"{resolved.model}@{resolved.alias} -> version {resolved.version}: InferenceService "
-          f"{serving.namespace}/{serving.name} written to {args.output}", file=sys.stderr)
+          f"{serving.namespace}/{serving.name or serving_name(resolved.model)} written to {args.output}",
+          file=sys.stderr)
 

@@ -31,6 +31,7 @@ from rankadaptor.infra.tracking import configure, ensure_experiment, redact, tra
 from rankadaptor.trial import canonical_json
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+MODEL_BYTES_TAG = "model_bytes"  # the served files' size: sizes the predictor's storage
 MAX_TAG_LENGTH = 100_000  # MLflow's model-registry tag value limit
 REQUIREMENTS = ("torch", "transformers", "peft", "safetensors", "boto3", "mlflow", "rankadaptor")
 MODEL_NAME = r"[\w.\-]+"  # what MLflow accepts in a registered model's name (and a URI models:/<name>@alias)
@@ -122,6 +123,8 @@ def log_version(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any],
     base_ref = {"uri": _absolute(pruned_model_uri), "checksum": storage.checksum(base_dir)}
     tags = version_tags(report, score, config.selection_metric, ranks, base_dir, base_ref,
                         _absolute(adapter_uri), storage.checksum(adapter_dir), config.self_contained, lineage or {})
+    served = [adapter_dir, *([base_dir] if config.self_contained else [])]  # what a predictor downloads
+    tags[MODEL_BYTES_TAG] = str(sum(f.stat().st_size for d in served for f in d.rglob("*") if f.is_file()))
 
     uri = configure(config.tracking_uri or None)
     with tracking_errors(uri):
