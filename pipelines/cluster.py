@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from pipelines.limits import PARALLEL_TASKS
-from rankadaptor.errors import UserError
+from rankadaptor.errors import ServiceError, UserError
 
 # KFP's cron (robfig/cron with seconds): second minute hour day-of-month month day-of-week
 CRON_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
@@ -33,6 +33,19 @@ def compile_all(directory: Path = COMPILED) -> list[Path]:
 MIN_BACKEND = (2, 5, 0)  # parameterised node selector, tolerations, Secrets and resources: docs/deploy.md 9.1
 
 
+def _is_outage(e: BaseException) -> bool:
+    """A refused connection, a timeout or a 5xx answer, as opposed to a wrong name, certificate or token."""
+    import urllib3
+
+    status = getattr(e, "status", None) or 0
+    if isinstance(e, urllib3.exceptions.MaxRetryError):
+        e = e.reason or e
+    if isinstance(e, (urllib3.exceptions.SSLError, urllib3.exceptions.NameResolutionError)):
+        return False
+    return status >= 500 or isinstance(e, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.TimeoutError,
+                                           urllib3.exceptions.ProtocolError, ConnectionError, TimeoutError))
+
+
 def client(host: str, namespace: str | None = None, token_file: str | None = None, cookies: str | None = None):
     """A kfp.Client for host (a multi-user Kubeflow: its namespace, and a token or the session cookie), with a
     clear error when the endpoint does not answer or its backend is older than MIN_BACKEND."""
@@ -47,9 +60,12 @@ def client(host: str, namespace: str | None = None, token_file: str | None = Non
     try:
         c = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token, cookies=cookies)
         c.get_kfp_healthz()
-    except Exception as e:  # connection refused, DNS, TLS, auth: all mean "cannot use this endpoint"
-        raise UserError(f"cannot reach the Kubeflow Pipelines endpoint {host!r}: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    except Exception as e:  # refused or timing out: an outage (exit 3); DNS, TLS, auth: this endpoint is wrong (2)
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if _is_outage(e):
+            raise ServiceError(f"cannot reach the Kubeflow Pipelines endpoint {host!r}: {detail}; rerun once it "
+                               "answers") from e
+        raise UserError(f"cannot reach the Kubeflow Pipelines endpoint {host!r}: {detail}") from None
     check_backend_version(backend_version(c))
     return c
 

@@ -15,7 +15,7 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from rankadaptor.errors import UserError
+from rankadaptor.errors import ServiceError, UserError
 from rankadaptor.flows.progress import PROGRESS
 from rankadaptor.infra.tracking import default_tracking_uri
 from rankadaptor.job import JobConfig
@@ -23,7 +23,7 @@ from rankadaptor.ops.preflight import check_job
 
 STARTED = re.compile(r"Executing task '([\w-]+)'")
 FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
-ERROR = re.compile(r"^\s*(?:rankadaptor\.errors\.)?UserError: (.+)$")
+ERROR = re.compile(r"^\s*(?:rankadaptor\.errors\.)?(UserError|ServiceError): (.+)$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -33,7 +33,8 @@ class StepLines(io.TextIOBase):
     def __init__(self, log, terminal):
         self.log, self.terminal, self.pending = log, terminal, ""
         self.started: dict[str, float] = {}
-        self.error: str | None = None  # the last step error (a UserError's message)
+        self.error: str | None = None  # the last step error (a UserError's or ServiceError's message)
+        self.outage = False  # whether that error was a ServiceError
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -55,7 +56,7 @@ class StepLines(io.TextIOBase):
             done = f"done in {seconds:.0f} s" if match[2] == "SUCCESS" else f"FAILED after {seconds:.0f} s"
             self.terminal.write(f"{match[1]:<22} {done}\n")
         elif match := ERROR.match(line):
-            self.error = match[1]
+            self.outage, self.error = match[1] == "ServiceError", match[2]
         elif PROGRESS in line:
             self.terminal.write(f"  {line.split(PROGRESS, 1)[1]}\n")
         self.terminal.flush()
@@ -120,5 +121,6 @@ def _run(pipeline, arguments: dict, root: Path, tracking_uri: str, verbose: bool
                     pipeline(**arguments)
         except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             step = re.findall(r"'([\w-]+)'", ANSI.sub("", str(e)).partition("Inner task failed:")[2])
-            raise UserError(f"step {step[0] if step else '?'} failed: {stream.error or 'see the log'} "
+            failure = ServiceError if stream.outage else UserError
+            raise failure(f"step {step[0] if step else '?'} failed: {stream.error or 'see the log'} "
                             f"(full log: {log_path})") from None

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Param
 from servers import copy_store, empty_mlflow_db, free_port
 
-from rankadaptor.errors import UserError
+from rankadaptor.errors import ServiceError, UserError
 from rankadaptor.infra import bank, tracking
 from rankadaptor.trial import Observation, TrialKey, canonical_json
 
@@ -135,7 +135,7 @@ def test_unreachable_tracking_server_is_named_without_credentials(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     port = free_port()  # nothing listens there
     start = time.monotonic()
-    with pytest.raises(UserError) as error:
+    with pytest.raises(ServiceError) as error:  # an outage, not bad input
         bank.record_trial(key(), score=0.5, tracking_uri=f"http://bank-user:hunter22@127.0.0.1:{port}")
     message = str(error.value)
     assert f"127.0.0.1:{port}" in message and "MLflow tracking server" in message and "hunter22" not in message

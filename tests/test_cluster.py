@@ -26,7 +26,7 @@ def remote_job(tmp_path) -> str:
 @pytest.mark.parametrize("command", [["submit"], ["schedule", "--cron", "0 0 2 * * *"]])
 def test_unreachable_endpoint_is_a_clear_error(command, capsys, tmp_path):
     host = f"http://127.0.0.1:{closed_port()}"
-    assert main([*command, "--host", host, "--config", remote_job(tmp_path)]) == 2
+    assert main([*command, "--host", host, "--config", remote_job(tmp_path)]) == 3  # an outage, not bad input
     error = capsys.readouterr().err
     assert f"cannot reach the Kubeflow Pipelines endpoint '{host}'" in error
     assert "Traceback" not in error

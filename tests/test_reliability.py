@@ -28,7 +28,7 @@ from transformers import AutoTokenizer
 
 from rankadaptor.config import from_dict
 from rankadaptor.data import read_texts
-from rankadaptor.errors import UserError
+from rankadaptor.errors import ServiceError, UserError
 from rankadaptor.flows.trials import trial_key
 from rankadaptor.infra import storage
 from rankadaptor.job import load_job
@@ -163,7 +163,7 @@ def test_an_s3_outage_is_retried_then_named(fake_keys, private_tmp, monkeypatch)
                  "writing_dir": lambda: write_artifact("s3://bucket/pruned", {"a.json": "{}"})}
         for name, call in calls.items():
             accepted.clear()
-            with pytest.raises(UserError, match=r"S3 request for 's3://bucket/pruned' failed after retries") as error:
+            with pytest.raises(ServiceError, match=r"S3 request for 's3://bucket/pruned' failed after retries") as error:
                 call()
             # botocore's standard mode: the first attempt + RANKADAPTOR_S3_RETRIES retries, with jittered backoff
             assert len(accepted) == 4, f"{name}: {len(accepted)} attempts, expected 1 + 3 retries"
@@ -239,7 +239,7 @@ def test_an_s3_server_stopped_between_stages_is_named(tmp_path, monkeypatch, pri
     for call in (lambda: storage.exists(uri), lambda: storage.local_dir(uri),
                  lambda: write_artifact(f"s3://{server.bucket}/next", {"a.json": "{}"})):
         failed = rf"S3 request for 's3://{server.bucket}/(metrics|next)' failed after retries"
-        with pytest.raises(UserError, match=failed):
+        with pytest.raises(ServiceError, match=failed):  # an outage, not bad input
             call()
     assert not (tmp_path / "cache" / "s3" / server.bucket / "metrics").exists()
     assert list(private_tmp.iterdir()) == []
@@ -301,7 +301,7 @@ def test_an_mlflow_outage_during_register_is_named(tiny_model_dir, tmp_path, mon
     gone = f"http://127.0.0.1:{free_port()}"
     report = {"tasks": {"boolq": {"metric": "acc", "value": 0.6}}, "mean": 0.6, "split": "report"}
     start = time.monotonic()
-    with pytest.raises(UserError, match=f"MLflow tracking server '{gone}' failed"):
+    with pytest.raises(ServiceError, match=f"MLflow tracking server '{gone}' failed"):
         registry.register(adapter, base, report, registry.RegistryConfig(model_name="tiny", tracking_uri=gone))
     assert time.monotonic() - start < 60
 

@@ -177,7 +177,7 @@ def test_the_champion_answers_through_the_predictor_command(store, tmp_path):
     out = tmp_path / "isvc.yaml"
     status, err = run_deploy("--model", MODEL, "--tracking-uri", store["tracking"], "--output", str(out))
     assert status == 0, err
-    isvc = yaml.safe_load(out.read_text())
+    isvc = isvc_of(out)
     port = free_port()
     command, env = served_command(isvc, port, tmp_path)
     assert command[:3] == ["mlflow", "models", "serve"] and env["MODEL_URI"].startswith(f"models:/{MODEL}/")

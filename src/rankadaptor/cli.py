@@ -12,7 +12,7 @@ import json
 import sys
 
 from rankadaptor import config as cfg
-from rankadaptor.errors import UserError
+from rankadaptor.errors import EXIT_SERVICE_ERROR, EXIT_USER_ERROR, ServiceError, UserError
 from rankadaptor.serving import manifest as deploy
 
 
@@ -137,14 +137,18 @@ def build_parser(prog: str = "rankadaptor", description: str | None = None,
 def main(argv: list[str] | None = None, prog: str = "rankadaptor", description: str | None = None,
          commands: dict | None = None) -> int:
     """Run one of commands (name -> (help, add_arguments, handler)); a UserError is printed as one line per
-    problem and exits 2. Also the entry point of `python -m pipelines`, with its own commands."""
+    problem and exits 2, a ServiceError (an outage) as one line naming the service and exits 3. Also the entry
+    point of `python -m pipelines`, with its own commands."""
     args = build_parser(prog, description, commands).parse_args(argv)
     try:
         args.handler(args)
     except UserError as e:
         for line in str(e).splitlines():
             print(f"{prog} {args.command}: error: {line}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except ServiceError as e:
+        print(f"{prog} {args.command}: service unavailable: {e}", file=sys.stderr)
+        return EXIT_SERVICE_ERROR
     return 0
 
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from rankadaptor.errors import UserError
+from rankadaptor.errors import ServiceError, UserError
 
 MANIFEST = "manifest.json"
 
@@ -48,13 +48,17 @@ def s3_client():
     from botocore.config import Config
 
     retries = int(os.environ.get("RANKADAPTOR_S3_RETRIES", "5"))
+    timeout = float(os.environ.get("RANKADAPTOR_S3_TIMEOUT", "60"))  # seconds per connect and per read
     # A fresh session reads the credentials in the environment now (the default session caches them).
-    return boto3.session.Session().client("s3", config=Config(retries={"max_attempts": retries, "mode": "standard"}))
+    return boto3.session.Session().client("s3", config=Config(retries={"max_attempts": retries, "mode": "standard"},
+                                                              connect_timeout=timeout, read_timeout=timeout))
 
 
 def s3_errors(uri: str):
-    """Translate boto errors into messages that name the URI, never the credentials."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """Translate boto errors into messages that name the URI, never the credentials: bad input (a missing
+    bucket or key, refused credentials) is a UserError, an outage after boto's retries a ServiceError."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
     @contextlib.contextmanager
     def translate():
@@ -62,6 +66,7 @@ def s3_errors(uri: str):
             yield
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             # A HEAD request has no body, so S3 answers a missing bucket or key with a bare 404.
             if code == "NoSuchBucket" or (code in ("404", "NotFound") and e.operation_name == "HeadBucket"):
                 raise UserError(f"S3 bucket of {uri!r} does not exist") from None
@@ -70,9 +75,17 @@ def s3_errors(uri: str):
                                 f"never completed (a directory artifact exists once its {MANIFEST} is uploaded)") from None
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
                 raise UserError(f"S3 refused access to {uri!r} ({code}): check the AWS_* credentials") from None
+            if status >= 500 or code in ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"):
+                raise ServiceError(f"S3 request for {uri!r} failed after retries (S3 is failing): {code or status}") from e
             raise UserError(f"S3 request for {uri!r} failed: {code or e}") from None
+        except (ConnectionError, HTTPClientError) as e:
+            raise ServiceError(f"S3 request for {uri!r} failed after retries (S3 is unreachable): {e}") from e
+        except S3UploadFailedError as e:  # s3transfer wraps the cause in its message
+            if any(c in str(e) for c in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket")):
+                raise UserError(f"S3 refused the upload to {uri!r}: {e}") from None
+            raise ServiceError(f"S3 request for {uri!r} failed after retries (the upload): {e}") from e
         except BotoCoreError as e:
-            raise UserError(f"S3 request for {uri!r} failed after retries: {e}") from None
+            raise UserError(f"S3 request for {uri!r} failed: {e}") from None
 
     return translate()
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from rankadaptor.errors import UserError, check
+from rankadaptor.errors import ServiceError, UserError, check
 
 DEFAULT_ROOT = "mlflow"
 
@@ -45,7 +45,9 @@ def redact(text: str) -> str:
 
 @contextlib.contextmanager
 def tracking_errors(tracking_uri: str) -> Iterator[None]:
-    """Turn MLflow, HTTP and S3 failures (after MLflow's own retries) into a UserError naming the server."""
+    """Turn MLflow, HTTP and S3 failures (after MLflow's own retries) into one line naming the server: an
+    unreachable or failing server (connection refused, timeout, HTTP 5xx) is a ServiceError with its cause
+    chained, anything else (a refused request, a missing resource) a UserError."""
     import requests
     from botocore.exceptions import BotoCoreError, ClientError
     from mlflow.exceptions import MlflowException
@@ -56,8 +58,24 @@ def tracking_errors(tracking_uri: str) -> Iterator[None]:
         detail = redact(str(getattr(e, "message", None) or e)).strip()
         if len(detail) > 600:
             detail = detail[:600] + " ..."
-        raise UserError(f"MLflow tracking server {redact(tracking_uri)!r} failed: {detail} "
-                        "(requests are retried with backoff per MLFLOW_HTTP_REQUEST_MAX_RETRIES)") from None
+        where = f"MLflow tracking server {redact(tracking_uri)!r}"
+        if _is_outage(e, detail):
+            raise ServiceError(f"{where} failed: {detail} (unavailable after retries with backoff per "
+                               "MLFLOW_HTTP_REQUEST_MAX_RETRIES; rerun once it is back)") from e
+        raise UserError(f"{where} failed: {detail}") from None
+
+
+OUTAGE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")
+OUTAGE_TEXT = ("Max retries exceeded", "Connection refused", "Connection aborted", "Read timed out",
+               "failed with error code 5", "Failed to establish a new connection", "RemoteDisconnected")
+
+
+def _is_outage(e: BaseException, detail: str) -> bool:
+    import requests
+
+    if isinstance(e, (requests.ConnectionError, requests.Timeout)):
+        return True
+    return getattr(e, "error_code", None) in OUTAGE_CODES or any(t in detail for t in OUTAGE_TEXT)
 
 
 def ensure_experiment(name: str, tracking_uri: str) -> str:
