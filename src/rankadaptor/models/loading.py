@@ -77,6 +77,7 @@ def load_config(model_uri: str, source: str | None = None) -> LlamaConfig:
     """The checked config of a LLaMA-family model (source: model_uri already resolved)."""
     from transformers import AutoConfig
 
+    from rankadaptor.models import pruned_llama  # noqa: F401  (registers the pruned LLaMA with the Auto classes)
 
     source = source or resolve(model_uri)
     try:
