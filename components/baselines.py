@@ -1,13 +1,15 @@
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components import GPU_IMAGE
+from components import gpu_component
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def baselines(job: str, pruned_model: Input[Model], data: Input[Dataset], baselines: Output[Artifact]):
+@gpu_component
+def baselines(job: str, pruned_model: Input[Model], data: Input[Dataset], baselines: Output[Artifact],
+              gpu_count: int, gpu_step_cpu: str, gpu_step_memory: str):
     """Pruned without recovery, uniform LoRA at the baseline rank (and optionally AdaLoRA), on both splits."""
     from rankadaptor.job import job_from_json
+    from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.model import baselines as run
 
+    require_gpus(gpu_count)
     run(job_from_json(job), pruned_model.path, data.path, baselines.path)

@@ -1,16 +1,18 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components import CPU_IMAGE, GPU_IMAGE
+from components import CPU_IMAGE, gpu_component
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@gpu_component
 def bootstrap(job: str, pruned_model: Input[Model], structure: Input[Artifact], data: Input[Dataset],
-              trials: Output[Artifact]):
+              trials: Output[Artifact], gpu_count: int, gpu_step_cpu: str, gpu_step_memory: str):
     """Seed an empty observation bank: random rank vectors measured on the source tasks."""
     from rankadaptor.job import job_from_json
+    from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.model import bootstrap
 
+    require_gpus(gpu_count)
     trials.metadata["trials_run"] = bootstrap(job_from_json(job), pruned_model.uri, structure.path, data.path,
                                               trials.uri)
 
@@ -26,12 +28,11 @@ def bootstrap_vectors(job: str, structure: Input[Artifact], data: Input[Dataset]
     return bootstrap_vectors(job_from_json(job), trial_context(structure.path, data.path).cost_per_rank)
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@gpu_component
 def bootstrap_trial(job: str, pruned_model: Input[Model], structure: Input[Artifact], data: Input[Dataset],
-                    rank_vector: list, work_uri: str = "", gpu_count: int = 0, gpu_step_cpu: str = "",
-                    gpu_step_memory: str = "") -> bool:
-    """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result.
-    gpu_step_cpu/gpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
+                    rank_vector: list, gpu_count: int, gpu_step_cpu: str, gpu_step_memory: str,
+                    work_uri: str = "") -> bool:
+    """One bootstrap trial: recover with rank_vector, measure on the source tasks, bank the result."""
     from rankadaptor.infra import storage
     from rankadaptor.job import job_from_json
     from rankadaptor.models.loading import require_gpus

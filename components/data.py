@@ -1,13 +1,14 @@
-from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components import GPU_IMAGE
+from components import gpu_component
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def prepare_data(job: str, data: Output[Dataset]):
+@gpu_component
+def prepare_data(job: str, data: Output[Dataset], gpu_count: int, gpu_step_cpu: str, gpu_step_memory: str):
     """The recovery data, or a self-distillation corpus sampled from the base model."""
     from rankadaptor.job import job_from_json
+    from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.model import prepare_data
 
+    require_gpus(gpu_count)
     data.metadata.update(prepare_data(job_from_json(job), data.path))

@@ -1,20 +1,21 @@
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components import GPU_IMAGE
+from components import gpu_component
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@gpu_component
 def prune(job: str, data: Input[Dataset], pruned_model: Output[Model], structure: Output[Artifact],
-          metrics: Output[Metrics]):
+          metrics: Output[Metrics], gpu_count: int, gpu_step_cpu: str, gpu_step_memory: str):
     """LLM-Pruner width or Shortened-LLaMA depth pruning of the base model; structure: the pruned model's
     structure and checksum (kilobytes), for the steps that need no weights."""
     from pathlib import Path
 
     from rankadaptor.infra.storage import write_json_atomic
     from rankadaptor.job import job_from_json
+    from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.model import prune
 
+    require_gpus(gpu_count)
     report = prune(job_from_json(job), data.path, pruned_model.path, structure.path)
     write_json_atomic(Path(metrics.path), report)  # an artifact without a file is a cache miss under kfp.local
     for name in ("params_before", "params_after", "removed_fraction", "ppl_before", "ppl_after"):

@@ -1,16 +1,15 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components import CPU_IMAGE, GPU_IMAGE
+from components import CPU_IMAGE, gpu_component
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@gpu_component
 def evaluate_best(job: str, run_id: str, search_state: Input[Artifact], pruned_model: Input[Model],
-                  data: Input[Dataset], baselines: Input[Artifact], evaluated: Output[Artifact], gpu_count: int = 0,
-                  gpu_step_cpu: str = "", gpu_step_memory: str = ""):
+                  data: Input[Dataset], baselines: Input[Artifact], evaluated: Output[Artifact], gpu_count: int,
+                  gpu_step_cpu: str, gpu_step_memory: str):
     """Held-out evaluation of the best trial, the comparison report, the chosen adapter logged to MLflow with
-    its base (the part of registration that needs the weights). gpu_step_cpu/gpu_step_memory: this task's
-    resource requests, inputs only so its DAG carries them."""
+    its base (the part of registration that needs the weights)."""
     from rankadaptor.job import DIGEST_TAG, job_digest, job_from_json
     from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.register import evaluate_best

@@ -1,17 +1,16 @@
 """Pipeline parameters generated from `rankadaptor.job.JobConfig`: the main choices as typed parameters
 (name, type, default and description from the JobConfig field), the rest as one validated `stage_options`,
-and the cluster placement parameters. A pipeline function written as `def p(*args)` gets its signature and
-its docstring's Args (which KFP reads for the UI) from `with_parameters`."""
+and the cluster placement parameters (the table of pipelines/placement.py). A pipeline function written as
+`def p(*args)` gets its signature and its docstring's Args (which KFP reads for the UI) from `with_parameters`."""
 
 import dataclasses
 import inspect
 import typing
 
+from pipelines.placement import PLACEMENT
 from rankadaptor.config import default_of, help_text
 from rankadaptor.job import MAIN_CHOICES, JobConfig
 
-GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
-GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 REQUIRED = ("base_model",)  # no default: a run must name it
 STAGE_OPTIONS = ("stage_options", dict, {},
                  'Every other job option, validated before any GPU step, e.g. {"prune": {"ratio": 0.2}, "search": '
@@ -20,22 +19,6 @@ STAGE_OPTIONS = ("stage_options", dict, {},
 CATALOG = ("catalog", str, inspect.Parameter.empty,
            "The task catalog: a YAML file (s3://) of the tasks to keep a champion for, read at run time "
            "(docs/deploy.md, Scheduling new tasks).")
-PLACEMENT = (
-    ("gpu_count", int, 1, "GPUs per GPU step."),
-    ("node_selector", dict, GPU_NODE_SELECTOR, "Node selector of the GPU node pool."),
-    ("tolerations", list, GPU_TOLERATIONS, "Tolerations of the GPU node pool's taints."),
-    ("s3_secret", str, "rankadaptor-s3",
-     "Name of the Kubernetes Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_ENDPOINT_URL."),
-    ("mlflow_secret", str, "rankadaptor-mlflow",
-     "Name of the Kubernetes Secret with MLFLOW_TRACKING_URI (and basic-auth user/password)."),
-    ("gpu_step_cpu", str, "8", "CPU request of each GPU step (prepare-data, prune, baselines, bootstrap, recover, "
-                               "evaluate, evaluate-best)."),
-    ("gpu_step_memory", str, "96Gi", "Memory request and limit of each GPU step (a 7B model in bf16 is ~13.5 GB; "
-                                     "pruning also holds gradients of the pruned layers)."),
-    ("cpu_step_cpu", str, "1", "CPU request of each CPU step (configure, propose, update, gate, meta-pretrain, "
-                               "register; the catalog's plan-catalog and shared-job)."),
-    ("cpu_step_memory", str, "8Gi", "Memory request and limit of each CPU step."),
-)
 
 
 def _kfp_type(tp) -> type:
@@ -51,7 +34,8 @@ def job_parameters(names: tuple[str, ...] = MAIN_CHOICES) -> list[tuple[str, typ
 
 def _specs(names: tuple[str, ...] | None) -> list[tuple[str, type, object, str]]:
     """The job's parameters `names` and stage_options (None: the task catalog instead), then the placement."""
-    return [*([CATALOG] if names is None else [*job_parameters(names), STAGE_OPTIONS]), *PLACEMENT]
+    return [*([CATALOG] if names is None else [*job_parameters(names), STAGE_OPTIONS]),
+            *((p.name, p.type, p.default, p.help) for p in PLACEMENT)]
 
 
 def with_parameters(names: tuple[str, ...] | None = MAIN_CHOICES):

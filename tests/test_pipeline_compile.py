@@ -150,3 +150,36 @@ def test_the_cpu_steps_take_no_weights(fresh, name):
         assert "pruned_model" not in artifacts, component
         assert [n for n, a in artifacts.items() if a["artifactType"]["schemaTitle"] == "system.Model"] in ([], ["adapter"])
     assert "pruned_model" in components["comp-evaluate-best"]["inputDefinitions"]["artifacts"]
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_every_gpu_step_receives_gpu_count_and_checks_its_gpus_first(fresh, name):
+    """Every GPU task (pipelines.placement.gpu_step) gets the GPU resources as its own inputs, and every GPU
+    executor's code calls require_gpus(gpu_count) before any work (components.gpu_component)."""
+    from pipelines.placement import GPU, PLACEMENT
+
+    spec = _documents(fresh / f"{name}.yaml")[0]
+    executors = spec["deploymentSpec"]["executors"]
+    gpu = {n for n, e in executors.items() if e["container"].get("resources", {}).get("accelerator")}
+    assert gpu
+    for executor in gpu:
+        assert "    require_gpus(gpu_count)\n" in executors[executor]["container"]["command"][-1], executor
+    resources = {p.name for p in PLACEMENT if p.steps == GPU and p.resource}
+    assert "gpu_count" in resources
+    dags = [spec["root"], *spec["components"].values()]
+    tasks = [t for dag in dags for t in dag.get("dag", {}).get("tasks", {}).values()
+             if spec["components"][t["componentRef"]["name"]].get("executorLabel") in gpu]
+    for task in tasks:
+        assert resources <= set(task["inputs"]["parameters"]), task["taskInfo"]["name"]
+
+
+def test_a_gpu_component_that_skips_the_gpu_check_is_refused():
+    from components import gpu_component
+
+    def no_check(job: str, gpu_count: int):
+        from rankadaptor.job import job_from_json
+
+        job_from_json(job)
+
+    with pytest.raises(TypeError, match=r"call require_gpus\(gpu_count\) before any work"):
+        gpu_component(no_check)
