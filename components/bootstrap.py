@@ -8,13 +8,15 @@ from components import CPU_IMAGE, gpu_component
 def bootstrap(job: str, pruned_model: Input[Model], structure: Input[Artifact], data: Input[Dataset],
               trials: Output[Artifact], gpu_count: int, gpu_step_cpu: str, gpu_step_memory: str):
     """Seed an empty observation bank: random rank vectors measured on the source tasks."""
+    from rankadaptor.infra.failures import failing_once
     from rankadaptor.job import job_from_json
     from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.model import bootstrap
 
     require_gpus(gpu_count)
-    trials.metadata["trials_run"] = bootstrap(job_from_json(job), pruned_model.uri, structure.path, data.path,
-                                              trials.uri)
+    with failing_once(trials.uri):  # a retried attempt fails at once
+        trials.metadata["trials_run"] = bootstrap(job_from_json(job), pruned_model.uri, structure.path, data.path,
+                                                  trials.uri)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -10,13 +10,15 @@ def evaluate_best(job: str, run_id: str, search_state: Input[Artifact], pruned_m
                   gpu_step_cpu: str, gpu_step_memory: str):
     """Held-out evaluation of the best trial, the comparison report, the chosen adapter logged to MLflow with
     its base (the part of registration that needs the weights)."""
+    from rankadaptor.infra.failures import failing_once
     from rankadaptor.job import DIGEST_TAG, job_digest, job_from_json
     from rankadaptor.models.loading import require_gpus
     from rankadaptor.steps.register import evaluate_best
 
     require_gpus(gpu_count)
-    evaluate_best(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path, evaluated.path,
-                  lineage={"pipeline_run": run_id, DIGEST_TAG: job_digest(job)})
+    with failing_once(evaluated.uri):  # a retried attempt fails at once
+        evaluate_best(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path, evaluated.path,
+                      lineage={"pipeline_run": run_id, DIGEST_TAG: job_digest(job)})
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
