@@ -9,10 +9,10 @@ Uniform r8 and ten other vectors are repeated over extra recovery seeds to measu
 subset is also run at the job's full recovery length to check that the short recovery ranks vectors
 the same way.
 
-Resumable: every finished trial is appended to the pool file (one JSON line, schema in benchmarks/POOL.md)
+Resumable: every finished trial is appended to the pool file (one JSON line, schema in benchmarks/search/POOL.md)
 and a rerun skips the (vector, seed, fidelity) trials already there. Budget it with --minutes.
 
-    python benchmarks/pool_measure.py --pool benchmarks/pool_aidreams260k.jsonl --work <scratch dir>
+    python -m benchmarks.search.pool_measure --pool benchmarks/search/pool_aidreams260k.jsonl --work <scratch dir>
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def summarise(path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", default="benchmarks/pool_aidreams260k.jsonl", help="append-only pool file")
+    parser.add_argument("--pool", default="benchmarks/search/pool_aidreams260k.jsonl", help="append-only pool file")
     parser.add_argument("--work", default=None, help="scratch directory for data, pruned model, adapters")
     parser.add_argument("--minutes", type=float, default=22.0, help="stop starting trials after this long")
     parser.add_argument("--max-vectors", type=int, default=400, help="distinct vectors at seed 0, short recovery")
