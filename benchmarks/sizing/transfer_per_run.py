@@ -5,7 +5,7 @@ KFP's launcher downloads every input artifact of a task to local disk before the
 `executorInput.inputs.artifacts`, with a TODO to copy only those whose path is used), and uploads every
 output artifact afterwards. So each executed task that takes a model artifact as input costs one full
 download of that model. This script follows the model artifacts through the IR (through sub-pipelines,
-conditions and loops), counts how often each task runs in one run (benchmarks/kfp_ir.py: all unrolled
+conditions and loops), counts how often each task runs in one run (benchmarks/sizing/kfp_ir.py: all unrolled
 iterations by default, or the first `--max-iterations`), and multiplies by the model's size:
 `params x (1 - prune ratio) x bytes per parameter` for the pruned model, `params x bytes` for the base.
 
@@ -13,8 +13,8 @@ Not counted (not visible in the IR): downloads a step makes itself from a URI pa
 read by `prune`; today `model_structure` also fetches a whole `s3://` base model folder to read its
 config), adapters and data sets (small next to the weights).
 
-    python benchmarks/transfer_per_run.py --params 6.7e9 --dtype bf16 --prune-ratio 0.2
-    python benchmarks/transfer_per_run.py --ir pipelines/compiled/rankadaptor.yaml --max-iterations 2 --json
+    python -m benchmarks.sizing.transfer_per_run --params 6.7e9 --dtype bf16 --prune-ratio 0.2
+    python -m benchmarks.sizing.transfer_per_run --ir pipelines/compiled/rankadaptor.yaml --max-iterations 2 --json
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kfp_ir import COMPILED, load, unroll_cap, walk
+from benchmarks.sizing.kfp_ir import COMPILED, load, unroll_cap, walk
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 MODEL_ARTIFACTS = ("pruned_model", "base_model")  # output keys of the model artifacts followed through the IR

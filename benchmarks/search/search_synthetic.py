@@ -14,24 +14,21 @@ sd = noise ratio x the between-vector sd of the additive family's true scores (t
 the flat family). The ratio defaults to the one measured on the committed pool of real trials
 (seed-to-seed sd / between-vector sd, select split), so the search faces the noise it would really face.
 
-    python benchmarks/search_synthetic.py [--json]
-    python benchmarks/search_synthetic.py --quick --json   # the test suite's size
+    python -m benchmarks.search.search_synthetic [--json]
+    python -m benchmarks.search.search_synthetic --quick --json   # the test suite's size
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import search_replay as replay
-
+from benchmarks.search import search_replay as replay
 from rankadaptor.search.config import SearchConfig
 from rankadaptor.search.loop import sample_rank_vectors
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu.sh, the one command that makes the GPU figures, runs every benchmark end to end at tiny
+"""benchmarks/speed/gpu.sh, the one command that makes the GPU figures, runs every benchmark end to end at tiny
 size on CPU from a checkout (src/ on the path, nothing installed) and keeps every table and JSON file.
 The recover runs measure the HF Trainer baseline and our variants on the same timed examples and all
 reach the baseline's held-out loss; the GPU-only variants are skipped with their reason. The evaluate run
@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+SCRIPT = ROOT / "benchmarks" / "speed" / "gpu.sh"
 BASELINE = "HF Trainer (group_by_length, micro-batch 4, pad x8)"
 
 

@@ -1,23 +1,22 @@
-"""The Workflow-size estimate of benchmarks/workflow_size.py: the committed main pipeline fits Argo's limit
+"""The Workflow-size estimate of benchmarks/sizing/workflow_size.py: the committed main pipeline fits Argo's limit
 with the margin, the estimate grows with the unroll cap, and it follows KFP's backend compiler in what it
 stores once (component specs and containers deduplicated, one template per DAG component)."""
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "workflow_size.py"
+MODULE = "benchmarks.sizing.workflow_size"
 MAIN = ROOT / "pipelines" / "compiled" / "rankadaptor.yaml"
 
 
 @pytest.fixture(scope="module")
 def result():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--files", str(MAIN), "--caps", "3", "5", "--json"],
+    out = subprocess.run([sys.executable, "-m", MODULE, "--files", str(MAIN), "--caps", "3", "5", "--json"],
                          check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
@@ -39,8 +38,7 @@ def test_estimate_grows_with_the_unroll_cap(result):
 
 
 def test_workflow_stores_each_container_once_and_one_template_per_dag():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from workflow_size import workflow
+    from benchmarks.sizing.workflow_size import workflow
 
     documents = list(yaml.safe_load_all(MAIN.read_text()))
     spec, platform = documents[0], documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -72,7 +70,7 @@ def test_a_catalog_run_with_the_most_tasks_it_searches_fits_and_twice_as_many_wo
     catalog = ROOT / "pipelines" / "compiled" / "catalog.yaml"
     rows = {}
     for tasks in (MAX_TASKS_PER_RUN, 2 * MAX_TASKS_PER_RUN):
-        out = subprocess.run([sys.executable, str(SCRIPT), "--files", str(catalog), "--caps", "--loop-items",
+        out = subprocess.run([sys.executable, "-m", MODULE, "--files", str(catalog), "--caps", "--loop-items",
                               str(tasks), "--json"], check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert out.returncode == 0, out.stderr[-2000:]
         rows[tasks] = json.loads(out.stdout)["rows"][0]

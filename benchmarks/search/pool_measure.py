@@ -1,7 +1,7 @@
 """Measure a pool of rank vectors on the bundled job: the real trials search_replay.py replays.
 
 Prunes the bundled 230K-parameter LLaMA once as the default job does (20%, self-distillation corpus),
-then really recovers (LoRA, the library's run_recover) and evaluates (workflow.measure) distinct
+then really recovers (LoRA, the library's run_recover) and evaluates (evaluate.stage.score) distinct
 budget-respecting rank vectors: uniform, increasing, decreasing, random (the search's own sampler) and
 local mutations of uniform r8. Each trial is scored on the select and report splits of the target task
 (ppl:heldout) and the default job's source tasks (ppl:boolq, ppl:piqa, ppl:hellaswag, ppl:openbookqa).
@@ -9,15 +9,18 @@ Uniform r8 and ten other vectors are repeated over extra recovery seeds to measu
 subset is also run at the job's full recovery length to check that the short recovery ranks vectors
 the same way.
 
-Resumable: every finished trial is appended to the pool file (one JSON line, schema in benchmarks/POOL.md)
+Resumable: every finished trial is appended to the pool file (one JSON line, schema in benchmarks/search/POOL.md)
 and a rerun skips the (vector, seed, fidelity) trials already there. Budget it with --minutes.
+`--only R,R,...` measures that one vector (with --only-seed and --only-fidelity) and nothing else: how one
+committed trial is regenerated (tests/integration/test_pool_measure.py).
 
-    python benchmarks/pool_measure.py --pool benchmarks/pool_aidreams260k.jsonl --work <scratch dir>
+    python -m benchmarks.search.pool_measure --pool benchmarks/search/pool_aidreams260k.jsonl --work <scratch dir>
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -27,21 +30,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rankadaptor.workflow import (
-    data_paths,
-    load_job,
-    measure,
-    model_structure,
-    prepare_data,
-    prune_step,
-    stage,
-)
 
 from rankadaptor import widths
+from rankadaptor.data import data_paths
+from rankadaptor.evaluate.stage import score
 from rankadaptor.infra import storage
+from rankadaptor.job import JobConfig, load_job
+from rankadaptor.models.structure import STRUCTURE_FILE
 from rankadaptor.recover.adapters import load_adapted
-from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.recover.stage import run_recover
+from rankadaptor.steps.model import prepare_data, prune
 from rankadaptor.search.config import SearchConfig
 from rankadaptor.search.loop import sample_rank_vectors
 from rankadaptor.widths import lora_parameters
@@ -55,15 +53,16 @@ NOISE_VECTORS = 10  # vectors besides uniform r8 repeated over NOISE_SEEDS
 FIDELITY_VECTORS = 24  # vectors also recovered at the job's full length
 
 
-def prepared(work: Path) -> tuple[object, str, str, dict, dict]:
-    """The default job, its data and pruned model (made once under work/, reused by reruns)."""
+def prepared(work: Path) -> tuple[JobConfig, str, str, dict, dict]:
+    """The default job, its data, pruned model and structure artifact (made once under work/, reused by reruns):
+    the job's own prepare-data and prune steps."""
     job = load_job()
-    data_uri, pruned_uri = str(work / "data"), str(work / "pruned")
+    data_uri, pruned_uri, structure_uri = str(work / "data"), str(work / "pruned"), str(work / "structure")
     if not (work / "data" / "data.json").is_file():
         prepare_data(job, data_uri)
-    if not (work / "pruned" / "prune_report.json").is_file():
-        prune_step(job, data_uri, pruned_uri)
-    return job, data_uri, pruned_uri, data_paths(data_uri), model_structure(pruned_uri, job.base_model)
+    if not (work / "structure" / STRUCTURE_FILE).is_file():
+        prune(job, data_uri, pruned_uri, structure_uri)
+    return job, data_uri, pruned_uri, data_paths(data_uri), storage.read_json(work / "structure" / STRUCTURE_FILE)
 
 
 def plan(structure: dict, seed: int) -> list[tuple[str, list[int]]]:
@@ -93,16 +92,18 @@ def plan(structure: dict, seed: int) -> list[tuple[str, list[int]]]:
     return unique
 
 
-def trial(job, pruned_uri: str, data: dict, structure: dict, vector: list[int], seed: int, epochs: int,
+def trial(job: JobConfig, pruned_uri: str, data: dict, structure: dict, vector: list[int], seed: int, epochs: int,
           scratch: Path) -> dict:
-    """One real trial: recover with the library, evaluate select and report splits of every task."""
-    config = stage(job, "recover", RecoverConfig, data=data["train"], rank_vector=vector, seed=seed, epochs=epochs)
+    """One real trial: recover with the library (the job's recovery, this seed and length), evaluate the select
+    and report splits of every task as the job's evaluate step does."""
+    config = dataclasses.replace(job.recover_config(data["train"], vector), seed=seed, epochs=epochs)
     adapter = str(scratch / f"adapter-{seed}-{epochs}-{'-'.join(map(str, vector))}")
     started = time.perf_counter()
     run_recover(config, pruned_uri, adapter)
     model, tokenizer = load_adapted(pruned_uri, adapter)
     tasks = [job.target_task, *job.source_tasks]
-    scores = {split: measure(model, tokenizer, tasks, split, data, job)["scores"] for split in SPLITS}
+    scores = {split: score(model, tokenizer, job.eval_config(tasks, split, data.get("heldout") or None))["scores"]
+              for split in SPLITS}
     storage.remove(adapter)
     return {"scores": scores, "seconds": time.perf_counter() - started,
             "recovery": {k: v for k, v in vars(config).items() if k in ("epochs", "lr", "batch_size", "cutoff",
@@ -143,13 +144,18 @@ def summarise(path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", default="benchmarks/pool_aidreams260k.jsonl", help="append-only pool file")
+    parser.add_argument("--pool", default="benchmarks/search/pool_aidreams260k.jsonl", help="append-only pool file")
     parser.add_argument("--work", default=None, help="scratch directory for data, pruned model, adapters")
     parser.add_argument("--minutes", type=float, default=22.0, help="stop starting trials after this long")
     parser.add_argument("--max-vectors", type=int, default=400, help="distinct vectors at seed 0, short recovery")
     parser.add_argument("--seed", type=int, default=0, help="seed of the vector plan")
     parser.add_argument("--extend", action="store_true", help="only measure more distinct vectors (seed 0, short)")
     parser.add_argument("--summary", action="store_true", help="print the pool's fidelity and noise figures, run nothing")
+    parser.add_argument("--only", default=None, metavar="R,R,...",
+                        help="measure only this rank vector (one trial: --only-seed, --only-fidelity), e.g. 8,8,8,8")
+    parser.add_argument("--only-seed", type=int, default=0, help="recovery seed of the --only trial")
+    parser.add_argument("--only-fidelity", choices=("short", "full"), default="short",
+                        help="recovery length of the --only trial")
     args = parser.parse_args()
     if args.summary:
         print(json.dumps(summarise(Path(args.pool)), indent=1))
@@ -175,8 +181,10 @@ def main() -> None:
     order = short[:FIDELITY_VECTORS] + fidelity + noise + short[FIDELITY_VECTORS:]
     if args.extend:  # more distinct vectors only; the noise and fidelity trials stay those already measured
         order = short
-    budget = widths.budget(structure["cost_per_rank"], SearchConfig().budget)
-    full_epochs = stage(job, "recover", RecoverConfig, data="-").epochs
+    if args.only:
+        order = [([int(r) for r in args.only.split(",")], args.only_seed, args.only_fidelity)]
+    budget = job.budget(structure["cost_per_rank"])
+    full_epochs = job.recover.epochs
     deadline = time.monotonic() + 60 * args.minutes
     scratch = work / "adapters"
     measured = 0

@@ -25,7 +25,7 @@ argo.go, dag.go, container.go, visitor.go) builds it, then serialised as compact
   sub-DAG) task with the pod-spec-patch, cached-decision and retry parameters.
 - `metadata`: a fixed 2 KB for name, labels, annotations and managedFields (assumption).
 
-The status is estimated for one run (benchmarks/kfp_ir.py walks it; worst case: the gate never
+The status is estimated for one run (benchmarks/sizing/kfp_ir.py walks it; worst case: the gate never
 converges, every unrolled iteration runs). Argo keeps one `status.nodes` entry per node (its
 `NodeStatus` type carries the node's `inputs` and `outputs`, i.e. the resolved parameter values).
 Per executed container task: a driver node (inputs: the component, task, container and kubernetes
@@ -44,8 +44,8 @@ two extra templates and second task-JSON copy of a ParallelFor (`iteratorTask`; 
 exit handlers and importers (none used), the executor-plugin form of the driver in newest backends
 (smaller than the pod form counted here), caching (a cached task skips its impl node: fewer bytes).
 
-    python benchmarks/workflow_size.py                    # committed pipelines + main pipeline per cap
-    python benchmarks/workflow_size.py --caps 2 4 6 --json
+    python -m benchmarks.sizing.workflow_size                    # committed pipelines + main pipeline per cap
+    python -m benchmarks.sizing.workflow_size --caps 2 4 6 --json
 """
 
 from __future__ import annotations
@@ -55,12 +55,10 @@ import base64
 import gzip
 import hashlib
 import json
-import sys
 import zlib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kfp_ir import COMPILED, compact, compile_main, load, temp_dir, unroll_cap, walk
+from benchmarks.sizing.kfp_ir import COMPILED, compact, compile_main, load, temp_dir, unroll_cap, walk
 
 ETCD_LIMIT = 1_572_864  # etcd --max-request-bytes default (1.5 MiB)
 ARGO_LIMIT = 1_048_576  # Argo workflow-controller MAX_WORKFLOW_SIZE default (1 MiB): spec + (compressed) status

@@ -2,7 +2,7 @@
 process's imports and the rest (the step's own work).
 
     python -m pipelines run 2>&1 | tee run.log      # or `make run`
-    python benchmarks/job_steps.py run.log [--json]
+    python -m benchmarks.sizing.job_steps run.log [--json]
 
 Import time per step is measured here, in fresh interpreters (median of --repeat), as the modules that step
 imports: kfp's executor (every kfp.local step starts as `python -m kfp.dsl.executor_main`) plus the step's

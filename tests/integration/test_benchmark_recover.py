@@ -4,20 +4,20 @@ not reach the baseline's held-out loss, and the benchmark says so and exits non-
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recover_throughput.py"
+MODULE = "benchmarks.speed.recover_throughput"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("corrupt", ["ours", "baseline"])
 def test_quality_check_fails_when_one_side_trains_on_garbage(tmp_path, corrupt):
     out = tmp_path / "recover.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--threads", "1",
+    result = subprocess.run([sys.executable, "-m", MODULE, "--tiny", "--device", "cpu", "--threads", "1",
                              "--variants", "ours", "--corrupt", corrupt, "--json", str(out)],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert not report["quality_ok"] and "held-out quality check passed: False" in result.stdout

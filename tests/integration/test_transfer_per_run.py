@@ -1,23 +1,22 @@
-"""benchmarks/transfer_per_run.py counts one download per executed task that takes the model's weights,
+"""benchmarks/sizing/transfer_per_run.py counts one download per executed task that takes the model's weights,
 checked against a count made here by walking the compiled YAML's components."""
 
 import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "transfer_per_run.py"
+MODULE = "benchmarks.sizing.transfer_per_run"
 MAIN = ROOT / "pipelines" / "compiled" / "rankadaptor.yaml"
 PARAMS, RATIO = 6.7e9, 0.2
 
 
 def run(*extra):
-    out = subprocess.run([sys.executable, str(SCRIPT), "--ir", str(MAIN), "--params", str(PARAMS), "--dtype", "bf16",
+    out = subprocess.run([sys.executable, "-m", MODULE, "--ir", str(MAIN), "--params", str(PARAMS), "--dtype", "bf16",
                           "--prune-ratio", str(RATIO), "--json", *extra], check=False, capture_output=True, text=True, timeout=120,
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]

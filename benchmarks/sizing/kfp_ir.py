@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPILED = ROOT / "pipelines" / "compiled"
 LOOP_BODY = "rankadaptor-iteration"  # DAG task name prefix of the unrolled search-loop body (a sub-pipeline)
 GATE = "pipelinechannel--gate"  # how a loop condition reads the `gate` task's boolean output
@@ -118,3 +118,22 @@ def compile_main(cap: int, directory: Path) -> Path:
 
 def temp_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="rankadaptor-ir-"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print one run's executed container tasks of a compiled IR (path: count), as the two benchmarks walk it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ir", type=Path, default=COMPILED / "rankadaptor.yaml", help="compiled IR YAML")
+    parser.add_argument("--max-iterations", type=int, default=None,
+                        help="loop bodies run before the gate converges (default: never, the worst case)")
+    parser.add_argument("--loop-items", type=int, default=16, help="iterations of each ParallelFor")
+    args = parser.parse_args(argv)
+    spec, _ = load(args.ir)
+    runs = {"/".join(e.path): e.times for e in walk(spec, args.max_iterations, args.loop_items) if not e.dag}
+    print(json.dumps({"ir": str(args.ir), "unroll_cap": unroll_cap(spec), "tasks": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

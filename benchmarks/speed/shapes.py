@@ -1,7 +1,13 @@
 """Random-init LLaMA shapes for the throughput benchmarks (throughput does not depend on the weights), so
-they run on a GPU host with no model download: the 1.1B LLaMA shape and a tiny one for CPU smoke runs."""
+they run on a GPU host with no model download: the 1.1B LLaMA shape and a tiny one for CPU smoke runs.
+
+    python -m benchmarks.speed.shapes [--shape 1.1b] [--ratio 0.33]   # the shape and its parameter counts
+"""
 
 from __future__ import annotations
+
+import argparse
+import json
 
 import torch
 
@@ -31,3 +37,19 @@ def pruned_model(shape: dict, ratio: float, max_positions: int, device: torch.de
     with torch.device(device):
         model = PrunedLlamaForCausalLM(config)
     return model.to(dtype), pruned
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--ratio", type=float, default=0.33, help="pruning ratio of the middle layers")
+    args = parser.parse_args(argv)
+    model, pruned = pruned_model(SHAPES[args.shape], args.ratio, 256, torch.device("meta"), torch.float32)
+    total = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight.numel()
+    print(json.dumps({"shape": args.shape, "config": SHAPES[args.shape], "pruned_layers": [pruned.start, pruned.stop],
+                      "parameters": total, "parameters_without_input_embedding": total - embedding}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,21 +4,21 @@ same way, and finds the same per-row scores (on a random-init benchmark shape: t
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_throughput.py"
+MODULE = "benchmarks.speed.evaluate_throughput"
 
 
 @pytest.mark.slow
 def test_benchmark_runs_and_scores_match_lm_eval(tiny_model_dir, tasks_dir, tmp_path):
     out = tmp_path / "evaluate.json"
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--model", str(tiny_model_dir), "--data-dir", str(tasks_dir),
+        [sys.executable, "-m", MODULE, "--model", str(tiny_model_dir), "--data-dir", str(tasks_dir),
          "--tasks", "piqa,arc_challenge", "--limit", "12", "--device", "cpu", "--threads", "1",
          "--baseline-sizes", "8,32", "--json", str(out)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "scores identical: True" in result.stdout and f"model {tiny_model_dir} on cpu" in result.stdout
     for line in ("| arc_challenge | acc_norm | 12 |", "| ours (batch_size=32) |", "| lm-eval HFLM batch_size=8",
@@ -31,6 +31,6 @@ def test_benchmark_runs_and_scores_match_lm_eval(tiny_model_dir, tasks_dir, tmp_
 
 
 def test_bad_baseline_sizes_are_refused():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--baseline-sizes", "8,big"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", MODULE, "--baseline-sizes", "8,big"], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "--baseline-sizes: ['big']" in result.stderr

@@ -6,15 +6,15 @@
 # requirements, liger-kernel) are installed into a scratch directory first; each benchmark has a time
 # limit, and one that fails or runs out of time still leaves its tables and the rows it finished.
 #
-#   benchmarks/gpu.sh [OUT_DIR]          (default: benchmarks/out)
-#   DEVICE=cpu TINY=1 benchmarks/gpu.sh  (the same steps at tiny size, as a check of the script)
-#   EAGER=ours,liger COMPILED=all benchmarks/gpu.sh   (other recover_throughput.py variants; '' skips a run)
+#   benchmarks/speed/gpu.sh [OUT_DIR]          (default: benchmarks/out)
+#   DEVICE=cpu TINY=1 benchmarks/speed/gpu.sh  (the same steps at tiny size, as a check of the script)
+#   EAGER=ours,liger COMPILED=all benchmarks/speed/gpu.sh   (other recover_throughput.py variants; '' skips a run)
 #
 # Three runs, each with its own time limit, the compiled variants last (their compilation is the slowest
 # and least predictable part): recover (baseline + eager variants), evaluate, recover_compiled (baseline
 # again + compiled variants). OUT_DIR gets environment.txt and <run>.txt + <run>.json for each run.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 out=${1:-benchmarks/out}
 device=${DEVICE:-cuda}
 mkdir -p "$out"
@@ -60,7 +60,7 @@ status=0
 run() {  # name, time limit, script, arguments...
   local name=$1 limit=$2 script=$3 start=$SECONDS
   shift 3
-  timeout -k 10 "$limit" "$python" "benchmarks/$script" "$@" --device "$device" --json "$out/$name.json" 2>&1 |
+  timeout -k 10 "$limit" "$python" -m "benchmarks.speed.${script%.py}" "$@" --device "$device" --json "$out/$name.json" 2>&1 |
     grep -v -E "$noise" | tee "$out/$name.txt"
   local code=${PIPESTATUS[0]}
   echo "$name: exit status $code after $((SECONDS - start)) s (limit $limit s)" | tee -a "$out/$name.txt" "$out/environment.txt"

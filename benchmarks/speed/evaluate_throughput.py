@@ -28,7 +28,7 @@ import os
 import sys
 import time
 
-from shapes import SHAPES, pruned_model
+from benchmarks.speed.shapes import SHAPES, pruned_model
 
 BASELINE_SIZES = ("auto", "8", "16", "32", "64")
 

@@ -1,20 +1,19 @@
-"""benchmarks/search_replay.py on small made-up pools, run as a script (as a user runs it)."""
+"""benchmarks/search/search_replay.py on small made-up pools, run as a script (as a user runs it)."""
 
 import itertools
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-REPLAY = ROOT / "benchmarks" / "search_replay.py"
+MODULE = "benchmarks.search.search_replay"
 
 
 def run(*args):
-    done = subprocess.run([sys.executable, str(REPLAY), *map(str, args)], capture_output=True, text=True, cwd=ROOT, check=False,
+    done = subprocess.run([sys.executable, "-m", MODULE, *map(str, args)], capture_output=True, text=True, cwd=ROOT, check=False,
                           timeout=600)
     return done
 

@@ -3,18 +3,18 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_synthetic.py"
+MODULE = "benchmarks.search.search_synthetic"
 
 
 @pytest.mark.slow
 def test_synthetic_has_uniform_r8_as_a_row_and_claims_no_gain_where_nothing_beats_uniform():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", "--noise-ratio", "0.2",
+    done = subprocess.run([sys.executable, "-m", MODULE, "--quick", "--json", "--noise-ratio", "0.2",
                            "--methods", "uniform r8,random,loop"], capture_output=True, text=True, timeout=900,
-                          check=False)
+                          check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["noise_ratio"] == 0.2

@@ -18,8 +18,8 @@ median, cut at the cutoff, the prompt masked from the loss, Zipf-distributed tok
 MFU = 4 * N * real tokens/s / peak, N = the parameters without the input embedding: LoRA does the
 forward (2N) and the input gradients (2N) of the frozen matrices but not their weight gradients.
 
-    python benchmarks/recover_throughput.py --tiny                          # CPU smoke run
-    python benchmarks/recover_throughput.py --device cuda --json out.json   # the 1.1B shape on one GPU
+    python -m benchmarks.speed.recover_throughput --tiny                          # CPU smoke run
+    python -m benchmarks.speed.recover_throughput --device cuda --json out.json   # the 1.1B shape on one GPU
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 
 import torch
-from shapes import SHAPES, pruned_model
+from benchmarks.speed.shapes import SHAPES, pruned_model
 
 # variant -> (row name, options over ours' defaults: TrainSettings' packing/liger/prefetch/compile, the
 # adapter's dropout, the model's attention implementation)

@@ -8,8 +8,8 @@ and plain LoRA with those ranks (the allocation alone). All use the same data, s
 budget (the ranks' parameters never exceed uniform --rank). Data: a self-distillation corpus sampled
 from the dense model (train + held-out), as the bundled job uses.
 
-    python benchmarks/losa_sparse.py                       # the bundled model at 50%, CPU, a few minutes
-    python benchmarks/losa_sparse.py --nm 2:4 --seeds 0 1  # 2:4 instead, two recovery seeds
+    python -m benchmarks.quality.losa_sparse                       # the bundled model at 50%, CPU, a few minutes
+    python -m benchmarks.quality.losa_sparse --nm 2:4 --seeds 0 1  # 2:4 instead, two recovery seeds
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from rankadaptor.recover.adapters import export_merged
 from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.recover.stage import run_recover
 
-BUNDLED = Path(__file__).resolve().parents[1] / "src" / "rankadaptor" / "bundled" / "aidreams-260k"
+BUNDLED = Path(__file__).resolve().parents[2] / "src" / "rankadaptor" / "bundled" / "aidreams-260k"
 ROWS = {  # name -> (method, schedule)
     "lora (uniform)": ("lora", "uniform"),
     "losa-masked lora (uniform)": ("losa", "uniform"),

@@ -22,9 +22,9 @@ the pick beats uniform r8 on the report split by more than the measured seed-to-
 95% bootstrap CI over replay seeds; the probability that the job would claim a gain (register the
 pick over uniform r8 by champion.choose_adapter, from the measured report-split difference and the
 noise); and for the surrogate loops where the noise-aware stopping rule (search.converged, threshold =
-the noise) stops. Pool schema: benchmarks/POOL.md.
+the noise) stops. Pool schema: benchmarks/search/POOL.md.
 
-    python benchmarks/search_replay.py --pool benchmarks/pool_aidreams260k.jsonl [--json] [--png curve.png]
+    python -m benchmarks.search.search_replay --pool benchmarks/search/pool_aidreams260k.jsonl [--json] [--png curve.png]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _split_scores(row: dict) -> dict[str, dict[str, float]]:
 
 def load_pool(path: str, target: str | None = None, fidelity: str | None = "short",
               baseline_rank: int = 8) -> Pool:
-    """Read a pool file (JSONL, schema in benchmarks/POOL.md); rows of other fidelities are left out."""
+    """Read a pool file (JSONL, schema in benchmarks/search/POOL.md); rows of other fidelities are left out."""
     file = Path(path)
     check(file.is_file(), f"pool file {path!r} does not exist")
     rows = []
@@ -375,7 +375,7 @@ def plot(result: dict, trials: int, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", help="pool file (JSONL, benchmarks/POOL.md)")
+    parser.add_argument("--pool", help="pool file (JSONL, benchmarks/search/POOL.md)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="instead of replaying: merge the --json outputs of runs over method subsets (same pool, "
                              "seeds, trials) and print/plot them as one")
