@@ -35,7 +35,7 @@ class EvalConfig:
                                        "requests into rows (same scores as lm-eval's HFLM to float rounding; "
                                        "false: HFLM's own batches). Off by itself where the model's attention "
                                        "ignores custom masks (flash attention)", runtime=True)
-    batch_tokens: int = option(2048, "with shared_prefix: most tokens per packed row (one forward pass); at "
+    batch_tokens: int = option(256, "with shared_prefix: most tokens per packed row (one forward pass); at "
                                      "least max_length is used", runtime=True)
 
     def validate(self) -> None:

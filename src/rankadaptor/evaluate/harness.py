@@ -59,7 +59,7 @@ def _lm_class():
     from rankadaptor.evaluate import prefix
 
     class ContextBoundHFLM(HFLM):
-        def __init__(self, *args, shared_prefix: bool = False, batch_tokens: int = 2048, **kwargs):
+        def __init__(self, *args, shared_prefix: bool = False, batch_tokens: int = 256, **kwargs):
             super().__init__(*args, **kwargs)
             self.unscorable: set[tuple[str, str]] = set()
             self.shared_prefix, self.batch_tokens = shared_prefix and prefix.can_share(self), batch_tokens

@@ -51,12 +51,13 @@ def window_head(context: list[int], continuation: list[int], max_length: int) ->
 
 def plan(requests, max_length: int, batch_tokens: int) -> list[list[Document]]:
     """Group the requests by window head, split a document whose size exceeds the row into several (each
-    with the head), and pack the documents into rows of at most max(batch_tokens, max_length) tokens,
-    first-fit by decreasing size."""
-    capacity = max(batch_tokens, max_length)
+    with the head), and pack the documents into rows of at most batch_tokens tokens,
+    first-fit by decreasing size. A row holds at least the longest head + answer (at most max_length)."""
     by_head: dict[tuple[int, ...], Document] = {}
+    capacity = batch_tokens
     for i, (_, context, continuation) in enumerate(requests):
         head = window_head(context, continuation, max_length)
+        capacity = max(capacity, len(head) + len(continuation) - 1)
         doc = by_head.setdefault(head, Document(head))
         cont = tuple(continuation)
         try:
@@ -89,52 +90,58 @@ def plan(requests, max_length: int, batch_tokens: int) -> list[list[Document]]:
 
 @dataclass
 class Row:
-    """A packed row as tensors: tokens, position ids, the additive 4D attention mask; and what to score:
-    for each (document, continuation) the row positions whose logits predict its tokens, and the tokens."""
-    tokens: torch.Tensor
-    positions: torch.Tensor
-    mask: torch.Tensor
-    score_at: torch.Tensor  # [P] row positions, continuation after continuation
-    targets: torch.Tensor  # [P] the continuation tokens predicted there
-    spans: list[tuple[list[int], int, int]]  # (request indices, start, end) into score_at
+    """A packed row: tokens and position ids, each token's document and segment (0: the head), and what to
+    score: for each distinct continuation the row positions whose logits predict its tokens, and the tokens."""
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    doc: list[int] = field(default_factory=list)
+    seg: list[int] = field(default_factory=list)
+    score_at: list[int] = field(default_factory=list)  # row positions, continuation after continuation
+    targets: list[int] = field(default_factory=list)  # the continuation tokens predicted there
+    spans: list[tuple[list[int], int, int]] = field(default_factory=list)  # (requests, start, end) in score_at
 
 
-def build_row(docs: list[Document], dtype: torch.dtype, device: torch.device) -> Row:
-    tokens: list[int] = []
-    positions: list[int] = []
-    doc_id: list[int] = []
-    seg_id: list[int] = []
-    score_at: list[int] = []
-    targets: list[int] = []
-    spans: list[tuple[list[int], int, int]] = []
+def build_row(docs: list[Document]) -> Row:
+    row = Row()
     for d, doc in enumerate(docs):
-        start = len(tokens)
-        tokens += doc.head
-        positions += range(len(doc.head))
-        doc_id += [d] * len(doc.head)
-        seg_id += [0] * len(doc.head)
-        last = len(tokens) - 1
+        row.tokens += doc.head
+        row.positions += range(len(doc.head))
+        row.doc += [d] * len(doc.head)
+        row.seg += [0] * len(doc.head)
+        last = len(row.tokens) - 1
         for s, (cont, reqs) in enumerate(zip(doc.conts, doc.requests), start=1):
-            seg_start = len(tokens)
-            tokens += cont[:-1]
-            positions += range(len(doc.head), len(doc.head) + len(cont) - 1)
-            doc_id += [d] * (len(cont) - 1)
-            seg_id += [s] * (len(cont) - 1)
-            first = len(score_at)
-            score_at += [last, *range(seg_start, len(tokens))]
-            targets += cont
-            spans.append((reqs, first, len(score_at)))
-        assert len(tokens) - start == doc.size
-    n = len(tokens)
-    doc_t = torch.tensor(doc_id, device=device)
-    seg_t = torch.tensor(seg_id, device=device)
-    idx = torch.arange(n, device=device)
-    allowed = ((doc_t[:, None] == doc_t[None, :]) & (idx[None, :] <= idx[:, None])
-               & ((seg_t[None, :] == 0) | (seg_t[None, :] == seg_t[:, None])))
-    mask = torch.zeros(n, n, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    return Row(tokens=torch.tensor([tokens], device=device), positions=torch.tensor([positions], device=device),
-               mask=mask[None, None], score_at=torch.tensor(score_at, device=device),
-               targets=torch.tensor(targets, device=device), spans=spans)
+            seg_start, n = len(row.tokens), len(cont) - 1
+            row.tokens += cont[:-1]
+            row.positions += range(len(doc.head), len(doc.head) + n)
+            row.doc += [d] * n
+            row.seg += [s] * n
+            first = len(row.score_at)
+            row.score_at += [last, *range(seg_start, seg_start + n)]
+            row.targets += cont
+            row.spans.append((reqs, first, len(row.score_at)))
+    return row
+
+
+def batch_tensors(rows: list[Row], pad_id: int, dtype: torch.dtype, device: torch.device):
+    """Rows right-padded to one length: input ids, position ids, the additive 4D attention mask (a token sees
+    the earlier tokens of its document's head and of its own segment; a padding token sees only itself) and
+    the boolean map of the positions to score."""
+    length = max(len(r.tokens) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), length), dtype=torch.long)
+    doc = -1 - torch.arange(length).repeat(len(rows), 1)  # padding: a document of its own
+    seg = torch.zeros((len(rows), length), dtype=torch.long)
+    keep = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        n = len(r.tokens)
+        ids[i, :n], pos[i, :n] = torch.tensor(r.tokens), torch.tensor(r.positions)
+        doc[i, :n], seg[i, :n] = torch.tensor(r.doc), torch.tensor(r.seg)
+        keep[i, r.score_at] = True
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    allowed = (causal & (doc[:, :, None] == doc[:, None, :])
+               & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])))
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return ids.to(device), pos.to(device), mask[:, None].to(device), keep.to(device)
 
 
 def can_share(lm) -> bool:
@@ -144,36 +151,46 @@ def can_share(lm) -> bool:
     return lm.backend == "causal" and getattr(config, "_attn_implementation", None) in EXACT_ATTENTION
 
 
-def row_logits(lm, row: Row) -> torch.Tensor:
-    """The model's logits at the row's scored positions, [P, vocab] (the LM head only runs there)."""
-    with torch.no_grad(), torch.autocast(device_type=lm.device.type, dtype=lm.mixed_precision_dtype,
-                                         enabled=lm.mixed_precision_dtype is not None):
-        out = lm.model(input_ids=row.tokens, attention_mask=row.mask, position_ids=row.positions,
-                       logits_to_keep=row.score_at, use_cache=False)
-    return out.logits[0]
-
-
 def tokens_processed(requests, max_length: int, batch_tokens: int) -> int:
-    """Tokens that prefix-shared scoring runs through the model for these requests."""
+    """Tokens that prefix-shared scoring runs through the model for these requests (padding excluded)."""
     return sum(doc.size for row in plan(requests, max_length, batch_tokens) for doc in row)
 
 
-def loglikelihood_tokens(lm, requests, batch_tokens: int) -> list[tuple[float, bool]]:
+def loglikelihood_tokens(lm, requests, batch_tokens: int, rows_per_pass: int | None = None
+                         ) -> list[tuple[float, bool]]:
     """(log-likelihood, is-greedy) of each request (lm-eval's (key, context tokens, continuation tokens)),
-    in request order, as HFLM._loglikelihood_tokens returns them."""
+    in request order, as HFLM._loglikelihood_tokens returns them. rows_per_pass packed rows go through the
+    model at once (default: HFLM's batch size, 1 under auto); the LM head runs only at scored positions."""
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    dtype = next(lm.model.parameters()).dtype
-    if lm.mixed_precision_dtype is not None:
-        dtype = lm.mixed_precision_dtype
-    for docs in plan(requests, lm.max_length, batch_tokens):
-        row = build_row(docs, dtype, lm.device)
-        logp = F.log_softmax(row_logits(lm, row), dim=-1, dtype=lm.softmax_dtype)
-        token_logp = logp.gather(1, row.targets[:, None])[:, 0]
-        greedy = logp.argmax(dim=-1) == row.targets
-        for reqs, start, end in row.spans:
-            answer = (float(token_logp[start:end].sum()), bool(greedy[start:end].all()))
-            for i in reqs:
-                results[i] = answer
+    dtype = lm.mixed_precision_dtype or next(lm.model.parameters()).dtype
+    pad_id = lm.tokenizer.pad_token_id or 0
+    per_pass = rows_per_pass or (lm.batch_size if isinstance(lm.batch_size, int) else 1)
+    rows = [build_row(docs) for docs in plan(requests, lm.max_length, batch_tokens)]
+    for b in range(0, len(rows), per_pass):
+        batch = rows[b:b + per_pass]
+        ids, pos, mask, keep = batch_tensors(batch, pad_id, dtype, lm.device)
+        with torch.no_grad(), torch.autocast(device_type=lm.device.type, dtype=lm.mixed_precision_dtype,
+                                             enabled=lm.mixed_precision_dtype is not None):
+            logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep,
+                              use_cache=False).logits
+        logp = F.log_softmax(logits.reshape(-1, logits.shape[-1]), dim=-1, dtype=lm.softmax_dtype)  # [kept, V]
+        argmax = logp.argmax(dim=-1)
+        flat = keep.flatten().cumsum(0) - 1  # row-major rank of each kept position
+        length = keep.shape[1]
+        at = torch.tensor([i * length + p for i, r in enumerate(batch) for p in r.score_at], device=lm.device)
+        targets = torch.tensor([t for r in batch for t in r.targets], device=lm.device)
+        kept = flat[at]
+        token_logp = logp[kept, targets]
+        greedy = (argmax[kept] == targets).tolist()
+        offset = 0
+        for r in batch:
+            for reqs, start, end in r.spans:
+                # summed as HFLM sums (a float32 tensor sum), so that the rounding of the total is the same
+                answer = (float(token_logp[offset + start:offset + end].sum()),
+                          all(greedy[offset + start:offset + end]))
+                for i in reqs:
+                    results[i] = answer
+            offset += len(r.score_at)
     for (key, _, _), answer in zip(requests, results):
         if key is not None:
             lm.cache_hook.add_partial("loglikelihood", key, answer)
