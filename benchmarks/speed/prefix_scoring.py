@@ -235,7 +235,8 @@ def main(argv=None) -> int:
     print(f"\nscores identical (log-lik within {args.tol}, greedy and acc/acc_norm equal, every baseline): {ok}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": label, "threads": torch.get_num_threads(), "limit": args.limit, "seconds": seconds, "scoring_seconds": scoring,
+            json.dump({"model": label, "threads": torch.get_num_threads(), "limit": args.limit,
+                       "seconds": seconds, "scoring_seconds": scoring,
                        "tokens": tokens, "fastest": fastest, "speedup": total[fastest] / total["ours"],
                        "checks": checks, "identical": ok}, f, indent=1)
     return 0 if ok else 1

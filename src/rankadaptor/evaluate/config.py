@@ -34,9 +34,9 @@ class EvalConfig:
     shared_prefix: bool = option(True, "score each question's context once for all its answers and pack short "
                                        "requests into rows (same scores as lm-eval's HFLM to float rounding; "
                                        "false: HFLM's own batches). Off by itself where the model's attention "
-                                       "ignores custom masks (flash attention)", runtime=True)
-    batch_tokens: int = option(256, "with shared_prefix: most tokens per packed row (one forward pass); at "
-                                     "least max_length is used", runtime=True)
+                                       "ignores custom masks (flash attention)")
+    batch_tokens: int = option(256, "with shared_prefix: most tokens per packed row (batch_size rows a pass); at "
+                                     "least the longest context + answer is used")
 
     def validate(self) -> None:
         check(bool(self.tasks), f"tasks is empty; accepted: {ACCEPTED}")
