@@ -31,6 +31,12 @@ class EvalConfig:
                                    set_by_job=True)
     ppl_seq_len: int = option(128, "window length for perplexity (at most max_length)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
+    shared_prefix: bool = option(True, "score each question's context once for all its answers and pack short "
+                                       "requests into rows (same scores as lm-eval's HFLM to float rounding; "
+                                       "false: HFLM's own batches). Off by itself where the model's attention "
+                                       "ignores custom masks (flash attention)")
+    batch_tokens: int = option(256, "with shared_prefix: most tokens per packed row (batch_size rows a pass); at "
+                                     "least the longest context + answer is used")
 
     def validate(self) -> None:
         check(bool(self.tasks), f"tasks is empty; accepted: {ACCEPTED}")
@@ -47,7 +53,7 @@ class EvalConfig:
         for name in ("limit", "max_length"):
             value = getattr(self, name)
             check(value is None or value > 0, f"{name}={value} must be a positive integer (or null)")
-        for name in ("batch_size", "ppl_seq_len"):
+        for name in ("batch_size", "ppl_seq_len", "batch_tokens"):
             check(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be a positive integer")
         check(self.max_length is None or self.ppl_seq_len <= self.max_length,
               f"ppl_seq_len={self.ppl_seq_len} is longer than max_length={self.max_length}")

@@ -51,19 +51,26 @@ def task_config(name: str, data_file: Path | None = None) -> dict:
 def _lm_class():
     """lm-eval's HFLM, except that a request whose answer alone is longer than the context is left unscored
     (HFLM truncates contexts only, and asserts on such answers) and remembered, so that evaluate() can
-    report its row as skipped and leave it out of the scores. Other requests are scored by HFLM unchanged."""
+    report its row as skipped and leave it out of the scores. Other requests are scored by HFLM's own
+    batches, or with shared_prefix by evaluate/prefix.py (each context run once for all its continuations,
+    packed rows of batch_tokens), where the model's attention honours custom masks."""
     from lm_eval.models.huggingface import HFLM
 
+    from rankadaptor.evaluate import prefix
+
     class ContextBoundHFLM(HFLM):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, shared_prefix: bool = False, batch_tokens: int = 256, **kwargs):
             super().__init__(*args, **kwargs)
             self.unscorable: set[tuple[str, str]] = set()
+            self.shared_prefix, self.batch_tokens = shared_prefix and prefix.can_share(self), batch_tokens
 
         def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
             fits = [len(continuation) <= self.max_length for _, _, continuation in requests]
             self.unscorable.update(req[0] for req, ok in zip(requests, fits) if not ok)
-            scored = iter(super()._loglikelihood_tokens([r for r, ok in zip(requests, fits) if ok],
-                                                        disable_tqdm=disable_tqdm, override_bs=override_bs))
+            kept = [r for r, ok in zip(requests, fits) if ok]
+            scored = iter(prefix.loglikelihood_tokens(self, kept, self.batch_tokens) if self.shared_prefix
+                          else super()._loglikelihood_tokens(kept, disable_tqdm=disable_tqdm,
+                                                             override_bs=override_bs))
             return [next(scored) if ok else (-math.inf, False) for ok in fits]
 
     return ContextBoundHFLM
@@ -100,7 +107,8 @@ def evaluate(model, tokenizer, config: EvalConfig) -> dict:
     was_training, used_cache = model.training, model.config.use_cache
     model.config.use_cache = False  # no KV cache is needed to score whole sequences
     try:
-        lm = _lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, max_length=max_length)
+        lm = _lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, max_length=max_length,
+                         shared_prefix=config.shared_prefix, batch_tokens=config.batch_tokens)
         # lm-eval's evaluate() rather than simple_evaluate(): the latter also probes the environment (`pip
         # list` and more in subprocesses: over a second per call) and reseeds the global RNGs of the caller.
         # What else it does for these tasks is the zero-shot setting, done here.
