@@ -1,8 +1,8 @@
-"""Loading (pruned) LLaMA checkpoints safely, and the width arithmetic of a model's layers.
+"""Loading (pruned) LLaMA checkpoints safely: the device, the config and the base model with its tokenizer.
 
-torch and transformers are imported inside the functions that load models, so the arithmetic
-(LoRA cost per rank, parameter counts) is usable from steps that never load one. The pruned-LLaMA
-classes live in `pruned_llama`.
+torch and transformers are imported inside the functions, so the light steps that never load a model can
+import this module. The width arithmetic is in `rankadaptor.widths`, the pruned-LLaMA classes in
+`models.pruned_llama`, and a model with its adapter in `recover.adapters`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The pruned LLaMA classes: each decoder layer at its own width, registered with transformers' Auto classes.
 
-Importing this module registers `pruned_llama` with AutoConfig/AutoModelForCausalLM (modeling.load_config
+Importing this module registers `pruned_llama` with AutoConfig/AutoModelForCausalLM (models.loading.load_config
 and load_model import it); it is the one library module that needs transformers at import time.
 """
 

@@ -3,7 +3,7 @@
 A rank vector r gives every LoRA-targeted projection of layer i the rank r[i]. peft expresses that with
 `rank_pattern` / `alpha_pattern` (regex keys matched against full module names, first match wins), and
 alpha = alpha_ratio * r[i] keeps LoRA's scale alpha/r the same in every layer (LLM-Pruner: r=8, alpha=16).
-Parameter accounting (modeling.lora_cost_per_rank / lora_parameters): a rank-r LoRA on an in -> out
+Parameter accounting (widths.lora_cost_per_rank / lora_parameters): a rank-r LoRA on an in -> out
 projection trains r * (in + out) parameters.
 """
 

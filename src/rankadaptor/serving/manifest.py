@@ -3,7 +3,7 @@
 The predictor is a custom container on the project's image running MLflow's scoring server
 (`mlflow models serve --env-manager local`) on port 8080: the registered pyfunc needs the `rankadaptor`
 package, torch, transformers and peft, which the project image has and KServe's MLServer image has not
-(docs/deploy.md, "Serving"). The container fetches the version from the MLflow registry itself (KServe's
+(docs/operations.md, "Serving"). The container fetches the version from the MLflow registry itself (KServe's
 storage initializer knows no `models:/` URIs, and only the MLflow server holds the artifact store's keys).
 
 `inference_service` is the one source of the manifest: k8s/serving/inferenceservice.yaml is its output
