@@ -89,6 +89,13 @@ def record_trial(key: TrialKey, *, score: float, scores: dict[str, float] | None
             with contextlib.suppress(Exception):
                 client.set_terminated(run.info.run_id, "FAILED")
             raise
+        # Two runs racing on one trial (two pipelines on one bank) both get here: MLflow has no unique
+        # constraint, so after the write the earliest finished run of the trial id wins, and a loser
+        # deletes its own run. Readers see the earliest anyway (find_trial, load_observations).
+        winner = find_trial(key.id, experiment, uri)
+        if winner is not None and winner["run_id"] != run.info.run_id:
+            client.delete_run(run.info.run_id)
+            return {**winner, "reused": True}
         return {**_trial(client.get_run(run.info.run_id)), "reused": False}
 
 

@@ -17,6 +17,7 @@ deletes it) or does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tempfile
@@ -265,7 +266,25 @@ def _maybe_move_champion(client, config: RegistryConfig, version: int, score: fl
         moves = (rows is not None and champion.tags.get(ROWS_TAG, rows) != rows) or score > _score_of(champion, config)
     if moves:
         client.set_registered_model_alias(config.model_name, config.champion_alias, str(version))
+        _settle_champion(client, config, rows)
     return moves, previous
+
+
+def _settle_champion(client, config: RegistryConfig, rows: str | None) -> None:
+    """Compare-and-set after the write: MLflow's alias update is a plain overwrite, so two runs registering at
+    once could leave the worse version champion. After moving the alias, each writer re-reads the versions
+    scored on the same rows and points the alias at the best (the earliest among equals, as the rule keeps
+    an equal champion); whichever writer finishes last has seen every version, so the alias settles there."""
+    versions = [v for v in client.search_model_versions(f"name='{config.model_name}'")
+                if rows is None or v.tags.get(ROWS_TAG) == rows]
+    scored = []
+    for v in versions:
+        with contextlib.suppress(UserError):
+            scored.append((_score_of(v, config), -int(v.version)))
+    if scored:
+        best = str(-max(scored)[1])
+        if str(client.get_registered_model(config.model_name).aliases.get(config.champion_alias)) != best:
+            client.set_registered_model_alias(config.model_name, config.champion_alias, best)
 
 
 def _score_of(champion, config: RegistryConfig) -> float:
