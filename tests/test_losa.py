@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -228,9 +229,9 @@ def test_benchmark_keeps_sparsity_only_with_masked_lora():
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "losa_sparse.py"
-    out = subprocess.run([sys.executable, str(script), "--docs", "40", "--epochs", "1", "--device", "cpu", "--json"],
-                         capture_output=True, text=True, timeout=600, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "benchmarks.quality.losa_sparse", "--docs", "40", "--epochs", "1",
+                          "--device", "cpu", "--json"], capture_output=True, text=True, timeout=600, check=True,
+                         cwd=ROOT).stdout
     rows = {row["method"]: row for row in json.loads(out)["rows"]}
     assert rows["pruned (wanda)"]["sparsity"] == 0.5 and rows["dense"]["sparsity"] == 0.0
     assert rows["losa-masked lora (uniform)"]["sparsity"] == rows["losa-masked lora (losa ranks)"]["sparsity"] == 0.5

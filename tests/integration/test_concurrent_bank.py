@@ -7,10 +7,9 @@ import sys
 import time
 
 import pytest
+from conftest import ROOT
 from mlflow import MlflowClient
 from servers import mlflow_server, postgres, seaweedfs, write_adapter, write_pruned_model
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,10 @@ import shutil
 import time
 
 import pytest
+from conftest import BUNDLED, TINY_MODEL
 from kfp import dsl
 
 from components.recover import recover
-from conftest import BUNDLED, TINY_MODEL
 from rankadaptor.errors import UserError
 from rankadaptor.infra import storage
 from rankadaptor.job import job_to_json, load_job

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from rankadaptor.errors import UserError
 from rankadaptor.serving import kserve, manifest
 

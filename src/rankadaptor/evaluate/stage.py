@@ -10,7 +10,7 @@ with the `samples` argument of lm-eval's evaluator, which works for hub and loca
 matters because the search pays one evaluation per trial: lm-eval already sorts requests by length, so
 batching them (instead of lm-eval's default batch_size=1) is the main gain, and it leaves the scores
 unchanged. Against lm-eval at its own best batch size the scoring is the same work
-(benchmarks/evaluate_throughput.py measures both and checks every row; RESULTS.md).
+(benchmarks/speed/evaluate_throughput.py measures both and checks every row; RESULTS.md).
 
 A model whose context is shorter than some answer (the 128-token test model on a few PIQA/HellaSwag rows)
 cannot score that row; lm-eval would stop with an assertion, here the row is listed as skipped instead.

@@ -32,7 +32,8 @@ from rankadaptor.job import (
 )
 
 # Tasks searching in one run at most: each adds its nodes to the run's Argo Workflow object, which must stay
-# under Argo's 1 MiB; 8 is 67% of it at the compiled loop cap (benchmarks/workflow_size.py, docs/operations.md, "Workflow size").
+# under Argo's 1 MiB; 8 is 67% of it at the compiled loop cap (benchmarks/sizing/workflow_size.py,
+# docs/operations.md, "Workflow size").
 # The others search in the next run.
 MAX_TASKS_PER_RUN = 8
 KINDS = {"lm-eval": "", "mc": MC, "text": PPL}  # a task's kind -> the prefix of its target task name

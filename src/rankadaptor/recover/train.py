@@ -16,7 +16,7 @@ fused CUDA kernel; `compile` runs each decoder layer under torch.compile (region
 layer's graph serves every layer of its shape, so compiling costs seconds, not minutes, at 1.1B) with
 dynamic shapes (micro-batches vary in shape), or automatic ones with `packing` (rows of at most eight
 lengths: static first, then one dynamic recompilation).
-Optional levers, each measured in benchmarks/recover_throughput.py: `packing` (batches.py), `liger`
+Optional levers, each measured in benchmarks/speed/recover_throughput.py: `packing` (batches.py), `liger`
 (kernels.py: fused linear cross-entropy, RMSNorm, SwiGLU, RoPE; GPU only) and `prefetch` (the next
 step's batches are built and pinned in a background thread while the GPU runs this one).
 """
