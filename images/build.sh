@@ -53,9 +53,9 @@ fi
 cd "$ROOT"
 VERSION=$(sed -n 's/^version *= *"\(.*\)"$/\1/p' pyproject.toml | head -n1)
 [ -n "$VERSION" ] || { echo "build.sh: no version = \"...\" line in pyproject.toml" >&2; exit 2; }
-# The names the pipeline's components run: components/ is their one source (it reads the same
-# RANKADAPTOR_IMAGE_* variables), so a default build is what the compiled pipeline references.
-read -r REGISTRY TAG < <(python3 -c 'import components; print(components.REGISTRY, components.TAG)')
+# The names the pipeline's components and the serving manifest run: rankadaptor.infra.images is their one
+# source (it reads the same RANKADAPTOR_IMAGE_* variables), so a default build is what they reference.
+read -r REGISTRY TAG < <(PYTHONPATH=src python3 -c 'from rankadaptor.infra import images; print(images.registry(), images.tag())')
 SHA=$(git rev-parse --short HEAD)
 CONTEXT_PATHS=(pyproject.toml README.md src components pipelines images)
 if [ -n "$(git status --porcelain -- "${CONTEXT_PATHS[@]}")" ] && [ "${ALLOW_DIRTY:-0}" != 1 ]; then

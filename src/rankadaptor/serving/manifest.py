@@ -118,7 +118,7 @@ def inference_service(model_uri: str, serving: Serving, annotations: dict[str, s
     container = {
         "name": CONTAINER,
         "image": serving.image,
-        "imagePullPolicy": "IfNotPresent",  # a pinned tag: the image the pipeline ran
+        "imagePullPolicy": "Always",  # the pinned tag the pipeline ran, re-checked on every start
         "command": ["mlflow", "models", "serve"],
         "args": ["--model-uri", "$(MODEL_URI)", "--env-manager", "local",
                  "--host", "0.0.0.0",  # noqa: S104  (every interface of the pod: KServe's Service routes to it)
