@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from servers import free_port, mlflow_server, model_server, postgres, seaweedfs, write_adapter, write_pruned_model
 
-from rankadaptor.errors import UserError
+from rankadaptor.errors import ServiceError, UserError
 from rankadaptor.infra import bank
 from rankadaptor.recover.adapters import load_adapted
 from rankadaptor.serving import registry
@@ -151,7 +151,7 @@ def test_unreachable_tracking_server_is_named_and_leaves_the_registry_unchanged(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     gone = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(UserError, match=f"MLflow tracking server '{gone}'") as error:
+    with pytest.raises(ServiceError, match=f"MLflow tracking server '{gone}'") as error:
         registry.register(artifacts["adapter_b"], artifacts["base"], report(0.9), config(gone, name))
     assert TRACKING_PASSWORD not in str(error.value)
     assert versions(tracking, name) == [1]
