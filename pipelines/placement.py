@@ -88,7 +88,7 @@ def resources(place: dict, pool: str = GPU) -> dict:
     """A step's resource values (a GPU step's by default), passed as its own inputs too: a task inside a
     condition or loop DAG gets only the channels its inputs name (KFP's compiler does not carry those read by
     the accelerator limit or the resource requests alone, and the backend cannot resolve them:
-    tests/test_pipeline_ir.py)."""
+    tests/unit/test_pipeline_ir.py)."""
     return {p.name: place[p.name] for p in _of(pool) if p.resource}
 
 

@@ -48,7 +48,7 @@ def test_compile_for_another_registry_writes_elsewhere_and_leaves_the_committed_
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     committed = {p.name: p.read_bytes() for p in (root / "pipelines" / "compiled").glob("*.yaml")}
     env = {"PYTHONPATH": f"{root / 'src'}:{root}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-m", "pipelines", "compile", "--image-registry", "registry.example.com/ml",

@@ -71,7 +71,7 @@ def run_command(tmp_path, job):
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict(job)))
     tracking_uri = tracking.default_tracking_uri(tmp_path / "mlflow")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
            "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
     out = subprocess.run([sys.executable, "-m", "pipelines", "run", "--config", str(config), "--root", str(tmp_path / "run")],

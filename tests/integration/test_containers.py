@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from servers import mlflow_server, process, seaweedfs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "src" / "rankadaptor" / "bundled"
 IMAGE_UID = 10001
 # The image under the names the components of the test's run use (both flavours: the CPU build

@@ -33,7 +33,7 @@ from rankadaptor.recover.train import SETTINGS, settings_record
 from rankadaptor.serving import registry
 from rankadaptor.trial import TrialKey
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [ROOT / name for name in ("src", "components", "pipelines", "benchmarks")]
 PICKLE_MODULES = {"_pickle", "cloudpickle", "joblib", "marshal"}  # ruff's S403 covers pickle, cPickle, dill, shelve
 CREDENTIAL_KEYWORDS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password", "token"}

@@ -106,12 +106,12 @@ def test_s3_outputs_inputs_and_credentials_are_checked_before_any_compute(tmp_pa
         assert code == 2 and len(lines) == 1 and "S3 refused access" in lines[0], lines
 
 
-TASKS = Path(__file__).resolve().parents[1] / "src" / "rankadaptor" / "bundled" / "tasks"
+TASKS = Path(__file__).resolve().parents[2] / "src" / "rankadaptor" / "bundled" / "tasks"
 
 
 def check_command(config, root, capsys=None):
     """`rankadaptor check` as a user types it: (exit status, error lines), timed to finish in seconds."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(Path(__file__).resolve().parents[1] / d) for d in ("src", "."))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(Path(__file__).resolve().parents[2] / d) for d in ("src", "."))}
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "rankadaptor.cli", "check", *(["--config", str(config)] if config else []),
                           "--root", str(root)], capture_output=True, text=True, env=env, timeout=120, check=False)

@@ -20,7 +20,7 @@ from rankadaptor.recover.adapters import load_adapted
 from rankadaptor.serving import kserve, manifest, registry
 from rankadaptor.serving.pyfunc_model import generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny-llama-boolq"
 PROMPT = "Once upon a time"
 

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from kfp.kubernetes.kubernetes_executor_config_pb2 import KubernetesExecutorConfig
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec, PlatformSpec
 
-COMPILED = sorted((Path(__file__).resolve().parents[1] / "pipelines" / "compiled").glob("*.yaml"))
+COMPILED = sorted((Path(__file__).resolve().parents[2] / "pipelines" / "compiled").glob("*.yaml"))
 
 
 def parse(path: Path) -> tuple[PipelineSpec, PlatformSpec]:

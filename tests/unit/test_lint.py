@@ -1,5 +1,5 @@
 """ruff, configured in pyproject.toml, passes on the library, components, pipelines, tests and benchmarks; its
-security rules (bandit's `S`) catch what tests/test_security.py no longer scans for itself."""
+security rules (bandit's `S`) catch what tests/unit/test_security.py no longer scans for itself."""
 
 import json
 import shutil
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
 
 

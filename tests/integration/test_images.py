@@ -1,4 +1,4 @@
-"""The container images under images/, without building them (tests/test_containers.py builds and runs
+"""The container images under images/, without building them (tests/integration/test_containers.py builds and runs
 the CPU image): the requirements files are checked against pyproject.toml's pins and resolved by pip
 (dry run), the Dockerfiles are linted (our own rules, then hadolint), and build.sh's tags and build
 arguments are checked in dry-run.
@@ -18,7 +18,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
 DOCKERFILES = {"runtime": IMAGES / "Dockerfile", "mlflow": IMAGES / "Dockerfile.mlflow"}
 FLAVOURS = ("gpu", "cpu", "mlflow")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_tests_pass_in_a_copy_of_the_repository_with_nothing_beside_it(tmp_path)
     assert sorted(p.name for p in copy.parent.iterdir()) == ["repo"]
     env = {**os.environ, "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy}"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "tests/test_front_door.py", "tests/test_prune.py::test_width_pruning_fixture_roundtrip"],
+                             "tests/unit/test_front_door.py", "tests/unit/test_prune.py::test_width_pruning_fixture_roundtrip"],
                             cwd=copy, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "error" not in result.stdout.splitlines()[-1]
