@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# test processes (pytest-xdist); each test file runs whole in one of them, so its module fixtures (servers) start once
+WORKERS ?= 2
 
 .PHONY: run test test-fast lint compile clean
 
@@ -22,10 +24,10 @@ run: $(STAMP)
 test: $(STAMP)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q postgresql >/dev/null; } \
 		|| echo "PostgreSQL is not installed: the PostgreSQL-backed MLflow tests will be skipped"
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src components pipelines tests benchmarks

@@ -2,6 +2,7 @@
 usage: a script whose imports broke with the library (as pool_measure's did) fails here, and a new script is
 covered by being there."""
 
+import json
 import subprocess
 import sys
 
@@ -21,9 +22,36 @@ def test_every_script_is_found_in_an_area_package():
     assert [p.name for p in BENCHMARKS.glob("*.py")] == ["__init__.py"], "a script outside an area folder"
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_help(module):
-    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
+# `python -m <module> --help` for every module in one fresh interpreter (runpy is what `-m` calls), so that the
+# shared imports (torch, transformers) are paid once: {module: [exit code, stdout, error]}
+HELP_ALL = """
+import contextlib, io, json, runpy, sys, traceback
+results = {}
+for module in json.loads(sys.argv[1]):
+    out, code, error = io.StringIO(), None, ""
+    sys.argv = [module, "--help"]
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code or 0
+    except BaseException:
+        code, error = 1, traceback.format_exc()[-3000:]
+    results[module] = [code, out.getvalue(), error]
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict:
+    done = subprocess.run([sys.executable, "-c", HELP_ALL, json.dumps(MODULES)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("usage: "), done.stdout[:500]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_help(module, helps):
+    code, stdout, error = helps[module]
+    assert code == 0, error or stdout[-3000:]
+    assert stdout.startswith("usage: "), stdout[:500]

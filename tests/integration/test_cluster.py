@@ -43,6 +43,7 @@ def test_a_bad_cron_is_refused_before_connecting(cron, expected, capsys):
     assert expected in error and "cannot reach" not in error and len(error.strip().splitlines()) == 1, error
 
 
+@pytest.mark.slow  # compiles the pipelines
 def test_compile_for_another_registry_writes_elsewhere_and_leaves_the_committed_yaml(tmp_path, capsys):
     import subprocess
     import sys
@@ -117,6 +118,7 @@ def test_a_catalog_submission_is_checked_before_connecting(argv, message, capsys
     assert message in error and "cannot reach" not in error
 
 
+@pytest.mark.slow  # compiles the pipelines
 def test_another_parallelism_uploads_a_catalog_pipeline_compiled_for_it():
     from pipelines.cluster import COMPILED, package
 

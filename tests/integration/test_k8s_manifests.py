@@ -153,6 +153,7 @@ def test_network_isolation_and_least_privilege(rendered):
 
 
 
+@pytest.mark.slow  # renders every overlay with kustomize (~40 s)
 def test_pipeline_pods_get_ephemeral_storage_requests_and_limits(rendered):
     """KFP's IR cannot request ephemeral storage per step: the namespace's LimitRange gives every container
     a request (admitted under a ResourceQuota) and a limit above the prune step's two model copies."""

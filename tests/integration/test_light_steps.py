@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("transformers", "peft", "lm_eval")
 
@@ -64,6 +66,7 @@ print(json.dumps({"seen": seen, "stop": stop, "trials": len(trials), "proposal":
 '''
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_light_steps_import_no_transformers_peft_or_lm_eval(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -76,6 +79,7 @@ def test_light_steps_import_no_transformers_peft_or_lm_eval(tmp_path):
     assert out["stop"][1] is True  # the job's max_iterations (3) reached: the gate stops the loop
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_the_import_check_sees_a_heavy_import():
     """The same check finds transformers where a module does import it (the check can fail)."""
     code = ("import sys; import rankadaptor.models.pruned_llama; "

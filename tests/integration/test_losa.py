@@ -225,6 +225,7 @@ def test_sparse_jobs_recover_masked_and_add_the_losa_rows():
         load_job(overrides={"prune": {"nm": "2:4"}})
 
 
+@pytest.mark.slow  # the LoSA benchmark end to end
 def test_benchmark_keeps_sparsity_only_with_masked_lora():
     import subprocess
     import sys

@@ -63,6 +63,7 @@ def test_random_search_regret_matches_brute_force(tmp_path, flat):
         assert order[0] == out["pool"]["baseline_index"] and len(set(order)) == len(order) == 4
 
 
+@pytest.mark.slow  # every method over a pool (~15 s)
 def test_every_method_prints_a_row_and_a_curve_on_a_pool_of_another_depth(tmp_path):
     rng = np.random.default_rng(0)
     vectors = [[8] * 5] + [list(map(int, v)) for v in rng.choice([4, 8, 12], size=(30, 5))]

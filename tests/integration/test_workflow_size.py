@@ -22,6 +22,7 @@ def result():
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow  # compiles the pipeline at several loop caps (~20 s)
 def test_committed_main_pipeline_fits_the_real_limits_with_margin(result):
     committed = next(r for r in result["rows"] if r["source"] == "committed")
     assert committed["cap"] >= 2
@@ -30,6 +31,7 @@ def test_committed_main_pipeline_fits_the_real_limits_with_margin(result):
     assert committed["fits"]
 
 
+@pytest.mark.slow  # compiles the pipeline at several loop caps (~20 s)
 def test_estimate_grows_with_the_unroll_cap(result):
     small, large = (next(r for r in result["rows"] if r["source"] == f"cap {c}") for c in (3, 5))
     assert (small["cap"], large["cap"]) == (3, 5)

@@ -125,6 +125,7 @@ def test_check_passes_the_bundled_job(tmp_path):
     assert not (tmp_path / "run").exists()  # checking writes nothing
 
 
+@pytest.mark.slow  # `rankadaptor check` in a fresh interpreter, per case
 @pytest.mark.parametrize(("job", "env", "root", "expected"), [
     ({"base_model": "MISSING"}, {}, "run", "no-model' not found"),
     ({"eval_data_dir": ""}, {"HF_HUB_OFFLINE": "1"}, "run", "eval_data_dir is empty, which means lm-eval's hub datasets"),
@@ -149,6 +150,7 @@ def test_check_names_each_problem_in_one_line(tmp_path, monkeypatch, tiny_model_
     assert lines[0].startswith("rankadaptor check: error: ") and expected in lines[0], lines
 
 
+@pytest.mark.slow  # `rankadaptor check` in a fresh interpreter, per case
 def test_check_reads_a_custom_task_file_before_any_compute(tmp_path, tiny_model_dir):
     tasks = tmp_path / "tasks"
     shutil.copytree(TASKS, tasks)

@@ -5,9 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, TINY_MODEL
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_load_config_registers_the_pruned_llama_in_a_fresh_process(tmp_path):
     config = json.loads((TINY_MODEL / "config.json").read_text())
     n = config["num_hidden_layers"]

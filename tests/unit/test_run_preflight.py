@@ -24,6 +24,7 @@ def run(tmp_path, job: dict):
     return out, time.monotonic() - started
 
 
+@pytest.mark.slow  # `python -m pipelines run` in a fresh interpreter
 def test_a_missing_base_model_fails_at_once_in_one_line_and_nothing_runs(tmp_path):
     out, seconds = run(tmp_path, {"base_model": str(tmp_path / "no-such-model"), "eval_data_dir": str(BUNDLED / "tasks")})
     assert out.returncode == 2 and seconds < 30, (seconds, out.stderr)
@@ -32,6 +33,7 @@ def test_a_missing_base_model_fails_at_once_in_one_line_and_nothing_runs(tmp_pat
     assert not (tmp_path / "run").exists()  # no step started, not even the run's folder
 
 
+@pytest.mark.slow  # `python -m pipelines run` in a fresh interpreter
 def test_every_problem_of_a_job_is_named_in_the_one_line(tmp_path):
     job = {"base_model": str(BUNDLED / "aidreams-260k"), "eval_data_dir": str(tmp_path / "no-tasks"),
            "data": str(tmp_path / "missing.jsonl"), "recover": {"cutoff": 512}}
@@ -43,6 +45,7 @@ def test_every_problem_of_a_job_is_named_in_the_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # `python -m pipelines run` in a fresh interpreter
 def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path):
     (tmp_path / "job.yaml").write_text("base_model: x\nrecover:\n  lr: [1\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
