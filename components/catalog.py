@@ -4,12 +4,12 @@ from components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def plan_catalog(catalog: str, loop_cap: int) -> list:
+def plan_catalog(catalog: str, loop_cap: int, scratch_size: str) -> list:
     """Read the task catalog at run time: every task's preflight, then the job JSONs of the tasks that search
     (no champion yet, or their data or options changed). Reads the registry: never cache this step."""
     from rankadaptor.steps.catalog import plan
 
-    return plan(catalog, loop_cap)
+    return plan(catalog, loop_cap, scratch_size=scratch_size)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

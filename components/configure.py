@@ -6,9 +6,10 @@ from components import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def configure(base_model: str, data: str, heldout_text: str, target_task: str, source_tasks: list,
               report_tasks: list, eval_data_dir: str, bootstrap_trials: int, adalora_baseline: bool, seed: int,
-              stage_options: dict, loop_cap: int) -> str:
+              stage_options: dict, loop_cap: int, scratch_size: str) -> str:
     """Validate the job once, before any GPU step starts; every later step receives this JSON. loop_cap: the
-    search iterations the compiled loop holds (a job asking for more is refused here). The preflight checks the
+    search iterations the compiled loop holds (a job asking for more is refused here); scratch_size: the GPU
+    steps' scratch volume ("" = none), which must hold the model. The preflight checks the
     inputs in seconds (rankadaptor.ops.preflight.check_job), before the first GPU step. The JSON holds the inputs'
     fingerprints, so a step's cache key changes with the content behind a URI: never cache this step."""
     from rankadaptor.infra.fingerprint import fingerprints
@@ -20,5 +21,5 @@ def configure(base_model: str, data: str, heldout_text: str, target_task: str, s
                           eval_data_dir=eval_data_dir, bootstrap_trials=bootstrap_trials,
                           adalora_baseline=adalora_baseline, seed=seed)
     check_loop_cap(job, loop_cap)
-    check_job(job)
+    check_job(job, scratch_size=scratch_size)
     return job_to_json(job, fingerprints(job_inputs(job)))

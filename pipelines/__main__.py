@@ -50,12 +50,17 @@ def _run_catalog(args) -> None:
 def _compile(args) -> None:
     import os
 
-    if args.image_registry or args.image_tag:
+    if args.image_registry or args.image_tag or args.scratch_size:
         if not args.output:
-            raise UserError("--image-registry/--image-tag need --output DIR: pipelines/compiled keeps the images "
-                            "images/build.sh builds by default")
+            raise UserError("--image-registry/--image-tag/--scratch-size need --output DIR: pipelines/compiled keeps "
+                            "the defaults (the images images/build.sh builds, no scratch volume)")
+        if args.scratch_size:
+            from rankadaptor.serving.manifest import quantity_bytes
+
+            quantity_bytes(args.scratch_size, "--scratch-size")
         os.environ.update({k: v for k, v in (("RANKADAPTOR_IMAGE_REGISTRY", args.image_registry),
-                                             ("RANKADAPTOR_IMAGE_TAG", args.image_tag)) if v})
+                                             ("RANKADAPTOR_IMAGE_TAG", args.image_tag),
+                                             ("RANKADAPTOR_SCRATCH_SIZE", args.scratch_size)) if v})
     from pipelines.cluster import compile_all  # imports the components, which read the image names
 
     for path in compile_all(Path(args.output)) if args.output else compile_all():
@@ -136,6 +141,8 @@ def _add_compile(p):
     p.add_argument("--image-registry", default=None, help="registry of the images, e.g. registry.example.com/ml "
                                                           "(as `images/build.sh --registry`); needs --output")
     p.add_argument("--image-tag", default=None, help="tag of the images (as `images/build.sh --tag`); needs --output")
+    p.add_argument("--scratch-size", default=None, help="a scratch volume of this size (e.g. 100Gi) for each GPU step: "
+                                                        "its caches and temporary files; needs --output (docs/deploy.md 9.4)")
 
 
 def _add_submit(p):

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 from kfp import kubernetes
 
+from pipelines.limits import SCRATCH_MOUNT, scratch_size
+
 GPU, CPU, ALL = "gpu", "cpu", "all"  # which steps a placement parameter applies to
 GPU_STEPS = ("prepare-data", "prune", "baselines", "bootstrap", "bootstrap-trial", "recover", "evaluate",
              "evaluate-best")
@@ -106,11 +108,23 @@ def _placed(component, place: dict, pool: str, steps: tuple[str, ...], inputs: d
 def gpu_step(component, place: dict, timeout_seconds: int = 24 * 3600, **inputs):
     """A task of a GPU component (components.gpu_component) on the GPU node pool: its inputs plus the GPU
     resources (its first statement checks gpu_count's GPUs), the placement and the credentials, shared
-    memory for the data loader, retries for preempted pods."""
+    memory for the data loader, the scratch volume when compiled with one, retries for preempted pods."""
     task = _placed(component, place, GPU, GPU_STEPS, inputs)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")  # noqa: S108 (a mount)
+    if size := scratch_size():
+        scratch(task, size)
     kubernetes.set_timeout(task, timeout_seconds)
     return task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2)
+
+
+def scratch(task, size: str) -> None:
+    """A generic ephemeral volume of `size` at SCRATCH_MOUNT holding the library's cache (a base model on S3
+    is downloaded there) and the temporary files (a model staged before upload): space reserved for the pod,
+    not taken from the node's ephemeral storage that the namespace LimitRange caps (docs/deploy.md 9.4)."""
+    kubernetes.add_ephemeral_volume(task, volume_name="scratch", mount_path=SCRATCH_MOUNT,
+                                    access_modes=["ReadWriteOnce"], size=size)
+    task.set_env_variable("RANKADAPTOR_CACHE", f"{SCRATCH_MOUNT}/cache")
+    task.set_env_variable("TMPDIR", SCRATCH_MOUNT)
 
 
 def cpu_step(component, place: dict, **inputs):

@@ -26,13 +26,15 @@ from components.register import evaluate_best, register
 from components.update import update
 from pipelines.limits import LOOP_CAP, PARALLEL_TASKS, PARALLEL_TRIALS
 from pipelines.parameters import named, with_parameters
+from pipelines.limits import scratch_size
 from pipelines.placement import NAMES, cpu_step, gpu_step, split, with_placement
 from rankadaptor.job import MAIN_CHOICES
 
 def prepared(place: dict, loop_cap: int = 0, **job_options):
     """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model, its
     structure). configure always runs: it fingerprints the inputs, and its JSON keys every later step's cache."""
-    job = cpu_step(configure, place, **job_options, loop_cap=loop_cap).set_caching_options(False).output
+    job = cpu_step(configure, place, **job_options, loop_cap=loop_cap, scratch_size=scratch_size())
+    job = job.set_caching_options(False).output
     return (job, *pruned_from(job, place))
 
 
@@ -113,7 +115,8 @@ def build_catalog(parallel: int = PARALLEL_TASKS, loop_cap: int = LOOP_CAP):
     def rankadaptor_catalog(*args):
         """Search and register each task of the catalog that has no champion yet or whose data changed."""
         options, place = split(named(args, None))
-        planned = cpu_step(plan_catalog, place, catalog=options["catalog"], loop_cap=loop_cap)
+        planned = cpu_step(plan_catalog, place, catalog=options["catalog"], loop_cap=loop_cap,
+                           scratch_size=scratch_size())
         planned.set_caching_options(False)  # it reads the catalog and the registry
         shared = cpu_step(shared_job, place, planned=planned.output).set_caching_options(False).output
         with dsl.If(shared != "", name="any-task-searches"):

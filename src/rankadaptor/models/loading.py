@@ -35,6 +35,13 @@ def require_gpus(gpu_count: int) -> None:
     if gpu_count == 1 and not torch.cuda.is_available():
         raise UserError("gpu_count=1 but this pod sees no usable GPU (torch.cuda.is_available() is False): check the "
                         "node's NVIDIA driver against the image's CUDA, or set gpu_count to 0 to run on CPU")
+    if cache := os.environ.get("RANKADAPTOR_CACHE"):  # the scratch volume (pipelines.placement.scratch)
+        try:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+        except PermissionError:
+            raise UserError(f"the scratch volume at {Path(cache).parent} is not writable by uid {os.getuid()}: KFP sets no "
+                            "fsGroup, so give it a storage class whose volumes this user can write, or compile without "
+                            "--scratch-size (docs/deploy.md 9.4)") from None
 
 
 def resolve_device(name: str) -> torch.device:

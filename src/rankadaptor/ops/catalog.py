@@ -139,13 +139,13 @@ def task_jobs(catalog: Catalog, loop_cap: int = 0) -> list[JobConfig]:
     return jobs
 
 
-def check_catalog(uri: str, loop_cap: int = 0, root: str | None = None) -> list[JobConfig]:
+def check_catalog(uri: str, loop_cap: int = 0, root: str | None = None, scratch_size: str = "") -> list[JobConfig]:
     """The catalog's task jobs after every task's preflight (rankadaptor.ops.preflight): all problems of all
     tasks in one line, each naming its task, before any compute."""
     from rankadaptor.ops.preflight import job_problems
 
     jobs = task_jobs(load_catalog(uri), loop_cap)
-    found = [f"task {job.target_task!r}: {problem}" for job in jobs for problem in job_problems(job, root)]
+    found = [f"task {job.target_task!r}: {problem}" for job in jobs for problem in job_problems(job, root, scratch_size)]
     check(not found, "; ".join(found))
     return jobs
 

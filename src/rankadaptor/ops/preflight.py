@@ -18,6 +18,9 @@ from rankadaptor.infra import storage
 SERVER_SCHEMES = ("http://", "https://", "databricks")
 
 
+SCRATCH_COPIES = 2  # the base model's download and its pruned copy, both on the prune step's scratch volume
+
+
 def problems(checks: Iterable[Callable[[], object]]) -> list[str]:
     """The message of every check that fails (a check is a no-argument callable raising UserError)."""
     found = []
@@ -29,10 +32,11 @@ def problems(checks: Iterable[Callable[[], object]]) -> list[str]:
     return found
 
 
-def job_problems(job, root: str | None = None) -> list[str]:
+def job_problems(job, root: str | None = None, scratch_size: str = "") -> list[str]:
     """Every mistake of a job (rankadaptor.job.JobConfig) that shows without a GPU or any training: the base
     model and the data exist and fit the settings, the task rows are there, the bank outlives the run, and
-    the run's folder (root, when given; a rerun reuses it) can be written and holds no input."""
+    the run's folder (root, when given; a rerun reuses it) can be written and holds no input, and the GPU
+    steps' scratch volume (scratch_size, when the pipeline was compiled with one) holds the model."""
     from huggingface_hub import is_offline_mode
 
     from rankadaptor.evaluate.tasks import data_files, parse_task, task_uri
@@ -42,6 +46,8 @@ def job_problems(job, root: str | None = None) -> list[str]:
     lm_tasks = sorted({t.lm_eval_task for t in tasks} - {None})
     checks = [lambda: _fits_context(job),
               lambda: check_tracking(job.tracking_uri())]
+    if scratch_size:
+        checks.append(lambda: check_scratch(job, scratch_size))
     checks += [lambda uri=uri: check_readable(uri) for uri in (job.data, job.heldout_text) if uri]
     if root:
         checks.append(lambda: check_writable(root, job_inputs(job).values(), overwrite=True))
@@ -58,9 +64,9 @@ def job_problems(job, root: str | None = None) -> list[str]:
     return problems(checks)
 
 
-def check_job(job, root: str | None = None) -> None:
+def check_job(job, root: str | None = None, scratch_size: str = "") -> None:
     """job_problems as one UserError, its problems joined on one line (what a run or a step reports)."""
-    if found := job_problems(job, root):
+    if found := job_problems(job, root, scratch_size):
         raise UserError("; ".join(found))
 
 
@@ -72,6 +78,27 @@ def _fits_context(job) -> None:
         fit_to_context(job.recover, context)  # the same rule recover applies: a default cutoff adapts
     except UserError as e:
         raise UserError(f"recover.{e}") from None
+
+
+def model_bytes(config) -> int:
+    """The size of a LLaMA checkpoint in its config's dtype, by arithmetic on its widths (no weights read)."""
+    from rankadaptor.widths import config_widths, count_parameters
+
+    dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    return count_parameters(config, config_widths(config)) * (2 if dtype.endswith("float16") else 4)
+
+
+def check_scratch(job, scratch_size: str) -> None:
+    """The GPU steps' scratch volume (docs/deploy.md 9.4) must hold what the prune step keeps there: the base
+    model's download and its pruned copy before upload, plus headroom."""
+    from rankadaptor.serving.manifest import GI, HEADROOM, quantity_bytes
+
+    size = model_bytes(model_config(job.base_model))
+    needed = int(SCRATCH_COPIES * size * HEADROOM)
+    check(quantity_bytes(scratch_size, "scratch_size") >= needed,
+          f"scratch_size={scratch_size} cannot hold {job.base_model!r}: the prune step keeps the model "
+          f"({size / GI:.1f} GiB) and its pruned copy there, {needed / GI:.1f} GiB with headroom; compile with "
+          f"`python -m pipelines compile --scratch-size {-(-needed // GI)}Gi` or more")
 
 
 def model_config(model_uri: str):

@@ -37,10 +37,10 @@ WRITABLE = 2 * GI  # the container's logs and writable layer, beside the emptyDi
 UNKNOWN_SIZE_TMP = "64Gi"  # a version registered without its size: room for a self-contained 7B (~14 GB bf16)
 
 
-def quantity_bytes(value: str) -> int:
-    """Bytes of a Kubernetes quantity like 64Gi or 500M."""
+def quantity_bytes(value: str, name: str = "tmp_size") -> int:
+    """Bytes of a Kubernetes quantity like 64Gi or 500M (name: the option it came from, for the error)."""
     match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", value)
-    check(match is not None, f"tmp_size={value!r} is not accepted: give a Kubernetes quantity such as 32Gi or 500Mi")
+    check(match is not None, f"{name}={value!r} is not accepted: give a Kubernetes quantity such as 32Gi or 500Mi")
     return int(float(match.group(1)) * UNIT[match.group(2) or ""])
 
 

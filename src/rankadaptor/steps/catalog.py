@@ -13,11 +13,11 @@ from rankadaptor.ops.catalog import (
 
 
 def plan(catalog_uri: str, loop_cap: int = 0, root: str | None = None,
-         max_tasks: int = MAX_TASKS_PER_RUN) -> list[str]:
+         max_tasks: int = MAX_TASKS_PER_RUN, scratch_size: str = "") -> list[str]:
     """The job JSONs of the catalog's tasks that search in this run, at most max_tasks in catalog order (one
     progress line per task says what and why); every task's preflight first, so a bad task fails the run
     before any GPU step."""
-    jobs = check_catalog(catalog_uri, loop_cap, root)
+    jobs = check_catalog(catalog_uri, loop_cap, root, scratch_size)
     planned = []
     for job, text in zip(jobs, job_jsons(jobs)):
         decision = decide(job, text)
