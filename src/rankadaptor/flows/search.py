@@ -47,7 +47,7 @@ def add_trial(job: JobConfig, state: SearchState, context: TrialContext, proposa
     record(job, context, trial_key(job, context, job.target_task, "select", proposal.rank_vector), score, "search",
            predicted=proposal.predicted, seconds=seconds, adapter_uri=adapter_uri)
     number = sum(o.predicted is not None for o in new_state.measured())  # trial.history's iteration
-    progress(f"{job.target_task} search trial #{number}: ranks {proposal.rank_vector}, predicted "
+    progress(f"{job.target_task} trial #{number} (#1 = first after the uniform baseline): ranks {proposal.rank_vector}, predicted "
              f"{proposal.predicted:.4f}, measured {score:.4f}, best so far (from the uniform baseline) "
              f"{outcome.best.score:.4f}")
     return new_state, outcome
