@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig
 from rankadaptor.report import ADALORA, LOSA, MASKED_UNIFORM, PRUNED, UNIFORM
 from rankadaptor.search.loop import sample_rank_vectors
@@ -34,3 +35,13 @@ def bootstrap_vectors(job: JobConfig, cost_per_rank: list[int]) -> list[list[int
                                   num_samples=max(64, BOOTSTRAP_POOL * job.bootstrap_trials), local_fraction=0.0)
     vectors = sample_rank_vectors(sampler, cost_per_rank, np.random.default_rng([job.seed, 7]))
     return vectors[np.random.default_rng(job.seed).permutation(len(vectors))[:job.bootstrap_trials]].tolist()
+
+
+def baseline_seconds(baselines: dict, baselines_uri: str, name: str) -> float | None:
+    """What a baseline row cost as a trial: its recovery (train_metrics.json beside its adapter) plus its
+    select-split evaluation; None where either was not recorded (a row without recovery, an older artifact)."""
+    metrics = storage.join(baselines_uri, name, "train_metrics.json")
+    evaluated = baselines[name]["select"].get("seconds")
+    if evaluated is None or not storage.exists(metrics):
+        return None
+    return float(storage.read_json(storage.local_file(metrics))["seconds"]) + float(evaluated)
