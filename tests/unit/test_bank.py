@@ -76,7 +76,7 @@ def test_a_recorded_trial_is_reused_not_duplicated(uri):
 def test_trial_id_covers_every_input():
     other = {"base_model": "org/other", "base_checksum": "b" * 64, "pruning": {**PRUNING, "ratio": 0.3},
              "task": "piqa", "split": "report", "rank_vector": [8, 2, 4, 6], "recovery": {"lr": 2e-4, "epochs": 1},
-             "data_checksum": "e" * 64, "seed": 1, "task_checksum": "f" * 64}
+             "data_checksum": "e" * 64, "seed": 1, "task_checksum": "f" * 64, "fidelity": "short:0.34"}
     assert set(other) == {f.name for f in dataclasses.fields(TrialKey)}
     ids = {key(**{name: value}).id for name, value in other.items()}
     assert len(ids) == len(other) and key().id not in ids
