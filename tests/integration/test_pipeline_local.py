@@ -26,7 +26,7 @@ TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"], "runtime": {"micro_batc
 
 def tiny_job(threshold, max_iterations, bootstrap_trials, report_tasks):
     return load_job(None, {**TINY, "bootstrap_trials": bootstrap_trials, "report_tasks": report_tasks,
-                           "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500,
+                           "search": {"go": "always", "threshold": threshold, "max_iterations": max_iterations, "num_samples": 500,
                                       "patience": 1},
                            "registry": {"model_name": "tiny"}})
 

@@ -37,11 +37,11 @@ def bootstrap_vectors(job: JobConfig, cost_per_rank: list[int]) -> list[list[int
     return vectors[np.random.default_rng(job.seed).permutation(len(vectors))[:job.bootstrap_trials]].tolist()
 
 
-def baseline_seconds(baselines: dict, baselines_uri: str, name: str) -> float | None:
-    """What a baseline row cost as a trial: its recovery (train_metrics.json beside its adapter) plus its
-    select-split evaluation; None where either was not recorded (a row without recovery, an older artifact)."""
-    metrics = storage.join(baselines_uri, name, "train_metrics.json")
-    evaluated = baselines[name]["select"].get("seconds")
-    if evaluated is None or not storage.exists(metrics):
+def baseline_seconds(baselines_uri: str, name: str) -> float | None:
+    """A baseline row's recovery seconds (train_metrics.json beside its adapter; its evaluation covers the
+    table's tasks on both splits, more than a trial's, so it is left out); None without a recovery."""
+    adapter = storage.join(baselines_uri, name)
+    if not storage.exists(adapter):
         return None
-    return float(storage.read_json(storage.local_file(metrics))["seconds"]) + float(evaluated)
+    metrics = storage.local_dir(adapter) / "train_metrics.json"
+    return float(storage.read_json(metrics)["seconds"]) if metrics.is_file() else None

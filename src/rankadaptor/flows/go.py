@@ -36,9 +36,11 @@ def cheap_plan(job: JobConfig, context: TrialContext) -> list[TrialKey]:
                    for v in vectors[:job.search.go_candidates]]
 
 
-def full_trial_seconds(job: JobConfig, baselines: dict, baselines_uri: str) -> float | None:
-    """What one full trial cost: the uniform anchor's, as a baseline row (flows.baselines.baseline_seconds)."""
-    return baseline_seconds(baselines, baselines_uri, starting_trials(job)[0])
+def full_trial_seconds(job: JobConfig, baselines_uri: str, evaluation_seconds: float = 0.0) -> float | None:
+    """What one full trial costs: the uniform anchor's recovery (flows.baselines.baseline_seconds) plus a trial's
+    evaluation (target task, select rows: measured on the cheap trials, which evaluate the same way)."""
+    recovery = baseline_seconds(baselines_uri, starting_trials(job)[0])
+    return None if recovery is None else recovery + evaluation_seconds
 
 
 def trials_a_search_runs(job: JobConfig) -> int:

@@ -30,7 +30,7 @@ def start_search(job: JobConfig, context: TrialContext, baselines: dict, baselin
         vector = baselines[name].get("rank_vector") or uniform
         record(job, context, trial_key(job, context, job.target_task, "select", vector),
                baselines[name]["select"]["scores"][job.target_task], "baseline",
-               seconds=baseline_seconds(baselines, baselines_uri, name), adapter_uri=storage.join(baselines_uri, name))
+               seconds=baseline_seconds(baselines_uri, name), adapter_uri=storage.join(baselines_uri, name))
     key = trial_key(job, context, job.target_task, "select", uniform)
     rows = bank.load_observations(job.bank.experiment, base_checksum=key.base_checksum, task=job.target_task,
                                   split="select", data_checksum=key.data_checksum, recovery=key.recovery,

@@ -131,7 +131,7 @@ def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str,
     search.go is auto; their adapters under work_uri + ".trials", a durable URI on a cluster), decide from all
     the bank holds, print the one decision line, write the decision (go.json) to output_uri."""
     context = trial_context(structure_uri, data_uri)
-    paid = 0
+    evaluations = []  # seconds of each paid cheap trial's evaluation: what a full trial's evaluation costs too
     if job.search.go == "auto":
         for key in tqdm(cheap_plan(job, context), desc="go/no-go cheap trials", unit="trial"):
             if find_trial(key.id, job.bank.experiment, job.tracking_uri()):
@@ -143,11 +143,11 @@ def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str,
             measured = scores(job, pruned_uri, adapter_uri, data_uri, [key.task], ("select",))["select"]
             record(job, context, key, measured["scores"][key.task], "go", seconds=time.time() - started,
                    adapter_uri=adapter_uri)
-            paid += 1
-    baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
-    decision = decide_from_bank(job, context, full_trial_seconds(job, baselines, baselines_uri))
+            evaluations.append(measured["seconds"])
+    full = full_trial_seconds(job, baselines_uri, sum(evaluations) / len(evaluations) if evaluations else 0.0)
+    decision = decide_from_bank(job, context, full)
     progress(decision_line(decision))
-    result = {**dataclasses.asdict(decision), "cheap_trials_paid": paid}
+    result = {**dataclasses.asdict(decision), "cheap_trials_paid": len(evaluations)}
     with storage.writing_dir(output_uri) as out:
         storage.write_json_atomic(out / GO_DECISION, result)
     return result
