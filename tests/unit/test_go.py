@@ -41,7 +41,7 @@ def test_a_flat_job_stops_and_says_what_it_saved():
     assert stopped.seconds_not_spent == 600.0 and stopped.fidelity == "short:0.34"
     assert stopped.headroom <= stopped.needed and stopped.noise >= CONFIG.threshold
     line = decision_line(stopped)
-    assert "no-go: headroom" in line and "needed" in line and "about 600 s of recovery not spent (10 trials x 60 s)" in line
+    assert "no-go: headroom" in line and "needed" in line and "about 600 s of recovery not spent (10 trials x 60.0 s)" in line
 
 
 def test_the_noise_never_falls_below_the_jobs_threshold():

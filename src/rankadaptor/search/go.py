@@ -70,5 +70,5 @@ def decision_line(decision: GoDecision) -> str:
     if decision.go:
         return f"go/no-go: {decision.reason}; the search runs"
     saved = (f"; about {decision.seconds_not_spent:,.0f} s of recovery not spent ({decision.trials_skipped} trials "
-             f"x {decision.full_trial_seconds:,.0f} s)" if decision.full_trial_seconds else "")
+             f"x {decision.full_trial_seconds:,.1f} s)" if decision.full_trial_seconds else "")
     return f"go/no-go: {decision.reason}; search skipped, uniform LoRA registered{saved}"

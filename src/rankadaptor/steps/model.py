@@ -137,12 +137,12 @@ def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str,
             if find_trial(key.id, job.bank.experiment, job.tracking_uri()):
                 continue  # banked by an earlier run: reused, not paid again
             adapter_uri = storage.join(work_uri.rstrip("/") + ".trials", f"trial-{key.id[:16]}")
-            started = time.time()
-            recover(job, pruned_uri, data_uri, key.rank_vector, adapter_uri, seed=key.seed,
-                    step_fraction=step_fraction(key.fidelity))
+            recovered = recover(job, pruned_uri, data_uri, key.rank_vector, adapter_uri, seed=key.seed,
+                                step_fraction=step_fraction(key.fidelity))
             measured = scores(job, pruned_uri, adapter_uri, data_uri, [key.task], ("select",))["select"]
-            record(job, context, key, measured["scores"][key.task], "go", seconds=time.time() - started,
-                   adapter_uri=adapter_uri)
+            # a trial's seconds as the search's update step counts them: training + scoring (no model loading)
+            record(job, context, key, measured["scores"][key.task], "go",
+                   seconds=recovered["seconds"] + measured["seconds"], adapter_uri=adapter_uri)
             evaluations.append(measured["seconds"])
     full = full_trial_seconds(job, baselines_uri, sum(evaluations) / len(evaluations) if evaluations else 0.0)
     decision = decide_from_bank(job, context, full)

@@ -38,7 +38,8 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
                           job.baseline_rank, job.budget(context.cost_per_rank), job.seed,
                           noise=job.search.threshold,  # threshold: the trial noise sd
-                          anchor=anchor, uniform_seconds=baseline_seconds(baselines_uri, anchor), go=go,
+                          anchor=anchor, go=go,
+                          uniform_seconds=(go or {}).get("full_trial_seconds") or baseline_seconds(baselines_uri, anchor),
                           bootstrap_seconds=bootstrap_seconds(job, context) if go is None or go["go"] else None)
     adapter, held_out = registered_adapter(report, best, ours, baselines, anchor, baselines_uri, job.target_task)
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
