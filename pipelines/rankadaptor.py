@@ -24,9 +24,8 @@ from components.prune import prune
 from components.recover import recover
 from components.register import evaluate_best, register
 from components.update import update
-from pipelines.limits import LOOP_CAP, PARALLEL_TASKS, PARALLEL_TRIALS
+from pipelines.limits import LOOP_CAP, PARALLEL_TASKS, PARALLEL_TRIALS, scratch_size
 from pipelines.parameters import named, with_parameters
-from pipelines.limits import scratch_size
 from pipelines.placement import NAMES, cpu_step, gpu_step, split, with_placement
 from rankadaptor.job import MAIN_CHOICES
 

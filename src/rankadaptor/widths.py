@@ -68,6 +68,12 @@ def count_parameters(config: LlamaConfig, widths: list[dict[str, int]]) -> int:
     return total
 
 
+def model_bytes(config: LlamaConfig) -> int:
+    """The size of a LLaMA checkpoint in its config's dtype, by arithmetic on its widths (no weights read)."""
+    dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    return count_parameters(config, config_widths(config)) * (2 if dtype.endswith("float16") else 4)
+
+
 def structure_features(widths: list[dict[str, int]], full_heads: int, full_intermediate: int,
                        cost_per_rank: list[int], importance: list[float] | None = None) -> list[list[float]]:
     """The suggested per-layer features, all O(1): fraction of attention heads kept, fraction of MLP

@@ -24,10 +24,10 @@ while time.time() < start:
 for i in order:  # the same trials as the other writer, in another order
     key = TrialKey(base_model="org/tiny", base_checksum="a" * 64, pruning={"ratio": 0.25}, task="boolq",
                    split="select", rank_vector=[i, 2, 4, 8], recovery={"lr": 1e-4}, data_checksum="d" * 64, seed=0)
-    bank.record_trial(key, score=i / 100, experiment="shared-bank", tracking_uri=uri)
+    bank.record_trial(key, score=i / 100, experiment="one-bank", tracking_uri=uri)
 report = {"tasks": {"boolq": {"metric": "acc", "value": float(score), "stderr": 0.01, "n": 200}},
           "mean": float(score), "split": "report", "seconds": 1.0}
-print(registry.register(adapter, base, report, registry.RegistryConfig(model_name="shared", tracking_uri=uri)))
+print(registry.register(adapter, base, report, registry.RegistryConfig(model_name="one-model", tracking_uri=uri)))
 """
 
 
@@ -46,11 +46,11 @@ def test_two_writers_at_once_bank_every_trial_once_and_crown_the_better(tmp_path
             _, err = writer.communicate(timeout=600)
             assert writer.returncode == 0, err[-3000:]
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("shared-bank")
+        experiment = client.get_experiment_by_name("one-bank")
         runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
                                   max_results=1000)
         banked = [json.loads(r.data.params["rank_vector"])[0] for r in runs]
         assert sorted(banked) == trials  # 0 duplicated, 0 lost
-        model = client.get_registered_model("shared")
-        champion = client.get_model_version("shared", str(model.aliases["champion"]))
+        model = client.get_registered_model("one-model")
+        champion = client.get_model_version("one-model", str(model.aliases["champion"]))
         assert float(champion.tags["report_mean"]) == pytest.approx(0.64)

@@ -12,7 +12,8 @@ from transformers import LlamaConfig
 
 from rankadaptor.errors import UserError
 from rankadaptor.job import load_job
-from rankadaptor.ops.preflight import check_job, check_scratch, model_bytes
+from rankadaptor.ops.preflight import check_job, check_scratch
+from rankadaptor.widths import model_bytes
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,8 @@ LLAMA_TYPES = ("llama", "pruned_llama")
 
 def require_gpus(gpu_count: int) -> None:
     """A step placed on a GPU node fails at once, in one line, when the pod sees no GPU (a driver too old for
-    the image's CUDA, say) instead of running for hours on CPU; more than one GPU would sit idle. Off a
+    the image's CUDA, say) instead of running for hours on CPU; more than one GPU would sit idle. A scratch
+    volume (pipelines.placement.scratch) that this user cannot write fails here too, before any download. Off a
     cluster (kfp.local) placement has no effect, so nothing is checked there."""
     import os
 

@@ -80,18 +80,11 @@ def _fits_context(job) -> None:
         raise UserError(f"recover.{e}") from None
 
 
-def model_bytes(config) -> int:
-    """The size of a LLaMA checkpoint in its config's dtype, by arithmetic on its widths (no weights read)."""
-    from rankadaptor.widths import config_widths, count_parameters
-
-    dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
-    return count_parameters(config, config_widths(config)) * (2 if dtype.endswith("float16") else 4)
-
-
 def check_scratch(job, scratch_size: str) -> None:
     """The GPU steps' scratch volume (docs/deploy.md 9.4) must hold what the prune step keeps there: the base
     model's download and its pruned copy before upload, plus headroom."""
     from rankadaptor.serving.manifest import GI, HEADROOM, quantity_bytes
+    from rankadaptor.widths import model_bytes
 
     size = model_bytes(model_config(job.base_model))
     needed = int(SCRATCH_COPIES * size * HEADROOM)
