@@ -25,11 +25,18 @@ def _catalog(args) -> str | None:
 def _run(args) -> None:
     if _catalog(args):
         return _run_catalog(args)
-    from pipelines.local import run_local
 
-    report_dir = run_local(_job(args), args.root, args.verbose)
+    import json
+    import os
+
+    from pipelines.local import registered_lines, run_local
+
+    job = _job(args)
+    report_dir = run_local(job, args.root, args.verbose)
     print((report_dir / "report.md").read_text())
     print(f"report, plots and registration: {report_dir}\nfull log: {Path(args.root).resolve() / 'run.log'}")
+    report = json.loads((report_dir / "report.json").read_text())
+    print(registered_lines(report, job.registry_config().champion_alias, os.environ["MLFLOW_TRACKING_URI"]))
 
 
 def _run_catalog(args) -> None:

@@ -83,6 +83,23 @@ def run_local(job: JobConfig, root: str | Path, verbose: bool = False) -> Path:
     return reports[-1].parent
 
 
+def registered_lines(report: dict, alias: str, tracking_uri: str) -> str:
+    """The run's last lines: which model, version and alias were registered, and the one-line commands that
+    load it in Python and serve it from the run's registry (the environment's bin on PATH: the server runs
+    uvicorn from it)."""
+    registration = report["registration"]
+    name, version = registration["model_name"], registration["version"]
+    uri = f"models:/{name}@{alias}" if registration["champion_moved"] else f"models:/{name}/{version}"
+    held = (f"alias '{alias}' now points at it" if registration["champion_moved"]
+            else f"alias '{alias}' stays on version {registration.get('previous_champion')}")
+    adapter = "the searched" if report["decision"]["register"] == "searched" else "the uniform"
+    env = f"MLFLOW_TRACKING_URI={tracking_uri}"
+    return (f"registered model {name} version {version} ({adapter} adapter; {held})\n"
+            f"load it:  {env} python -c 'import mlflow; model = mlflow.pyfunc.load_model(\"{uri}\")'\n"
+            f"serve it: {env} PATH={Path(sys.executable).parent}:$PATH mlflow models serve -m {uri} "
+            "--env-manager local")
+
+
 def run_catalog(catalog: str, root: str | Path, parallel: int, verbose: bool = False) -> list[Path]:
     """Run the catalog pipeline under root (`parallel` tasks searching at once); returns the report
     directories of the tasks that searched (none when every task is unchanged)."""

@@ -8,6 +8,8 @@ every step is a `gpu_step` or a `cpu_step` of it). The same pipeline runs on a c
 The catalog pipeline runs the same search for each task of a task catalog that needs it, in parallel.
 """
 
+import re
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model
 
@@ -27,7 +29,22 @@ from components.update import update
 from pipelines.limits import LOOP_CAP, PARALLEL_TASKS, PARALLEL_TRIALS, scratch_size
 from pipelines.parameters import named, with_parameters
 from pipelines.placement import NAMES, cpu_step, gpu_step, split, with_placement
-from rankadaptor.job import MAIN_CHOICES
+from rankadaptor.job import MAIN_CHOICES, PROMOTED, promoted_name
+
+DEFAULT_NAME = re.compile(r"(condition|condition-branches|for-loop)-\d+")  # what KFP calls an unnamed group
+
+
+def name_branches(pipeline):
+    """Name each If/Else pair's group after its branches (`stop-after-1-or-continue-after-1`): KFP has no name
+    option for it and shows it as `condition-branches-N`."""
+    spec = pipeline.pipeline_spec
+    for dag in [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]:
+        for task in dag.tasks.values():
+            if DEFAULT_NAME.fullmatch(task.task_info.name) and task.task_info.name.startswith("condition-branches"):
+                branches = spec.components[task.component_ref.name].dag.tasks.values()
+                task.task_info.name = "-or-".join(sorted((t.task_info.name for t in branches), reverse=True))
+    return pipeline
+
 
 def prepared(place: dict, loop_cap: int = 0, **job_options):
     """configure -> prepare_data -> prune, the start of every pipeline: (job JSON, data, pruned model, its
@@ -92,16 +109,16 @@ def build(loop_cap: int = LOOP_CAP):
 
     @dsl.pipeline(name="rankadaptor", description="Prune a LLaMA model and recover it with RankAdaptor: per-layer "
                                                   "LoRA ranks chosen by a meta-learned performance model.")
-    @with_parameters()
+    @with_parameters(MAIN_CHOICES, PROMOTED)
     def rankadaptor(*args):
         """Run RankAdaptor end to end and register the best adapter in MLflow."""
-        options, place = split(named(args))
+        options, place = split(named(args, MAIN_CHOICES, PROMOTED))
         job, corpus, pruned, structure = prepared(place, loop_cap, **options)
         seeded = gpu_step(bootstrap, place, job=job, pruned_model=pruned, structure=structure,
                           data=corpus).set_caching_options(False)
         search(job, corpus, pruned, structure, seeded, place, loop_cap)
 
-    return rankadaptor
+    return name_branches(rankadaptor)
 
 
 def build_catalog(parallel: int = PARALLEL_TASKS, loop_cap: int = LOOP_CAP):
@@ -122,10 +139,10 @@ def build_catalog(parallel: int = PARALLEL_TASKS, loop_cap: int = LOOP_CAP):
             corpus, pruned, structure = pruned_from(shared, place)
             seeded = gpu_step(bootstrap, place, job=shared, pruned_model=pruned, structure=structure,
                               data=corpus).set_caching_options(False)
-            with dsl.ParallelFor(planned.output, parallelism=parallel) as job:
+            with dsl.ParallelFor(planned.output, parallelism=parallel, name="each-planned-task") as job:
                 search(job, corpus, pruned, structure, seeded, place, loop_cap)
 
-    return rankadaptor_catalog
+    return name_branches(rankadaptor_catalog)
 
 
 BOOTSTRAP_CHOICES = ("base_model", "data", "heldout_text", "source_tasks", "eval_data_dir", "bootstrap_trials", "seed")
@@ -141,7 +158,7 @@ def bootstrap_pipeline(*args):
     job, corpus, pruned, structure = prepared(place, target_task="ppl:heldout", report_tasks=[],
                                               adalora_baseline=False, **options)
     vectors = cpu_step(bootstrap_vectors, place, job=job, structure=structure, data=corpus).output
-    with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS) as rank_vector:
+    with dsl.ParallelFor(vectors, parallelism=PARALLEL_TRIALS, name="each-bootstrap-vector") as rank_vector:
         gpu_step(bootstrap_trial, place, job=job, pruned_model=pruned, structure=structure, data=corpus,
                  rank_vector=rank_vector).set_caching_options(False)
 
@@ -159,11 +176,14 @@ def baselines_pipeline(*args):
 PIPELINES = {"rankadaptor": build(), "bootstrap": bootstrap_pipeline, "baselines": baselines_pipeline,
              "catalog": build_catalog()}
 CHOICES = {"rankadaptor": MAIN_CHOICES, "bootstrap": BOOTSTRAP_CHOICES, "baselines": BASELINES_CHOICES}
+PROMOTED_IN = {"rankadaptor": PROMOTED}  # the pipelines with promoted stage options; others carry them in stage_options
 
 
 def arguments(job, pipeline: str = "rankadaptor") -> dict:
     """Pipeline arguments for a `rankadaptor.job.JobConfig` (the same job locally and on a cluster)."""
     from rankadaptor.job import parameters
 
-    values = parameters(job)
-    return {k: v for k, v in values.items() if k in CHOICES[pipeline] or k == "stage_options"}
+    promoted = PROMOTED_IN.get(pipeline, ())
+    values = parameters(job, promoted)
+    names = {*CHOICES[pipeline], *map(promoted_name, promoted), "stage_options"}
+    return {k: v for k, v in values.items() if k in names}

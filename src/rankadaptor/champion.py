@@ -17,7 +17,8 @@ SEARCHED, UNIFORM = "searched", "uniform"
 @dataclass(frozen=True)
 class Decision:
     register: str  # SEARCHED or UNIFORM
-    reason: str  # one plain sentence for the report
+    reason: str  # one plain sentence for the report, with the interval
+    conclusion: str  # the same decision without the numbers (the verdict line gives the interval once)
 
 
 def choose_adapter(diff: float, low: float, high: float, noise: float = 0.0, baseline_rank: int = 8) -> Decision:
@@ -29,7 +30,9 @@ def choose_adapter(diff: float, low: float, high: float, noise: float = 0.0, bas
     check(math.isfinite(noise) and noise >= 0, f"noise={noise} must be a finite sd >= 0")
     interval = f"{diff:+.4f} (95% CI {low:+.4f} .. {high:+.4f}; noise sd {noise:.4f})"
     if low > 0 and diff > noise:
-        return Decision(SEARCHED, f"the searched rank vector beats uniform LoRA r={baseline_rank} beyond noise: {interval}")
-    why = "its CI includes 0" if low <= 0 else "the gain is within the trial noise"
-    return Decision(UNIFORM, f"searching did not pay on this task ({why}): {interval}; "
-                             f"the uniform LoRA r={baseline_rank} adapter is registered")
+        said = f"the searched rank vector beats uniform LoRA r={baseline_rank} beyond noise"
+        return Decision(SEARCHED, f"{said}: {interval}", f"{said} (noise sd {noise:.4f}); it is registered")
+    why = "its CI includes 0" if low <= 0 else f"the gain is within the trial noise sd {noise:.4f}"
+    registered = f"the uniform LoRA r={baseline_rank} adapter is registered"
+    return Decision(UNIFORM, f"searching did not pay on this task ({why}): {interval}; {registered}",
+                    f"searching did not pay on this task ({why}); {registered}")

@@ -32,6 +32,9 @@ STAGES = ("prune", "recover", "evaluate", "surrogate", "search", "registry")
 # The main choices: typed top-level pipeline parameters; every other field travels in `stage_options`.
 MAIN_CHOICES = ("base_model", "data", "heldout_text", "target_task", "source_tasks", "report_tasks", "eval_data_dir",
                 "bootstrap_trials", "adalora_baseline", "seed")
+# The stage options people change most, promoted to typed top-level parameters of the main pipeline (named
+# <stage>_<field>, e.g. prune_ratio); from_parameters merges them back into their stage.
+PROMOTED = ("prune.ratio", "recover.epochs", "search.max_iterations", "search.threshold", "registry.model_name")
 INPUTS = ("base_model", "data", "heldout_text", "eval_data_dir")  # the fields naming the user's weights and data
 FINGERPRINTS = "fingerprints"  # the job JSON's key for its inputs' content (rankadaptor.infra.fingerprint)
 DIGEST_TAG = "job_digest"  # a registered version's tag holding its job's digest (job_digest)
@@ -264,22 +267,60 @@ def _changed(value: Any, default: Any) -> Any:
     return value
 
 
-def parameters(job: JobConfig) -> dict[str, Any]:
-    """The job as pipeline arguments: the main choices, and in `stage_options` what differs from the defaults
-    (KFP parameters cannot hold null, and a run's options read best as what it changed)."""
-    values, defaults = cfg.to_dict(job), cfg.to_dict(JobConfig())
+def promoted_name(path: str) -> str:
+    """The pipeline parameter of a promoted stage option: prune.ratio -> prune_ratio."""
+    return path.replace(".", "_")
+
+
+def promoted_fields(paths: tuple[str, ...] = PROMOTED) -> list[tuple[str, str, Any, dataclasses.Field]]:
+    """(parameter name, stage, type, the stage config's field) of each promoted stage option, for the
+    pipeline's typed parameters (name, type, default and help come from the field)."""
+    stages = {f.name: type(cfg.default_of(f)) for f in dataclasses.fields(JobConfig)}
+    found = []
+    for path in paths:
+        stage, name = path.split(".")
+        field = {f.name: f for f in dataclasses.fields(stages[stage])}[name]
+        found.append((promoted_name(path), stage, typing.get_type_hints(stages[stage])[name], field))
+    return found
+
+
+def _without(values: dict[str, Any], promoted: tuple[str, ...]) -> dict[str, Any]:
+    cut = {tuple(p.split(".")) for p in promoted}
+    return {k: {n: x for n, x in v.items() if (k, n) not in cut} if isinstance(v, dict) else v
+            for k, v in values.items()}
+
+
+def parameters(job: JobConfig, promoted: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The job as pipeline arguments: the main choices, the `promoted` stage options as their own parameters,
+    and in `stage_options` what else differs from the defaults (KFP parameters cannot hold null, and a run's
+    options read best as what it changed)."""
+    values = cfg.to_dict(job)
+    lifted = {name: values[stage][field.name] for name, stage, _, field in promoted_fields(promoted)}
+    values, defaults = _without(values, promoted), _without(cfg.to_dict(JobConfig()), promoted)
     options = {k: _changed(v, defaults[k]) for k, v in values.items()
                if k not in MAIN_CHOICES and v != defaults[k]}
     nulls = sorted(f"{k}.{n}" for k, v in options.items() if isinstance(v, dict) for n, x in v.items() if x is None)
     check(not nulls, f"{nulls} cannot be null in pipeline parameters; leave them at their defaults")
-    return {**{k: values[k] for k in MAIN_CHOICES}, "stage_options": options}
+    return {**{k: values[k] for k in MAIN_CHOICES}, **lifted, "stage_options": options}
 
 
-def from_parameters(stage_options: dict[str, Any], **main_choices: Any) -> JobConfig:
-    """The job back from pipeline arguments (what the configure component validates)."""
+def from_parameters(stage_options: dict[str, Any], **choices: Any) -> JobConfig:
+    """The job back from pipeline arguments (what the configure component validates): the main choices, the
+    promoted stage options merged into their stage (None: not a parameter of this pipeline), stage_options."""
     unknown = sorted(set(stage_options) & set(MAIN_CHOICES))
     check(not unknown, f"stage_options may not hold the main choices {unknown}: set them as parameters")
-    return job_from_dict({**main_choices, **stage_options})
+    promoted = promoted_fields()
+    extra = sorted(set(choices) - set(MAIN_CHOICES) - {name for name, *_ in promoted})
+    check(not extra, f"unknown pipeline parameters {extra}; accepted: {[*MAIN_CHOICES, *(n for n, *_ in promoted)]}")
+    nested = {k: dict(v) if isinstance(v, dict) else v for k, v in stage_options.items()}
+    for name, stage, _, field in promoted:
+        if choices.get(name) is None:
+            continue
+        section = nested.setdefault(stage, {})
+        check(isinstance(section, dict) and field.name not in section,
+              f"stage_options sets {stage}.{field.name} and so does the parameter {name}: set it once, as {name}")
+        section[field.name] = choices[name]
+    return job_from_dict({**{k: v for k, v in choices.items() if k in MAIN_CHOICES}, **nested})
 
 
 def check_loop_cap(job: JobConfig, loop_cap: int) -> None:

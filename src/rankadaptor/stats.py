@@ -50,3 +50,24 @@ def kendall_tau(pred, measured) -> float:
     check(len(pred) == len(measured) and len(pred) >= 2,
           f"kendall_tau needs two sequences of the same length >= 2; got {len(pred)} and {len(measured)}")
     return float(kendalltau(pred, measured).statistic)
+
+
+def kendall_tau_interval(pred, measured, n_boot: int = 1000, seed: int = 0,
+                         confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """A percentile bootstrap interval of Kendall's tau over (pred, measured) pairs resampled together; wide
+    for the few trials a search runs, which is the point of showing it. (None, None) when no resample has
+    two distinct values on both sides."""
+    from scipy.stats import kendalltau
+
+    check(len(pred) == len(measured) and len(pred) >= 2,
+          f"kendall_tau_interval needs two sequences of the same length >= 2; got {len(pred)} and {len(measured)}")
+    pred, measured = np.asarray(pred, float), np.asarray(measured, float)
+    rng = np.random.default_rng(seed)
+    taus = [kendalltau(pred[i], measured[i]).statistic for i in rng.integers(0, len(pred), (n_boot, len(pred)))]
+    taus = np.asarray(taus, float)
+    taus = taus[np.isfinite(taus)]
+    if not taus.size:
+        return None, None
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(taus, [tail, 100 - tail])
+    return float(low), float(high)

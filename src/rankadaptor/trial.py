@@ -95,10 +95,15 @@ class TrialContext:
 
 
 def history(trials: list[Observation], cost_per_rank: list[int]) -> list[dict[str, Any]]:
-    """The search's trials in order, as the loop returns them and the report and its plots read them (the
-    baseline anchor, which has no prediction, left out): each trial's record plus its iteration, error, best
-    score so far and trainable parameters."""
-    searched = [o for o in trials if o.predicted is not None]
-    return [{"iteration": i + 1, "rank_vector": o.rank_vector, "predicted": o.predicted, "measured": o.score,
-             "abs_error": abs(o.predicted - o.score), "best": max(t.score for t in searched[:i + 1]),
-             "trainable_params": lora_parameters(o.rank_vector, cost_per_rank)} for i, o in enumerate(searched)]
+    """The search's trials in order, as the loop returns them and the report, its plots and the terminal read
+    them (the baseline anchor, which has no prediction, left out): each trial's record plus its iteration
+    (search trial #1 is the first trial after the uniform baseline), error, best score so far (starting at
+    the uniform baseline: every trial before it counts) and trainable parameters."""
+    rows, best = [], None
+    for o in trials:
+        best = o.score if best is None else max(best, o.score)
+        if o.predicted is not None:
+            rows.append({"iteration": len(rows) + 1, "rank_vector": o.rank_vector, "predicted": o.predicted,
+                         "measured": o.score, "abs_error": abs(o.predicted - o.score), "best": best,
+                         "trainable_params": lora_parameters(o.rank_vector, cost_per_rank)})
+    return rows

@@ -90,6 +90,10 @@ def test_stops_at_max_iterations(tmp_path):
     assert len(lines) < 100, stdout
     assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  ppl:heldout trial ") for line in lines) == 2
     assert "Executing task" not in stdout
+    registration = report["registration"]  # the last lines: the registered model and how to load it
+    assert f"registered model {registration['model_name']} version {registration['version']}" in stdout
+    assert "mlflow.pyfunc.load_model(" in lines[-2] and "mlflow models serve -m models:/" in lines[-1]
+    assert "search stopped: " in stdout and "ppl:heldout trial #1 (#1 = first after the uniform baseline)" in stdout
     log = (tmp_path / "run" / "run.log").read_text()
     assert "Executing task" in log and len(log.splitlines()) > 10 * len(lines)
     assert report["iterations"] == 2

@@ -106,3 +106,23 @@ def test_the_library_cli_refuses_a_bad_option_in_one_line():
     assert result.returncode == 2
     assert result.stderr.strip() == ("rankadaptor recover: error: lr='fast' is not accepted: input should be a valid "
                                      "number, unable to parse string as a number")
+
+
+def test_promoted_stage_options_travel_as_their_own_parameters_and_merge_back():
+    from rankadaptor.errors import UserError
+    from rankadaptor.job import PROMOTED, from_parameters, load_job, parameters, promoted_name
+
+    job = load_job(None, {"prune": {"ratio": 0.3}, "search": {"max_iterations": 4, "threshold": 0.01},
+                          "recover": {"epochs": 1, "rank": 4}, "registry": {"model_name": "m"}})
+    values = parameters(job, PROMOTED)
+    assert (values["prune_ratio"], values["search_max_iterations"], values["search_threshold"],
+            values["recover_epochs"], values["registry_model_name"]) == (0.3, 4, 0.01, 1, "m")
+    assert values["stage_options"]["recover"] == {"rank": 4}  # the promoted ones only once
+    assert not {"prune", "search", "registry"} & set(values["stage_options"])
+    options = values.pop("stage_options")
+    assert from_parameters(options, **values) == job
+    unpromoted = parameters(job)  # a pipeline without them keeps them in stage_options
+    assert unpromoted["stage_options"]["prune"] == {"ratio": 0.3} and "prune_ratio" not in unpromoted
+    assert from_parameters(unpromoted.pop("stage_options"), **unpromoted, prune_ratio=None) == job
+    with pytest.raises(UserError, match="stage_options sets prune.ratio and so does the parameter prune_ratio"):
+        from_parameters({"prune": {"ratio": 0.3}}, **{promoted_name(PROMOTED[0]): 0.2})

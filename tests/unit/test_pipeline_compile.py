@@ -8,9 +8,9 @@ import yaml
 
 from pipelines.cluster import COMPILED, compile_all
 from pipelines.parameters import PLACEMENT, STAGE_OPTIONS, job_parameters
-from pipelines.rankadaptor import CHOICES, LOOP_CAP, PIPELINES
+from pipelines.rankadaptor import CHOICES, DEFAULT_NAME, LOOP_CAP, PIPELINES, PROMOTED_IN
 from rankadaptor.config import default_of, help_text
-from rankadaptor.job import JobConfig
+from rankadaptor.job import PROMOTED, JobConfig, promoted_fields, promoted_name
 
 # Argo keeps the workflow spec in an annotation limited to 256 KiB (kubeflow/pipelines#10968).
 
@@ -92,7 +92,8 @@ def test_pipeline_parameters_their_defaults_and_descriptions_are_the_job_config_
     every other JobConfig field travels in stage_options."""
     parameters = _documents(fresh / f"{name}.yaml")[0]["root"]["inputDefinitions"]["parameters"]
     fields = {f.name: f for f in dataclasses.fields(JobConfig)}
-    job_names = set(parameters) - {STAGE_OPTIONS[0]} - {p[0] for p in PLACEMENT}
+    promoted = {promoted_name(p) for p in PROMOTED_IN.get(name, ())}  # stage fields: test_promoted_stage_options
+    job_names = set(parameters) - {STAGE_OPTIONS[0]} - {p[0] for p in PLACEMENT} - promoted
     assert job_names == set(CHOICES[name]) and job_names <= set(fields)
     for parameter in job_names:
         field, compiled = fields[parameter], parameters[parameter]
@@ -183,3 +184,54 @@ def test_a_gpu_component_that_skips_the_gpu_check_is_refused():
 
     with pytest.raises(TypeError, match=r"call require_gpus\(gpu_count\) before any work"):
         gpu_component(no_check)
+
+
+KFP_TYPES = {float: "NUMBER_DOUBLE", int: "NUMBER_INTEGER", str: "STRING"}
+
+
+def test_the_most_used_stage_options_are_typed_top_level_parameters(fresh):
+    """prune_ratio, recover_epochs, search_max_iterations, search_threshold, registry_model_name: typed, with the
+    stage field's default and help; configure receives them and merges them back into the job."""
+    spec = _documents(fresh / "rankadaptor.yaml")[0]
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert [name for name, *_ in promoted_fields()] == [promoted_name(p) for p in PROMOTED]
+    for name, stage, tp, field in promoted_fields():
+        compiled = parameters[name]
+        assert compiled["parameterType"] == KFP_TYPES[tp], name
+        default = default_of(field)
+        assert compiled["defaultValue"] == (float(default) if type(default) is int else default), name
+        assert help_text(field).split()[0] in compiled["description"] and f"{stage}." in compiled["description"]
+        wired = spec["root"]["dag"]["tasks"]["configure"]["inputs"]["parameters"][name]
+        assert wired == {"componentInputParameter": name}
+    assert not set(parameters) & {promoted_name(p) for p in PROMOTED} - set(parameters)
+    for other in ("bootstrap", "baselines"):  # they carry these in stage_options
+        assert not {promoted_name(p) for p in PROMOTED} & set(
+            _documents(fresh / f"{other}.yaml")[0]["root"]["inputDefinitions"]["parameters"])
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_every_step_and_group_has_a_meaningful_display_name(fresh, name):
+    """No `condition-branches-N`, `condition-N` or `for-loop-N` in the Kubeflow UI."""
+    spec = _documents(fresh / f"{name}.yaml")[0]
+    dags = [spec["root"], *spec["components"].values()]
+    names = [task["taskInfo"]["name"] for dag in dags for task in dag.get("dag", {}).get("tasks", {}).values()]
+    assert names and not [n for n in names if DEFAULT_NAME.fullmatch(n)], names
+    if name == "rankadaptor":
+        assert "stop-after-1-or-continue-after-1" in names
+
+
+def test_every_metrics_output_is_logged_flat():
+    """KFP's scalar-metrics view shows flat name -> number only: the components log metrics with log_metric
+    and steps.metrics.flat_metrics, never a nested dict in Metrics metadata."""
+    import inspect
+
+    import components.evaluate
+    import components.prune
+    import components.register
+    from rankadaptor.steps.metrics import flat_metrics
+
+    for module in (components.evaluate, components.prune, components.register):
+        source = inspect.getsource(module)
+        assert "metrics.log_metric(" in source and "metrics.metadata[" not in source, module.__name__
+    assert flat_metrics({"scores": {"ppl:heldout": -2.2, "boolq": 1}, "n": None, "v": [1], "ok": True}) == {
+        "scores/ppl:heldout": -2.2, "scores/boolq": 1.0}

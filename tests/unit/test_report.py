@@ -13,6 +13,7 @@ from rankadaptor.report import (
     markdown_table,
     markdown_with_plots,
     plot_convergence,
+    plot_gain,
     plot_predicted_vs_measured,
     plot_ranks,
     write_report,
@@ -92,6 +93,7 @@ def test_write_report_draws_every_plot_and_writes_the_report(tmp_path):
 
 
 def test_report_markdown_inlines_every_plot(tmp_path):
+    plot_gain(report_for(-2.4)["gain"], 0.005, tmp_path / "gain.png", 8, "mean log-lik/token")
     plot_ranks([4, 8, 12, 8], tmp_path / "ranks.png", 8)
     plot_predicted_vs_measured(HISTORY, tmp_path / "predicted_vs_measured.png")
     plot_convergence(HISTORY, -2.25, tmp_path / "convergence.png", 8)
@@ -115,3 +117,57 @@ def test_a_search_budget_of_the_job_is_the_report_budget():
     report = build_report("ppl:heldout", ["boolq"], baselines, both(rows(-2.4)), TRIALS, COSTS, own.baseline_rank,
                           own.budget(COSTS), 0)
     assert report["budget"] == 1234 and json.loads(json.dumps(report))["budget"] == 1234
+
+
+MORE_TRIALS = [*TRIALS, Observation("ppl:heldout", [4, 6, 2, 4], -2.35, predicted=-2.3, artifact="a3")]
+
+
+def test_the_report_explains_its_numbers(tmp_path):
+    """One trial numbering (#1 = first after the uniform baseline), score columns with unit and direction,
+    the stop reason, the surrogate line with n, the interval once, and gain.png with the other plots."""
+    baselines = {PRUNED: {**both(rows(-3.0)), "trainable_params": 0},
+                 UNIFORM: {**both(rows(-2.5)), "trainable_params": 1600}}
+    report = build_report("ppl:heldout", ["boolq"], baselines, both(rows(-2.4)), MORE_TRIALS, COSTS, 4,
+                          budget(COSTS, rank=4), 0, noise=0.005, stop_reason="max_iterations reached: 3 trials")
+    assert [h["iteration"] for h in report["history"]] == [1, 2, 3]
+    assert report["history"][0]["best"] == -2.4 and "uniform baseline" in report["trial_numbering"]
+    labels = report["column_labels"]
+    assert labels["ppl:heldout (report)"] == "ppl:heldout (report, mean log-lik/token, higher better)"
+    assert labels["boolq"] == "boolq (report, accuracy, higher better)"
+    assert report["stop_reason"].startswith("max_iterations reached")
+    assert report["surrogate"]["n"] == 3 and report["kendall_tau"] == report["surrogate"]["kendall_tau"]
+    assert report["verdict"].count("95% CI") == 1
+    assert set(report["gain"]) == {"select", "report"} and "zero-shot mean" in report["gain"]["report"]
+    write_report(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| #3 |" in md and "Search stopped: max_iterations reached" in md and "n=3 search trials" in md
+    assert labels["perplexity (report)"] == "perplexity (report, lower better)" and labels["ppl:heldout (select)"] in md
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["stop_reason"] == report["stop_reason"] and saved["history"] == report["history"]
+    assert "gain.png" in PLOTS and all((tmp_path / name).is_file() for name in PLOTS)
+
+
+def test_the_plots_use_integer_trial_ticks(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    history = [{"iteration": i, "predicted": -2.3 + 0.01 * i, "measured": -2.2 - 0.01 * i} for i in (1, 2, 3)]
+    plot_convergence(history, -2.25, tmp_path / "convergence.png", 8)
+    plot_predicted_vs_measured(history, tmp_path / "predicted_vs_measured.png")
+    convergence, scatter = saved
+    ticks = [t for t in convergence.axes[0].get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    colourbar = scatter.axes[1]  # the trial-number legend of the colours
+    assert "search trial" in colourbar.get_ylabel()
+    assert all(float(t).is_integer() for t in colourbar.get_yticks())
+
+
+def test_ranks_show_the_registered_and_the_best_searched_vector(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    plot_ranks([6, 2, 2, 6], tmp_path / "ranks.png", 4, [4, 4, 4, 4])
+    legend = [t.get_text() for t in saved[0].axes[0].get_legend().get_texts()]
+    assert "best searched" in legend and "registered (uniform)" in legend

@@ -139,3 +139,18 @@ def test_stopping_rule_ignores_one_lucky_trial_after_poor_predictions():
             Observation("t", [8, 12, 8, 8, 4, 8], 0.50, predicted=0.508)]
     assert converged(dataclasses.replace(state, observations=calm), config)
     assert not converged(dataclasses.replace(state, observations=calm[:1]), config)  # the anchor alone: never
+
+
+def test_the_stop_reason_says_whether_the_threshold_was_met_or_max_iterations_ran_out():
+    from rankadaptor.search.config import SearchConfig
+    from rankadaptor.search.loop import SearchState, stop_reason
+    from rankadaptor.trial import Observation
+
+    anchor = Observation("t", [8, 8], -2.5)  # the uniform baseline: no prediction, not counted
+    close = [Observation("t", [v, 8], -2.4, predicted=-2.4 + 0.001) for v in (2, 4, 6)]
+    far = [Observation("t", [v, 8], -2.4, predicted=-2.0) for v in (2, 4, 6)]
+    config = SearchConfig(threshold=0.005, patience=3, max_iterations=3)
+    met = stop_reason(SearchState("t", None, [1, 1], None, [anchor, *close]), config)
+    assert met.startswith("threshold met: RMS prediction error of the last 3 trials 0.0010 < threshold 0.0050")
+    ran_out = stop_reason(SearchState("t", None, [1, 1], None, [anchor, *far]), config)
+    assert ran_out.startswith("max_iterations reached: 3 search trials (max_iterations=3)")

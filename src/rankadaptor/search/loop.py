@@ -171,6 +171,21 @@ def converged(state: SearchState, config: SearchConfig) -> bool:
     return bool(np.sqrt(np.mean(errors ** 2)) < config.threshold)
 
 
+def stop_reason(state: SearchState, config: SearchConfig) -> str:
+    """Why a finished search stopped, in one plain phrase (the report and the terminal say it): the
+    convergence rule met, or max_iterations search trials done without it."""
+    predicted = [o for o in state.measured() if o.predicted is not None]
+    if not predicted:
+        return "no search trial ran"
+    window = predicted[-config.patience:]
+    rms = float(np.sqrt(np.mean([(o.predicted - o.score) ** 2 for o in window])))
+    error = f"RMS prediction error of the last {len(window)} trials {rms:.4f}"
+    if converged(state, config):
+        return f"threshold met: {error} < threshold {config.threshold:.4f}"
+    return (f"max_iterations reached: {len(predicted)} search trials (max_iterations={config.max_iterations}), "
+            f"{error} >= threshold {config.threshold:.4f}")
+
+
 def update(state: SearchState, proposal: Proposal, score: float, config: SearchConfig,
            cost: float | None = None, artifact: str | None = None) -> tuple[SearchState, Outcome]:
     """Record the measured score of a proposal, adapt the surrogate online, and say whether the search

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from rankadaptor.flows.progress import progress
 from rankadaptor.flows.register import registered_adapter
 from rankadaptor.flows.trials import starting_trials, trial_key
 from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig
 from rankadaptor.report import build_report, write_report
-from rankadaptor.search.state import best_trial
+from rankadaptor.search.loop import stop_reason
+from rankadaptor.search.state import best_trial, load_state
 from rankadaptor.serving.registry import ROWS_TAG, create_version, log_version
 from rankadaptor.steps.model import scores
 
@@ -22,11 +24,13 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
     best, trials, context = best_trial(state_uri)
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
     anchor = starting_trials(job)[0]
+    stopped = stop_reason(load_state(state_uri)[0], job.search_config(context.cost_per_rank))
+    progress(f"{job.target_task} search stopped: {stopped}")
     ours = scores(job, pruned_uri, best.artifact, data_uri, job.table_tasks, ("select", "report"))
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
                           job.baseline_rank, job.budget(context.cost_per_rank), job.seed,
                           noise=job.search.threshold,  # threshold: the trial noise sd
-                          anchor=anchor)
+                          anchor=anchor, stop_reason=stopped)
     adapter, held_out = registered_adapter(report, best, ours, baselines, anchor, baselines_uri, job.target_task)
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
     logged = log_version(adapter, pruned_uri, held_out, job.registry_config(),
