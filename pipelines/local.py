@@ -62,6 +62,34 @@ class StepLines(io.TextIOBase):
         self.terminal.flush()
 
 
+def _null_safe_integers() -> None:
+    """kfp.local (2.17) casts every integer parameter with int(), so an `Optional[int] = None` input that a
+    pipeline leaves unset fails with int(None); the cluster's executor passes null through. Wrap the cast
+    to leave nulls as they are, so that kfp.local runs what a cluster runs."""
+    from kfp.local import executor_input_utils
+
+    cast = executor_input_utils.executor_input_to_dict
+    if getattr(cast, "null_safe", False):
+        return
+
+    def null_safe(executor_input, component_spec):
+        values = executor_input.inputs.parameter_values
+        unset = [name for name, value in values.items() if value.WhichOneof("kind") in (None, "null_value")]
+        for name in unset:
+            del values[name]
+        result = cast(executor_input, component_spec)
+        for name in unset:
+            values[name].null_value = 0
+            result.setdefault("inputs", {}).setdefault("parameterValues", {})[name] = None
+        return result
+
+    null_safe.null_safe = True
+    executor_input_utils.executor_input_to_dict = null_safe
+
+
+_null_safe_integers()
+
+
 def without_retries(pipeline) -> None:
     """Drop the retry policies (meant for preempted pods on a cluster): here a failure is deterministic, and
     kfp.local would repeat it with minutes of backoff."""

@@ -139,7 +139,7 @@ def test_a_catalog_searches_new_tasks_then_only_the_task_whose_data_changed(tmp_
     assert "task mc:everyday: searches (no champion yet; model aidreams-260k-width20-mc-everyday)" in first
     assert "task ppl:poems: searches (no champion yet; model aidreams-260k-width20-ppl-poems)" in first
     assert len(first.splitlines()) < 100 and "Executing task" not in first
-    assert sum(line.startswith(("  mc:everyday trial 2: ", "  ppl:poems trial 2: ")) for line in first.splitlines()) == 2
+    assert sum(line.startswith(("  mc:everyday search #1: ", "  ppl:poems search #1: ")) for line in first.splitlines()) == 2
     for task, name in models.items():
         assert f"{task}: registered {name} version 1 (now the champion)" in first
         assert int(client.get_model_version_by_alias(name, "champion").version) == 1

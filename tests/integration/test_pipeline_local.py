@@ -93,7 +93,7 @@ def test_stops_at_max_iterations(tmp_path):
     registration = report["registration"]  # the last lines: the registered model and how to load it
     assert f"registered model {registration['model_name']} version {registration['version']}" in stdout
     assert "mlflow.pyfunc.load_model(" in lines[-2] and "mlflow models serve -m models:/" in lines[-1]
-    assert "search stopped: " in stdout and "ppl:heldout trial #1 (#1 = first after the uniform baseline)" in stdout
+    assert "search stopped: " in stdout and "ppl:heldout search #1: ranks " in stdout
     log = (tmp_path / "run" / "run.log").read_text()
     assert "Executing task" in log and len(log.splitlines()) > 10 * len(lines)
     assert report["iterations"] == 2

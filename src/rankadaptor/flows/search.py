@@ -47,7 +47,6 @@ def add_trial(job: JobConfig, state: SearchState, context: TrialContext, proposa
     record(job, context, trial_key(job, context, job.target_task, "select", proposal.rank_vector), score, "search",
            predicted=proposal.predicted, seconds=seconds, adapter_uri=adapter_uri)
     number = sum(o.predicted is not None for o in new_state.measured())  # trial.history's iteration
-    progress(f"{job.target_task} trial #{number} (#1 = first after the uniform baseline): ranks {proposal.rank_vector}, predicted "
-             f"{proposal.predicted:.4f}, measured {score:.4f}, best so far (from the uniform baseline) "
-             f"{outcome.best.score:.4f}")
+    progress(f"{job.target_task} search #{number}: ranks {proposal.rank_vector}, predicted {proposal.predicted:.4f}, "
+             f"measured {score:.4f}, best so far {outcome.best.score:.4f} (the uniform baseline counts)")
     return new_state, outcome
