@@ -18,8 +18,8 @@ from pipelines.limits import SCRATCH_MOUNT, scratch_size
 
 GPU, CPU, ALL = "gpu", "cpu", "all"  # which steps a placement parameter applies to
 GPU_STEPS = ("prepare-data", "prune", "baselines", "bootstrap", "bootstrap-trial", "recover", "evaluate",
-             "evaluate-best")
-CPU_STEPS = ("configure", "propose", "update", "gate", "meta-pretrain", "register", "bootstrap-vectors",
+             "evaluate-best", "go-check")
+CPU_STEPS = ("configure", "propose", "update", "gate", "go-gate", "meta-pretrain", "register", "bootstrap-vectors",
              "plan-catalog", "shared-job")
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

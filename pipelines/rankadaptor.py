@@ -1,6 +1,8 @@
 """The RankAdaptor pipelines: the main search, the parallel bank bootstrap, and the baselines.
 
-KFP v2 has no while loop, so the search loop is unrolled at compile time (LOOP_CAP iterations): iteration
+After the baselines, a go/no-go (cheap trials) decides whether the search runs at all; if not, the
+uniform adapter is registered and the bootstrap, meta-pretraining and loop are skipped. KFP v2 has no while
+loop, so the search loop is unrolled at compile time (LOOP_CAP iterations): iteration
 i+1 runs only under `dsl.Else` of iteration i's gate, which stops the loop when the search converged or the
 job's search.max_iterations trials are done; each way out ends in the register step. Parameters come from
 `rankadaptor.job.JobConfig` (pipelines/parameters.py), the placement from one table (pipelines/placement.py:
@@ -20,6 +22,7 @@ from components.configure import configure
 from components.data import prepare_data
 from components.evaluate import evaluate
 from components.gate import gate
+from components.go import go_check, go_gate
 from components.meta_pretrain import meta_pretrain
 from components.propose import propose
 from components.prune import prune
@@ -77,15 +80,21 @@ def iteration(job: str, search_state: Input[Artifact], pruned_model: Input[Model
 
 
 def search(job, corpus, pruned, structure, seeded, place: dict, loop_cap: int) -> None:
-    """baselines -> meta-pretrain (after the bootstrap `seeded`) -> the unrolled search loop -> register."""
+    """baselines -> go/no-go -> (go) the bootstrap `seeded()` -> meta-pretrain -> the unrolled search loop ->
+    register, or (no-go) the uniform anchor alone -> register. seeded: makes (or returns) the bootstrap task."""
     baseline = gpu_step(baselines, place, job=job, pruned_model=pruned, data=corpus).output
-    state = cpu_step(meta_pretrain, place, job=job, structure=structure, data=corpus, baselines=baseline)
-    state = state.after(seeded).set_caching_options(False).output
+    decision = gpu_step(go_check, place, job=job, pruned_model=pruned, structure=structure, data=corpus,
+                        baselines=baseline).set_caching_options(False).output  # it reads and writes the bank
+    verdict = cpu_step(go_gate, place, decision=decision).set_caching_options(False)
+
+    def start(pretrain: bool):
+        return cpu_step(meta_pretrain, place, job=job, structure=structure, data=corpus, baselines=baseline,
+                        pretrain=pretrain).set_caching_options(False)
 
     def finish(search_state):
         evaluated = gpu_step(evaluate_best, place, job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                              search_state=search_state, pruned_model=pruned, data=corpus,
-                             baselines=baseline).set_caching_options(False).output
+                             baselines=baseline, go_decision=decision).set_caching_options(False).output
         cpu_step(register, place, job=job, evaluated=evaluated).set_caching_options(False)
 
     def loop(search_state, i: int):
@@ -101,7 +110,10 @@ def search(job, corpus, pruned, structure, seeded, place: dict, loop_cap: int) -
         with dsl.Else(name=f"continue-after-{i}"):
             loop(next_state, i + 1)
 
-    loop(state, 1)
+    with dsl.If(verdict.output == True, name="search-pays"):  # noqa: E712 (a KFP condition)
+        loop(start(True).after(seeded()).output, 1)
+    with dsl.Else(name="uniform-only"):
+        finish(start(False).output)
 
 
 def build(loop_cap: int = LOOP_CAP):
@@ -114,9 +126,9 @@ def build(loop_cap: int = LOOP_CAP):
         """Run RankAdaptor end to end and register the best adapter in MLflow."""
         options, place = split(named(args, MAIN_CHOICES, PROMOTED))
         job, corpus, pruned, structure = prepared(place, loop_cap, **options)
-        seeded = gpu_step(bootstrap, place, job=job, pruned_model=pruned, structure=structure,
-                          data=corpus).set_caching_options(False)
-        search(job, corpus, pruned, structure, seeded, place, loop_cap)
+        search(job, corpus, pruned, structure, lambda: gpu_step(
+            bootstrap, place, job=job, pruned_model=pruned, structure=structure, data=corpus).set_caching_options(False),
+            place, loop_cap)  # the bootstrap runs only if the go/no-go says go
 
     return name_branches(rankadaptor)
 
@@ -140,7 +152,7 @@ def build_catalog(parallel: int = PARALLEL_TASKS, loop_cap: int = LOOP_CAP):
             seeded = gpu_step(bootstrap, place, job=shared, pruned_model=pruned, structure=structure,
                               data=corpus).set_caching_options(False)
             with dsl.ParallelFor(planned.output, parallelism=parallel, name="each-planned-task") as job:
-                search(job, corpus, pruned, structure, seeded, place, loop_cap)
+                search(job, corpus, pruned, structure, lambda: seeded, place, loop_cap)  # shared by every task
 
     return name_branches(rankadaptor_catalog)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.evaluate.tasks import parse_task
+from rankadaptor.search.cost import cost_markdown, cost_section
 from rankadaptor.stats import kendall_tau, kendall_tau_interval, paired_bootstrap
 from rankadaptor.trial import Observation, history
 from rankadaptor.widths import lora_parameters
@@ -84,14 +85,17 @@ def _interval(ours: dict, theirs: dict, tasks: list[str], seed: int) -> dict:
 
 def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict], ours: dict[str, dict],
                  trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, budget: int, seed: int,
-                 noise: float = 0.0, anchor: str = UNIFORM, stop_reason: str | None = None) -> dict[str, Any]:
+                 noise: float = 0.0, anchor: str = UNIFORM, stop_reason: str | None = None,
+                 uniform_seconds: float | None = None, go: dict | None = None,
+                 bootstrap_seconds: list[float] | None = None) -> dict[str, Any]:
     """The report of a finished search; noise (the trial noise sd) decides, with the interval, which adapter
     is registered (champion.choose_adapter). baselines: {method: {"select": eval, "report": eval,
     "trainable_params", optional "sparsity"}} (the anchor required); ours: the best trial's {"select": eval,
     "report": eval, optional "sparsity"}; trials: the target's trials; anchor: the uniform row the verdict
     compares with (MASKED_UNIFORM for sparse jobs: the recovery the search itself runs); budget: the LoRA
     parameters every trial was held to (JobConfig.budget); stop_reason: why the search stopped
-    (search.loop.stop_reason)."""
+    (search.loop.stop_reason); uniform_seconds, go, bootstrap_seconds: the cost section's inputs
+    (search.cost.cost_section)."""
     best = max(trials, key=lambda o: o.score)
     params = lora_parameters(best.rank_vector, cost_per_rank)
     zero_shot = [t for t in report_tasks if t != target]
@@ -137,7 +141,8 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
             "best": {"rank_vector": best.rank_vector, "select_score": best.score, "adapter": best.artifact,
                      "trainable_params": params},
             "budget": budget, "iterations": len(rows),
-            "evaluation": {split: slim(ours[split]) for split in ("select", "report")}}
+            "evaluation": {split: slim(ours[split]) for split in ("select", "report")},
+            "cost": cost_section(trials, uniform_seconds, go, bootstrap_seconds)}
 
 
 def markdown(report: dict) -> str:
@@ -150,7 +155,8 @@ def markdown(report: dict) -> str:
     return (f"# RankAdaptor report\n\nScores: {report['target_task']} in {report['score_unit']} and zero-shot tasks "
             f"in accuracy, higher is better (perplexity: lower is better).\n\n{table}\n\n{report['verdict']}\n\n"
             f"## Search trials ({report['score_unit']}, {report['trial_numbering']})\n\n{trials}\n\n{stop}"
-            f"{surrogate_line(report.get('surrogate'))}\n")
+            f"{surrogate_line(report.get('surrogate'))}\n"
+            + (f"\n{cost_markdown(report['cost'])}" if "cost" in report else ""))
 
 
 def write_report(report: dict, directory: Path) -> None:

@@ -30,7 +30,7 @@ TINY = {"base_model": str(BUNDLED / "aidreams-260k"), "eval_data_dir": str(TASKS
         "prune": {"layer_start": 1, "layer_end": 3},
         "recover": {"cutoff": 96, "batch_size": 16, "epochs": 1, "lr": 0.002},
         "evaluate": {"limit": 10, "batch_size": 32}, "surrogate": {"meta_iterations": 20, "ensemble": 2},
-        "search": {"threshold": 1e9, "max_iterations": 1, "num_samples": 200}}
+        "search": {"go": "always", "threshold": 1e9, "max_iterations": 1, "num_samples": 200}}
 
 
 def catalog_values(tmp_path: Path) -> dict:

@@ -137,7 +137,7 @@ def test_pipeline_runs_in_containers_and_registers_a_champion(image, docker_host
                               "recover": {"cutoff": 64, "batch_size": 8, "epochs": 1}, "runtime": {"micro_batch_tokens": 512},
                               "evaluate": {"limit": 8, "batch_size": 16},
                               "surrogate": {"meta_iterations": 5, "ensemble": 2},
-                              "search": {"threshold": 1e9, "patience": 1, "max_iterations": 2, "num_samples": 100},
+                              "search": {"go": "always", "threshold": 1e9, "patience": 1, "max_iterations": 2, "num_samples": 100},
                               "registry": {"model_name": "tiny-in-containers"}}}
         env = {**os.environ, "DOCKER_HOST": docker_host, "RANKADAPTOR_IMAGE_REGISTRY": TEST_REGISTRY,
                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}

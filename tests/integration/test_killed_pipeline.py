@@ -22,7 +22,7 @@ TINY_JOB = {
     "recover": {"cutoff": 32, "batch_size": 4, "epochs": 1, "max_steps": 2, "lr": 0.002},
     "evaluate": {"limit": 8, "batch_size": 8},
     "runtime": {"micro_batch_tokens": 128, "device": "cpu"},
-    "search": {"num_samples": 200, "max_iterations": 3},
+    "search": {"go": "always", "num_samples": 200, "max_iterations": 3},
 }
 
 

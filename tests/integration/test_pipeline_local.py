@@ -26,7 +26,7 @@ TINY = {"corpus_docs": 40, "source_tasks": ["ppl:piqa"], "runtime": {"micro_batc
 
 def tiny_job(threshold, max_iterations, bootstrap_trials, report_tasks):
     return load_job(None, {**TINY, "bootstrap_trials": bootstrap_trials, "report_tasks": report_tasks,
-                           "search": {"threshold": threshold, "max_iterations": max_iterations, "num_samples": 500,
+                           "search": {"go": "always", "threshold": threshold, "max_iterations": max_iterations, "num_samples": 500,
                                       "patience": 1},
                            "registry": {"model_name": "tiny"}})
 
@@ -88,7 +88,7 @@ def test_stops_at_max_iterations(tmp_path):
     # the terminal: one line per step, the search's progress, the table; everything else is in the log
     lines = stdout.splitlines()
     assert len(lines) < 100, stdout
-    assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  ppl:heldout trial ") for line in lines) == 2
+    assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  ppl:heldout search #") for line in lines) == 2
     assert "Executing task" not in stdout
     registration = report["registration"]  # the last lines: the registered model and how to load it
     assert f"registered model {registration['model_name']} version {registration['version']}" in stdout

@@ -76,7 +76,7 @@ def test_a_recorded_trial_is_reused_not_duplicated(uri):
 def test_trial_id_covers_every_input():
     other = {"base_model": "org/other", "base_checksum": "b" * 64, "pruning": {**PRUNING, "ratio": 0.3},
              "task": "piqa", "split": "report", "rank_vector": [8, 2, 4, 6], "recovery": {"lr": 2e-4, "epochs": 1},
-             "data_checksum": "e" * 64, "seed": 1, "task_checksum": "f" * 64}
+             "data_checksum": "e" * 64, "seed": 1, "task_checksum": "f" * 64, "fidelity": "short:0.34"}
     assert set(other) == {f.name for f in dataclasses.fields(TrialKey)}
     ids = {key(**{name: value}).id for name, value in other.items()}
     assert len(ids) == len(other) and key().id not in ids
@@ -167,3 +167,14 @@ def test_a_trial_paid_for_again_points_at_its_new_adapter(uri):
     assert again["reused"] is True and again["artifact"] == "s3://b/new-adapter"
     assert [r.artifact for r in bank.load_observations(tracking_uri=uri)] == ["s3://b/new-adapter"]
     assert len(runs(uri)) == 1
+
+
+def test_seconds_and_fidelity_round_trip(uri):
+    bank.record_trial(key(), score=0.6, seconds=3.0, tracking_uri=uri)
+    bank.record_trial(key(fidelity="short:0.34"), score=0.58, seconds=1.0, tracking_uri=uri)
+    bank.record_trial(key(rank_vector=[2, 2, 2, 2]), score=0.55, tracking_uri=uri)  # no seconds: None
+    rows = bank.load_observations(tracking_uri=uri)
+    assert [(r.fidelity, r.seconds) for r in rows] == [("full", 3.0), ("short:0.34", 1.0), ("full", None)]
+    assert [r.score for r in bank.load_observations(tracking_uri=uri, fidelity="short:0.34")] == [0.58]
+    assert [r.score for r in bank.load_observations(tracking_uri=uri, fidelity="full")] == [0.6, 0.55]
+    assert bank.find_trial(key(fidelity="short:0.34").id, tracking_uri=uri)["fidelity"] == "short:0.34"

@@ -198,7 +198,7 @@ def test_a_search_on_a_custom_task_end_to_end(tmp_path):
            "bootstrap_trials": 3, "corpus_docs": 40,
            "recover": {"cutoff": 96, "batch_size": 16, "epochs": 1, "lr": 0.002},
            "evaluate": {"limit": 10, "batch_size": 32}, "surrogate": {"meta_iterations": 20, "ensemble": 2},
-           "search": {"threshold": 1e-12, "max_iterations": 2, "num_samples": 500, "patience": 1},
+           "search": {"threshold": 1e-12, "max_iterations": 2, "num_samples": 500, "patience": 1, "go": "always"},
            "runtime": {"micro_batch_tokens": 768}, "registry": {"model_name": "custom"}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     tracking_uri = tracking.default_tracking_uri(tmp_path / "run" / "mlflow")

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig
 from rankadaptor.report import ADALORA, LOSA, MASKED_UNIFORM, PRUNED, UNIFORM
 from rankadaptor.search.loop import sample_rank_vectors
@@ -34,3 +35,13 @@ def bootstrap_vectors(job: JobConfig, cost_per_rank: list[int]) -> list[list[int
                                   num_samples=max(64, BOOTSTRAP_POOL * job.bootstrap_trials), local_fraction=0.0)
     vectors = sample_rank_vectors(sampler, cost_per_rank, np.random.default_rng([job.seed, 7]))
     return vectors[np.random.default_rng(job.seed).permutation(len(vectors))[:job.bootstrap_trials]].tolist()
+
+
+def baseline_seconds(baselines_uri: str, name: str) -> float | None:
+    """A baseline row's recovery seconds (train_metrics.json beside its adapter; its evaluation covers the
+    table's tasks on both splits, more than a trial's, so it is left out); None without a recovery."""
+    adapter = storage.join(baselines_uri, name)
+    if not storage.exists(adapter):
+        return None
+    metrics = storage.local_dir(adapter) / "train_metrics.json"
+    return float(storage.read_json(metrics)["seconds"]) if metrics.is_file() else None

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from rankadaptor.flows.baselines import baseline_seconds
 from rankadaptor.flows.progress import progress
 from rankadaptor.flows.trials import record, starting_trials, trial_key
 from rankadaptor.infra import bank, storage
 from rankadaptor.job import JobConfig
 from rankadaptor.search.loop import Outcome, Proposal, SearchState, update
 from rankadaptor.search.surrogate import adapt, meta_pretrain, new_surrogate
-from rankadaptor.trial import TrialContext
+from rankadaptor.trial import FULL, TrialContext
 
 
-def start_search(job: JobConfig, context: TrialContext, baselines: dict, baselines_uri: str) -> tuple[SearchState, dict]:
-    """The search's starting state: a surrogate meta-pretrained on every other task's trials in the bank,
+def start_search(job: JobConfig, context: TrialContext, baselines: dict, baselines_uri: str,
+                 pretrain: bool = True) -> tuple[SearchState, dict]:
+    """The search's starting state: a surrogate meta-pretrained (unless not `pretrain`: a job whose go/no-go
+    said no only registers uniform) on every other task's full trials in the bank,
     then adapted to the target's trials on this model, data and recovery setting: the starting trials
     (flows.trials.starting_trials, banked here first: the uniform anchor ties the surrogate to the target's score
     level) and any trial an earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
-    sources = [o for o in bank.load_observations(job.bank.experiment, tracking_uri=job.tracking_uri())
-               if o.task != job.target_task]
+    sources = [o for o in bank.load_observations(job.bank.experiment, fidelity=FULL, tracking_uri=job.tracking_uri())
+               if o.task != job.target_task] if pretrain else []
     surrogate = new_surrogate(job.surrogate_config(), job.search.candidates, context.num_layers,
                               len(context.layer_features[0]))
     if sources:
@@ -27,11 +30,12 @@ def start_search(job: JobConfig, context: TrialContext, baselines: dict, baselin
         vector = baselines[name].get("rank_vector") or uniform
         record(job, context, trial_key(job, context, job.target_task, "select", vector),
                baselines[name]["select"]["scores"][job.target_task], "baseline",
-               adapter_uri=storage.join(baselines_uri, name))
+               seconds=baseline_seconds(baselines_uri, name), adapter_uri=storage.join(baselines_uri, name))
     key = trial_key(job, context, job.target_task, "select", uniform)
     rows = bank.load_observations(job.bank.experiment, base_checksum=key.base_checksum, task=job.target_task,
                                   split="select", data_checksum=key.data_checksum, recovery=key.recovery,
-                                  seed=key.seed, task_checksum=key.task_checksum, tracking_uri=job.tracking_uri())
+                                  seed=key.seed, task_checksum=key.task_checksum, fidelity=FULL,
+                                  tracking_uri=job.tracking_uri())
     measured = [o for o in rows if o.artifact and storage.exists(o.artifact)]
     state = SearchState(job.target_task, adapt(surrogate, measured, job.target_task), context.cost_per_rank,
                         context.layer_features, measured)

@@ -15,7 +15,7 @@ from rankadaptor.job import JobConfig
 from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.recover.stage import result_settings
 from rankadaptor.report import LOSA, MASKED_UNIFORM, UNIFORM
-from rankadaptor.trial import TrialContext, TrialKey
+from rankadaptor.trial import FULL, TrialContext, TrialKey
 from rankadaptor.widths import lora_parameters
 
 
@@ -25,12 +25,14 @@ def recovery_identity(config: RecoverConfig) -> dict:
     return {k: v for k, v in result_settings(config).items() if k not in ("data", "rank_vector", "seed")}
 
 
-def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank_vector: list[int]) -> TrialKey:
+def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank_vector: list[int],
+              seed: int | None = None, fidelity: str = FULL) -> TrialKey:
+    """The key of a trial of this job (at the job's seed and full fidelity unless given)."""
     return TrialKey(base_model=job.base_model, base_checksum=context.model_checksum, pruning=context.pruning,
                          task=task, split=split, rank_vector=list(rank_vector),
                          recovery=recovery_identity(job.recover_config("")), data_checksum=context.data_checksum,
-                         seed=job.seed, task_checksum=task_checksum(task, job.eval_data_dir or None,
-                                                                        job.task_files))
+                         seed=job.seed if seed is None else seed, fidelity=fidelity,
+                         task_checksum=task_checksum(task, job.eval_data_dir or None, job.task_files))
 
 
 def starting_trials(job: JobConfig) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from rankadaptor.errors import check
 from rankadaptor.infra.tracking import configure, ensure_experiment, redact, tracking_errors
-from rankadaptor.trial import Observation, TrialKey, canonical_json
+from rankadaptor.trial import FULL, Observation, TrialKey, canonical_json
 
 DEFAULT_EXPERIMENT = "rankadaptor-bank"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit; longer values would be silently truncated, corrupting the JSON
@@ -135,16 +135,18 @@ def _observation(run) -> Observation:
     features = params.get("layer_features")
     return Observation(task=params["task"], rank_vector=json.loads(params["rank_vector"]), score=metrics["score"],
                        layer_features=(json.loads(features) or None) if features else None, cost=metrics.get("seconds"),
-                       predicted=metrics.get("predicted"), artifact=run.data.tags.get("artifact"))
+                       predicted=metrics.get("predicted"), artifact=run.data.tags.get("artifact"),
+                       fidelity=params.get("fidelity", FULL))  # a run banked before fidelities: full
 
 
 def load_observations(experiment: str = DEFAULT_EXPERIMENT, *, base_model: str | None = None,
                       base_checksum: str | None = None, pruning: dict[str, Any] | None = None,
                       task: str | None = None, split: str | None = None, data_checksum: str | None = None,
                       recovery: dict[str, Any] | None = None, seed: int | None = None,
-                      task_checksum: str | None = None, tracking_uri: str | None = None) -> list[Observation]:
+                      task_checksum: str | None = None, fidelity: str | None = None,
+                      tracking_uri: str | None = None) -> list[Observation]:
     """Every finished trial matching the filters (None: any), oldest first, one per trial id. Unfinished and
-    failed runs are never returned."""
+    failed runs are never returned. fidelity "full" also matches runs banked before fidelities existed."""
     wanted = {"base_model": base_model, "base_checksum": base_checksum, "task": task, "split": split,
               "data_checksum": data_checksum, "task_checksum": task_checksum,
               "seed": None if seed is None else canonical_json(seed),
@@ -164,7 +166,8 @@ def load_observations(experiment: str = DEFAULT_EXPERIMENT, *, base_model: str |
             for run in page:
                 trial_id = run.data.tags.get("trial_id")
                 if trial_id is None or trial_id in seen or any(run.data.params.get(k) != v
-                                                               for k, v in wanted.items()):
+                                                               for k, v in wanted.items()) or (
+                        fidelity is not None and run.data.params.get("fidelity", FULL) != fidelity):
                     continue  # not a bank row, a duplicate from a race, or filtered out
                 seen.add(trial_id)
                 rows.append(_observation(run))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -147,9 +148,11 @@ def allocated_ranks(rank_pattern: dict[str, list[bool]], num_layers: int) -> lis
     return [sum(r) / len(r) if r else 0.0 for r in per_layer]
 
 
-def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
-    """Fine-tune adapters on the pruned model at model_uri and write the adapter artifact to output_uri."""
+def run_recover(config: RecoverConfig, model_uri: str, output_uri: str, step_fraction: float = 1.0) -> dict:
+    """Fine-tune adapters on the pruned model at model_uri and write the adapter artifact to output_uri.
+    step_fraction < 1: a short (cheap) recovery of that share of the steps, its schedule over those steps."""
     config.validate()
+    check(0 < step_fraction <= 1, f"step_fraction={step_fraction} must be in (0, 1]")
     check(bool(config.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
     model_config = load_config(model_uri)
     config, notes = fit_to_context(config, model_config.max_position_embeddings)
@@ -163,6 +166,8 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     check(not config.liger or device.type == "cuda",
           f"liger=True needs a CUDA GPU (liger-kernel's Triton kernels); device={config.device!r} is {device}")
     identity = training_identity(config, model_uri, rank_vector)
+    if step_fraction < 1:
+        identity["step_fraction"] = step_fraction  # a short run's checkpoint resumes only a short run
     checkpoint_uri = config.checkpoint or (
         storage.join(config.checkpoint_root, f"recover-{settings_record(identity)['hash'][:24]}")
         if config.checkpoint_root else f"{output_uri.rstrip('/')}.ckpt")
@@ -181,6 +186,9 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
                              compile=config.compile, packing=packing, liger=config.liger,
                              prefetch=config.prefetch)
     steps = len(step_plan(examples, settings))
+    if step_fraction < 1:
+        settings.max_steps = max(1, math.ceil(step_fraction * steps))
+        steps = len(step_plan(examples, settings))
     settings.warmup_steps = int(config.warmup_ratio * steps)
     peft_model = add_adapters(model, config, rank_vector, steps)
     started = time.time()
@@ -202,7 +210,7 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str) -> dict:
     metrics = {"losses": log.losses, "steps": log.step, "examples": len(examples), "seconds": time.time() - started,
                "train_seconds": log.seconds, "real_tokens": log.real_tokens, "padded_tokens": log.padded_tokens,
                "tokens_per_second": log.real_tokens / max(log.seconds, 1e-9), "resumed_from": log.resumed_from,
-               "device": str(device), "notes": notes}
+               "device": str(device), "notes": notes, "step_fraction": step_fraction}
     print(f"LoRA parameters: {used:,} of a budget of {budget:,} (uniform rank {config.rank} on every layer)"
           + ("" if used <= budget else f", {used / budget - 1:.0%} over (allow_over_budget)"))
     with storage.writing_dir(output_uri) as out:

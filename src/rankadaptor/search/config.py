@@ -10,6 +10,8 @@ from rankadaptor.config import option
 from rankadaptor.errors import check
 from rankadaptor.widths import BASELINE_RANK, RANK_CANDIDATES
 
+GO_MODES = ("auto", "always", "never")  # search.go: decide from cheap trials, search regardless, uniform only
+
 
 @dataclass
 class SearchConfig:
@@ -28,6 +30,15 @@ class SearchConfig:
     patience: int = option(3, "trials whose prediction errors must all count towards convergence")
     max_iterations: int = option(6, "most trials (fine-tune + evaluate) one search runs")
     seed: int = option(0, "seed of the sampler")
+    go: str = option("auto", f"whether the search runs, one of {GO_MODES}: auto = only if cheap trials (uniform at "
+                             "go_seeds seeds, go_candidates random vectors, at cheap_fraction of the recovery "
+                             "steps) show headroom beyond the noise, else uniform is registered; always = search "
+                             "regardless; never = uniform only, no cheap trials")
+    cheap_fraction: float = option(0.34, "share of the recovery steps a cheap (short) trial trains")
+    go_candidates: int = option(4, "random budget vectors the go/no-go measures at the cheap fidelity")
+    go_seeds: int = option(2, "seeds of uniform LoRA the go/no-go measures at the cheap fidelity (the noise)")
+    go_z: float = option(2.0, "standard errors the best cheap candidate must beat uniform's mean by for the "
+                              "search to run")
 
     def validate(self) -> None:
         check(len(self.candidates) >= 1 and all(1 <= r <= 4096 for r in self.candidates),
@@ -47,3 +58,9 @@ class SearchConfig:
               "threshold > 0 (in score units, e.g. 0.005)")
         check(1 <= self.max_iterations <= 10_000, f"max_iterations={self.max_iterations} must be in [1, 10000]")
         check(1 <= self.patience <= 100, f"patience={self.patience} must be in [1, 100]")
+        check(self.go in GO_MODES, f"go={self.go!r} is not accepted; use one of {GO_MODES}")
+        check(0 < self.cheap_fraction < 1, f"cheap_fraction={self.cheap_fraction} must be in (0, 1): a share of "
+                                           "the recovery steps")
+        check(1 <= self.go_candidates <= 100, f"go_candidates={self.go_candidates} must be in [1, 100]")
+        check(2 <= self.go_seeds <= 20, f"go_seeds={self.go_seeds} must be in [2, 20] (a noise needs two seeds)")
+        check(math.isfinite(self.go_z) and self.go_z >= 0, f"go_z={self.go_z} must be a finite number >= 0")

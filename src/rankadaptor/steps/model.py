@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from tqdm import tqdm
@@ -9,6 +10,8 @@ from tqdm import tqdm
 from rankadaptor.data import data_paths, sample_corpus
 from rankadaptor.evaluate.stage import score
 from rankadaptor.flows.baselines import baseline_methods, bootstrap_vectors
+from rankadaptor.flows.go import cheap_plan, decide_from_bank, full_trial_seconds
+from rankadaptor.flows.progress import progress
 from rankadaptor.flows.trials import record, trial_key
 from rankadaptor.infra import storage
 from rankadaptor.infra.bank import find_trial
@@ -18,7 +21,8 @@ from rankadaptor.models.structure import trial_context, write_structure
 from rankadaptor.prune.stage import run_prune
 from rankadaptor.recover.adapters import load_adapted
 from rankadaptor.recover.stage import run_recover
-from rankadaptor.trial import TrialContext
+from rankadaptor.search.go import decision_line
+from rankadaptor.trial import TrialContext, step_fraction
 
 
 def prepare_data(job: JobConfig, output_uri: str) -> dict:
@@ -46,10 +50,14 @@ def prune(job: JobConfig, data_uri: str, output_uri: str, structure_uri: str) ->
 
 
 def recover(job: JobConfig, pruned_uri: str, data_uri: str, rank_vector: list[int] | None, output_uri: str,
-            method: str | None = None, schedule: str | None = None) -> dict:
-    """One recovery; method: the job's trial method unless given, schedule: the job's unless given."""
+            method: str | None = None, schedule: str | None = None, seed: int | None = None,
+            step_fraction: float = 1.0) -> dict:
+    """One recovery; method: the job's trial method unless given, schedule: the job's unless given, seed: the
+    job's unless given, step_fraction < 1: a short (cheap) recovery."""
     config = job.recover_config(data_paths(data_uri)["train"], rank_vector, method, schedule)
-    return run_recover(config, pruned_uri, output_uri)
+    if seed is not None:
+        config = dataclasses.replace(config, seed=seed)
+    return run_recover(config, pruned_uri, output_uri, step_fraction)
 
 
 def scores(job: JobConfig, pruned_uri: str, adapter_uri: str | None, data_uri: str, tasks: list[str],
@@ -112,3 +120,34 @@ def bootstrap(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str
     context = trial_context(structure_uri, data_uri)
     return sum(bootstrap_trial(job, context, pruned_uri, data_uri, v, work_uri)
                for v in tqdm(bootstrap_vectors(job, context.cost_per_rank), desc="bootstrap trials", unit="trial"))
+
+
+GO_DECISION = "go.json"  # the go step's artifact: search.go.GoDecision as JSON
+
+
+def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str, baselines_uri: str,
+             output_uri: str, work_uri: str) -> dict:
+    """The go/no-go (search.go): measure the cheap trials the bank lacks (flows.go.cheap_plan; none unless
+    search.go is auto; their adapters under work_uri + ".trials", a durable URI on a cluster), decide from all
+    the bank holds, print the one decision line, write the decision (go.json) to output_uri."""
+    context = trial_context(structure_uri, data_uri)
+    evaluations = []  # seconds of each paid cheap trial's evaluation: what a full trial's evaluation costs too
+    if job.search.go == "auto":
+        for key in tqdm(cheap_plan(job, context), desc="go/no-go cheap trials", unit="trial"):
+            if find_trial(key.id, job.bank.experiment, job.tracking_uri()):
+                continue  # banked by an earlier run: reused, not paid again
+            adapter_uri = storage.join(work_uri.rstrip("/") + ".trials", f"trial-{key.id[:16]}")
+            recovered = recover(job, pruned_uri, data_uri, key.rank_vector, adapter_uri, seed=key.seed,
+                                step_fraction=step_fraction(key.fidelity))
+            measured = scores(job, pruned_uri, adapter_uri, data_uri, [key.task], ("select",))["select"]
+            # a trial's seconds as the search's update step counts them: training + scoring (no model loading)
+            record(job, context, key, measured["scores"][key.task], "go",
+                   seconds=recovered["seconds"] + measured["seconds"], adapter_uri=adapter_uri)
+            evaluations.append(measured["seconds"])
+    full = full_trial_seconds(job, baselines_uri, sum(evaluations) / len(evaluations) if evaluations else 0.0)
+    decision = decide_from_bank(job, context, full)
+    progress(decision_line(decision))
+    result = {**dataclasses.asdict(decision), "cheap_trials_paid": len(evaluations)}
+    with storage.writing_dir(output_uri) as out:
+        storage.write_json_atomic(out / GO_DECISION, result)
+    return result

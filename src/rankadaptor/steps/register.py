@@ -3,34 +3,49 @@
 
 from __future__ import annotations
 
+from rankadaptor.flows.baselines import baseline_seconds, bootstrap_vectors
 from rankadaptor.flows.progress import progress
 from rankadaptor.flows.register import registered_adapter
 from rankadaptor.flows.trials import starting_trials, trial_key
 from rankadaptor.infra import storage
+from rankadaptor.infra.bank import find_trial
 from rankadaptor.job import JobConfig
 from rankadaptor.report import build_report, write_report
 from rankadaptor.search.loop import stop_reason
 from rankadaptor.search.state import best_trial, load_state
 from rankadaptor.serving.registry import ROWS_TAG, create_version, log_version
-from rankadaptor.steps.model import scores
+from rankadaptor.steps.model import GO_DECISION, scores
 
 EVALUATION, LOGGED = "report.json", "logged.json"  # the evaluate-best artifact: the report, the logged version
 
 
+def bootstrap_seconds(job: JobConfig, context) -> list[float]:
+    """The banked seconds of the job's bootstrap trials (one recovery each, whichever run paid for it)."""
+    found = [find_trial(trial_key(job, context, job.source_tasks[0], "select", v).id, job.bank.experiment,
+                        job.tracking_uri()) for v in bootstrap_vectors(job, context.cost_per_rank)] \
+        if job.source_tasks else []
+    return [row["cost"] for row in found if row and row.get("cost") is not None]
+
+
 def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str,
-                  output_uri: str, lineage: dict | None = None) -> dict:
+                  output_uri: str, lineage: dict | None = None, go_uri: str | None = None) -> dict:
     """Evaluate the best trial on both splits, build the report, choose the adapter to register and log it
-    with its base (registry.log_version): the part of registration that needs the weights."""
+    with its base (registry.log_version): the part of registration that needs the weights. go_uri: the
+    go/no-go's decision (steps.model.go_check), for the report's cost section."""
     best, trials, context = best_trial(state_uri)
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
     anchor = starting_trials(job)[0]
-    stopped = stop_reason(load_state(state_uri)[0], job.search_config(context.cost_per_rank))
+    go = storage.read_json(storage.local_dir(go_uri) / GO_DECISION) if go_uri else None
+    stopped = (f"not run, {go['reason']}" if go is not None and not go["go"]
+               else stop_reason(load_state(state_uri)[0], job.search_config(context.cost_per_rank)))
     progress(f"{job.target_task} search stopped: {stopped}")
     ours = scores(job, pruned_uri, best.artifact, data_uri, job.table_tasks, ("select", "report"))
     report = build_report(job.target_task, job.report_tasks, baselines, ours, trials, context.cost_per_rank,
                           job.baseline_rank, job.budget(context.cost_per_rank), job.seed,
                           noise=job.search.threshold,  # threshold: the trial noise sd
-                          anchor=anchor, stop_reason=stopped)
+                          anchor=anchor, stop_reason=stopped, go=go,
+                          uniform_seconds=(go or {}).get("full_trial_seconds") or baseline_seconds(baselines_uri, anchor),
+                          bootstrap_seconds=bootstrap_seconds(job, context) if go is None or go["go"] else None)
     adapter, held_out = registered_adapter(report, best, ours, baselines, anchor, baselines_uri, job.target_task)
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
     logged = log_version(adapter, pruned_uri, held_out, job.registry_config(),

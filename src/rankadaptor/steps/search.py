@@ -25,10 +25,12 @@ def _read(uri: str, name: str):
     return storage.read_json(storage.local_dir(uri) / name)
 
 
-def meta_pretrain(job: JobConfig, structure_uri: str, data_uri: str, baselines_uri: str, output_uri: str) -> dict:
-    """The search's starting state (flows.search.start_search), with the trial context, as one artifact."""
+def meta_pretrain(job: JobConfig, structure_uri: str, data_uri: str, baselines_uri: str, output_uri: str,
+                  pretrain: bool = True) -> dict:
+    """The search's starting state (flows.search.start_search), with the trial context, as one artifact;
+    pretrain False (the go/no-go said no): the uniform anchor alone, no meta-pretraining."""
     context = trial_context(structure_uri, data_uri)
-    state, info = start_search(job, context, _read(baselines_uri, "baselines.json"), baselines_uri)
+    state, info = start_search(job, context, _read(baselines_uri, "baselines.json"), baselines_uri, pretrain)
     save_state(state, context, output_uri)
     return info
 
@@ -64,3 +66,8 @@ def gate(job: JobConfig, state_uri: str, iteration: int) -> bool:
     max_iterations trials are done (the compiled loop's own cap may be higher)."""
     state, context = load_state(state_uri)
     return converged(state, job.search_config(context.cost_per_rank)) or iteration >= job.search.max_iterations
+
+
+def go_gate(decision_uri: str) -> bool:
+    """Whether the search runs: the go/no-go step's decision (steps.model.go_check's go.json)."""
+    return bool(_read(decision_uri, "go.json")["go"])

@@ -1,0 +1,63 @@
+"""The go/no-go step's policy: which cheap trials it measures, what the bank already holds of them, what one
+full trial costs, and the decision (search.go.decide) from those figures. The measuring is the step's
+(steps.model.go_check); a cheap trial banked by any earlier run is reused, never paid again."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from rankadaptor.flows.baselines import baseline_seconds
+from rankadaptor.flows.trials import starting_trials, trial_key
+from rankadaptor.infra import bank
+from rankadaptor.job import JobConfig
+from rankadaptor.search.go import GoDecision, decide
+from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.trial import TrialContext, TrialKey, fidelity
+
+
+def cheap_fidelity(job: JobConfig) -> str:
+    return fidelity(job.search.cheap_fraction)
+
+
+def cheap_plan(job: JobConfig, context: TrialContext) -> list[TrialKey]:
+    """The cheap trials the decision needs (target task, select rows, short fidelity): uniform at go_seeds
+    seeds (the job's seed first), then go_candidates random budget vectors other than uniform at the job's seed."""
+    uniform = [job.baseline_rank] * context.num_layers
+    cheap = cheap_fidelity(job)
+    keys = [trial_key(job, context, job.target_task, "select", uniform, seed=job.seed + i, fidelity=cheap)
+            for i in range(job.search.go_seeds)]
+    sampler = dataclasses.replace(job.search_config(context.cost_per_rank), local_fraction=0.0,
+                                  num_samples=max(64, 4 * job.search.go_candidates))
+    vectors = [v for v in sample_rank_vectors(sampler, context.cost_per_rank,
+                                              np.random.default_rng([job.seed, 11])).tolist() if v != uniform]
+    return keys + [trial_key(job, context, job.target_task, "select", v, fidelity=cheap)
+                   for v in vectors[:job.search.go_candidates]]
+
+
+def full_trial_seconds(job: JobConfig, baselines_uri: str, evaluation_seconds: float = 0.0) -> float | None:
+    """What one full trial costs: the uniform anchor's recovery (flows.baselines.baseline_seconds) plus a trial's
+    evaluation (target task, select rows: measured on the cheap trials, which evaluate the same way)."""
+    recovery = baseline_seconds(baselines_uri, starting_trials(job)[0])
+    return None if recovery is None else recovery + evaluation_seconds
+
+
+def trials_a_search_runs(job: JobConfig) -> int:
+    """The full trials a search would pay for after the go/no-go: the bootstrap trials and the loop's."""
+    return job.bootstrap_trials + job.search.max_iterations
+
+
+def decide_from_bank(job: JobConfig, context: TrialContext, full_seconds: float | None) -> GoDecision:
+    """The decision from every cheap target trial the bank holds for this model, pruning, data, recovery and
+    task rows (any seed: earlier runs' cheap trials count too): uniform's rows are the noise, the others the
+    candidates."""
+    uniform = [job.baseline_rank] * context.num_layers
+    key = trial_key(job, context, job.target_task, "select", uniform, fidelity=cheap_fidelity(job))
+    rows = [] if job.search.go != "auto" else bank.load_observations(
+        job.bank.experiment, base_checksum=key.base_checksum, pruning=key.pruning, task=key.task, split=key.split,
+        data_checksum=key.data_checksum, recovery=key.recovery, task_checksum=key.task_checksum,
+        fidelity=key.fidelity, tracking_uri=job.tracking_uri())
+    return decide(job.search_config(context.cost_per_rank), [o.score for o in rows if o.rank_vector == uniform],
+                  [o.score for o in rows if o.rank_vector != uniform], trials_a_search_runs(job), full_seconds,
+                  sum(o.cost or 0.0 for o in rows))

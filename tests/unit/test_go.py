@@ -1,0 +1,92 @@
+"""The go/no-go (search.go): a real gain goes on to search, a flat one stops; always/never; the cost section."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rankadaptor.config import from_dict
+from rankadaptor.errors import UserError
+from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.cost import cost_markdown, cost_section
+from rankadaptor.search.go import decide, decision_line
+from rankadaptor.trial import Observation, TrialKey, fidelity, step_fraction
+
+NOISE = 0.005  # one cheap trial's seed-to-seed sd in these synthetic jobs
+CONFIG = SearchConfig(threshold=NOISE)  # the job states its trial noise, as search.threshold asks
+
+
+def synthetic(gain: float, seed: int) -> tuple[list[float], list[float]]:
+    """Cheap scores of uniform at 2 seeds and of 4 random vectors, when the best vector gains `gain`: the
+    'additive' family (a gain exists) and the 'flat' one (gain 0)."""
+    rng = np.random.default_rng(seed)
+    uniform = (0.50 + NOISE * rng.standard_normal(2)).tolist()
+    candidates = (0.50 + np.linspace(0, gain, 4) + NOISE * rng.standard_normal(4)).tolist()
+    return uniform, candidates
+
+
+def test_a_real_gain_goes_on_to_search():
+    decisions = [decide(CONFIG, *synthetic(0.08, seed), trials_skipped=10, full_trial_seconds=60.0)
+                 for seed in range(20)]
+    assert all(d.go for d in decisions)
+    assert all(d.seconds_not_spent == 0 and d.trials_skipped == 0 for d in decisions)
+    assert decision_line(decisions[0]).startswith("go/no-go: go: headroom +0.0")
+
+
+def test_a_flat_job_stops_and_says_what_it_saved():
+    decisions = [decide(CONFIG, *synthetic(0.0, seed), trials_skipped=10, full_trial_seconds=60.0)
+                 for seed in range(20)]
+    assert sum(d.go for d in decisions) <= 2  # a false go at most rarely (z = 2 standard errors)
+    stopped = next(d for d in decisions if not d.go)
+    assert stopped.seconds_not_spent == 600.0 and stopped.fidelity == "short:0.34"
+    assert stopped.headroom <= stopped.needed and stopped.noise >= CONFIG.threshold
+    line = decision_line(stopped)
+    assert "no-go: headroom" in line and "needed" in line and "about 600 s of recovery not spent (10 trials x 60.0 s)" in line
+
+
+def test_the_noise_never_falls_below_the_jobs_threshold():
+    # two seeds that agree by chance: the job's stated noise (threshold) still holds the bar
+    decision = decide(SearchConfig(threshold=0.01), [0.5, 0.5], [0.51], trials_skipped=3, full_trial_seconds=1.0)
+    assert decision.noise == 0.01 and not decision.go
+
+
+def test_always_and_never_need_no_cheap_trials():
+    always = decide(dataclasses.replace(CONFIG, go="always"), [], [], trials_skipped=10, full_trial_seconds=5.0)
+    never = decide(dataclasses.replace(CONFIG, go="never"), [], [], trials_skipped=10, full_trial_seconds=5.0)
+    assert always.go and always.seconds_not_spent == 0
+    assert not never.go and never.seconds_not_spent == 50.0 and never.headroom is None
+    with pytest.raises(UserError, match="2 or more seeds"):
+        decide(CONFIG, [0.5], [0.6], trials_skipped=1, full_trial_seconds=None)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"go": "maybe"}, "go='maybe' is not accepted"), ({"cheap_fraction": 1.0}, "cheap_fraction=1.0 must be in"),
+    ({"go_candidates": 0}, "go_candidates=0"), ({"go_seeds": 1}, "go_seeds=1"), ({"go_z": -1.0}, "go_z=-1.0")])
+def test_bad_go_options_are_one_line(options, message):
+    with pytest.raises(UserError, match=message):
+        from_dict(SearchConfig, options)
+
+
+def test_fidelity_names_and_keys():
+    assert fidelity(1.0) == "full" and fidelity(0.34) == "short:0.34" and step_fraction("short:0.34") == 0.34
+    with pytest.raises(UserError, match="fidelity='half' is not accepted"):
+        step_fraction("half")
+    full = TrialKey("m", "a" * 64, {}, "t", "select", [8, 8], {}, "d" * 64, 0)
+    short = dataclasses.replace(full, fidelity="short:0.34")
+    assert short.id != full.id and "fidelity" not in full.params()  # a full trial keeps its earlier id
+
+
+def test_cost_section_sums_seconds_by_fidelity():
+    trials = [Observation("t", [8, 8], 0.5, cost=10.0),  # the uniform anchor: not search
+              Observation("t", [4, 12], 0.51, cost=11.0, predicted=0.5),
+              Observation("t", [12, 4], 0.49, cost=12.0, predicted=0.5)]
+    go = {"go": True, "mode": "auto", "reason": "go: ...", "uniform_scores": [0.5, 0.5], "candidate_scores": [0.5],
+          "cheap_seconds": 9.0, "fidelity": "short:0.34", "seconds_not_spent": 0.0, "trials_skipped": 0}
+    cost = cost_section(trials, 10.0, go, bootstrap_seconds=[10.0, 10.0])
+    assert cost["by_fidelity"] == {"short:0.34": 9.0, "full": 43.0} and cost["search_seconds"] == 52.0
+    assert cost["ratio_to_uniform"] == 5.2 and cost["stages"]["go/no-go"]["trials"] == 3
+    stopped = cost_section(trials[:1], 10.0, {**go, "go": False, "seconds_not_spent": 70.0, "trials_skipped": 7})
+    assert stopped["by_fidelity"] == {"short:0.34": 9.0} and stopped["seconds_not_spent"] == 70.0
+    text = cost_markdown(stopped)
+    assert "The search spent 9.0 s of trials (short:0.34 9.0 s) against 10.0 s for the uniform adapter alone" in text
+    assert "70.0 s of recovery not spent (7 trials skipped)" in text
