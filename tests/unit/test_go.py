@@ -90,3 +90,41 @@ def test_cost_section_sums_seconds_by_fidelity():
     text = cost_markdown(stopped)
     assert "The search spent 9.0 s of trials (short:0.34 9.0 s) against 10.0 s for the uniform adapter alone" in text
     assert "70.0 s of recovery not spent (7 trials skipped)" in text
+
+
+def test_where_a_gain_exists_the_go_no_go_says_go_the_loop_finds_it_and_it_is_registered():
+    """The 'additive' family through the product's own functions: the cheap trials (go/no-go), the search
+    loop (search.loop.run_loop), the paired report-split comparison and champion.choose_adapter."""
+    from rankadaptor.champion import SEARCHED, choose_adapter
+    from rankadaptor.search.loop import SearchState, run_loop
+    from rankadaptor.search.surrogate import SurrogateConfig, new_surrogate
+    from rankadaptor.stats import paired_bootstrap
+    from rankadaptor.widths import lora_parameters
+
+    cost, weights = [100, 60, 40, 80], np.array([3.0, -1.0, 2.0, -2.0]) / 400  # a rank moved to layers 0, 2 pays
+    config = SearchConfig(budget=8 * sum(cost), num_samples=400, threshold=NOISE, max_iterations=6)
+    rng = np.random.default_rng(0)
+
+    def true_score(vector) -> float:
+        return 0.5 + float(np.dot(np.asarray(vector) - 8, weights))
+
+    def trial(vector) -> float:
+        return true_score(vector) + NOISE * rng.standard_normal()
+
+    uniform = [8] * 4
+    candidates = [[12, 6, 12, 2], [10, 8, 10, 4], [4, 10, 4, 12], [8, 12, 6, 6]]
+    assert all(lora_parameters(v, cost) <= config.budget for v in candidates)
+    decision = decide(config, [trial(uniform) for _ in range(2)], [trial(v) for v in candidates], 6, 60.0)
+    assert decision.go, decision.reason
+
+    state = SearchState("t", new_surrogate(SurrogateConfig(adapt_steps=5), [2, 4, 6, 8, 10, 12]), cost)
+    state, _ = run_loop(trial, state, config, progress=False)
+    best = max(state.observations, key=lambda o: o.score).rank_vector
+    rows = 400  # the report split: per-row scores of the best searched vector and of uniform on the same rows
+
+    def report_rows(vector) -> dict:
+        scores = true_score(vector) + 0.05 * np.random.default_rng(1).standard_normal(rows)
+        return {"t": {"rows": scores.tolist(), "row_ids": list(range(rows))}}
+
+    diff, low, high = paired_bootstrap(report_rows(best), report_rows(uniform))
+    assert choose_adapter(diff, low, high, noise=decision.noise).register == SEARCHED, (best, diff, low)
