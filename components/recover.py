@@ -16,4 +16,4 @@ def recover(job: str, pruned_model: Input[Model], data: Input[Dataset], proposal
     require_gpus(gpu_count)
     with failing_once(adapter.uri):  # a retried attempt fails at once
         result = recover(job_from_json(job), pruned_model.path, data.path, proposal_vector(proposal.path), adapter.path)
-        adapter.metadata.update({k: result[k] for k in ("rank_vector", "trainable_params", "tokens_per_second")})
+        adapter.metadata.update({k: result[k] for k in ("rank_vector", "trainable_params", "tokens_per_second", "resumed_from")})
