@@ -219,9 +219,8 @@ def main() -> None:
     noise_pick = [[8] * len(structure["cost_per_rank"])] + [v for _, v in vectors if v != [8] * len(v)][::max(
         1, len(vectors) // NOISE_VECTORS)][:NOISE_VECTORS]
     noise = [(v, s, "short") for v in noise_pick for s in NOISE_SEEDS]
-    # the other fidelities measure the vectors with short trials, in the pool's order (then the plan's)
-    seen = {tuple(v) for _, v in measured_short}
-    by_short = measured_short + [(k, v) for k, v in vectors if tuple(v) not in seen]
+    # the other fidelities measure the vectors with short trials, in the pool's order (a fresh pool: the plan's)
+    by_short = measured_short or vectors
     full_pick = [v for _, v in by_short[:FIDELITY_VECTORS]] + [v for k, v in by_short[FIDELITY_VECTORS:]
                                                               if k in FULL_KINDS]
     fidelity = [[(v, s, "full") for v in full_pick] for s in FULL_SEEDS]
