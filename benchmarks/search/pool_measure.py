@@ -6,11 +6,15 @@ budget-respecting rank vectors: uniform, increasing, decreasing, random (the sea
 local mutations of uniform r8. Each trial is scored on the select and report splits of the target task
 (ppl:heldout) and the default job's source tasks (ppl:boolq, ppl:piqa, ppl:hellaswag, ppl:openbookqa).
 Uniform r8 and ten other vectors are repeated over extra recovery seeds to measure the noise, and a
-subset is also run at the job's full recovery length to check that the short recovery ranks vectors
-the same way.
+subset (the first 24 vectors, and every mutation and random one) is also run at the job's full recovery
+length, at two seeds, to measure how the cheap fidelities rank vectors against it
+(benchmarks/search/fidelity.py). The cheap fidelities: `short` (1 epoch) and `supernet` (one nested-rank
+supernet per seed, recover/supernet.py, trained at the full length; every measured vector is then scored by
+truncating it, its row's seconds being the truncation and evaluation, `supernet_seconds` the one training).
 
 Resumable: every finished trial is appended to the pool file (one JSON line, schema in benchmarks/search/POOL.md)
 and a rerun skips the (vector, seed, fidelity) trials already there. Budget it with --minutes.
+`--fidelity` runs only the full-length and supernet trials (for a pool whose short trials exist).
 `--only R,R,...` measures that one vector (with --only-seed and --only-fidelity) and nothing else: how one
 committed trial is regenerated (tests/integration/test_pool_measure.py).
 
@@ -37,8 +41,11 @@ from rankadaptor.evaluate.stage import score
 from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig, load_job
 from rankadaptor.models.structure import STRUCTURE_FILE
+from rankadaptor.models.loading import load_model
 from rankadaptor.recover.adapters import load_adapted
+from rankadaptor.recover.nested import allowed_ranks
 from rankadaptor.recover.stage import run_recover
+from rankadaptor.recover.supernet import supernet_record, supernet_state, train_supernet, truncated_adapter
 from rankadaptor.steps.model import prepare_data, prune
 from rankadaptor.search.config import SearchConfig
 from rankadaptor.search.loop import sample_rank_vectors
@@ -50,7 +57,11 @@ SPLITS = ("select", "report")
 SHORT_EPOCHS = 1  # the pool's recovery: half the default job's 2 epochs (agreement checked by --fidelity)
 NOISE_SEEDS = (1, 2, 3, 4)  # extra recovery seeds of the noise vectors (seed 0 is every vector's first)
 NOISE_VECTORS = 10  # vectors besides uniform r8 repeated over NOISE_SEEDS
-FIDELITY_VECTORS = 24  # vectors also recovered at the job's full length
+FIDELITY_VECTORS = 24  # the first vectors also recovered at the job's full length (besides every mutation and random one)
+FULL_KINDS = ("mutation", "random")  # near-budget and unstructured vectors, the ones a search proposes: all run full
+FULL_SEEDS = (0, 1)  # the full fidelity at two seeds: its own seed-to-seed rank agreement is the ceiling
+SUPERNET_SEEDS = (0, 1)  # one supernet training per seed
+FIDELITIES = ("short", "full", "supernet")
 
 
 def prepared(work: Path) -> tuple[JobConfig, str, str, dict, dict]:
@@ -101,13 +112,41 @@ def trial(job: JobConfig, pruned_uri: str, data: dict, structure: dict, vector: 
     started = time.perf_counter()
     run_recover(config, pruned_uri, adapter)
     model, tokenizer = load_adapted(pruned_uri, adapter)
-    tasks = [job.target_task, *job.source_tasks]
-    scores = {split: score(model, tokenizer, job.eval_config(tasks, split, data.get("heldout") or None))["scores"]
-              for split in SPLITS}
+    scores = scored(job, model, tokenizer, data)
     storage.remove(adapter)
-    return {"scores": scores, "seconds": time.perf_counter() - started,
-            "recovery": {k: v for k, v in vars(config).items() if k in ("epochs", "lr", "batch_size", "cutoff",
-                                                                       "alpha_ratio", "dropout")}}
+    return {"scores": scores, "seconds": time.perf_counter() - started, "recovery": recovery(config)}
+
+
+def scored(job: JobConfig, model, tokenizer, data: dict) -> dict:
+    """The select and report scores of every task, as the job's evaluate step computes them."""
+    tasks = [job.target_task, *job.source_tasks]
+    return {split: score(model, tokenizer, job.eval_config(tasks, split, data.get("heldout") or None))["scores"]
+            for split in SPLITS}
+
+
+def recovery(config) -> dict:
+    return {k: v for k, v in vars(config).items() if k in ("epochs", "lr", "batch_size", "cutoff", "alpha_ratio",
+                                                           "dropout")}
+
+
+def supernet_trial(job: JobConfig, pruned_uri: str, data: dict, structure: dict, vector: list[int], seed: int,
+                   work: Path, cache: dict) -> dict:
+    """One vector scored by the supernet of this seed (trained once, at the job's full length, and kept under
+    work/): truncated to the vector, evaluated as a trial is."""
+    uri = str(work / f"supernet-{seed}")
+    config = dataclasses.replace(job.recover_config(data["train"]), seed=seed, method="lora")
+    if not (work / f"supernet-{seed}" / "supernet.json").is_file():
+        search = job.search_config(structure["cost_per_rank"])
+        allowed = allowed_ranks(len(vector), search.candidates, search.searched_layers, search.fixed_rank)
+        train_supernet(config, allowed, pruned_uri, uri)
+    if uri not in cache:
+        cache.clear()
+        cache[uri] = supernet_state(uri)
+    started = time.perf_counter()
+    model, tokenizer = load_model(pruned_uri)
+    scores = scored(job, truncated_adapter(model, uri, vector, cache[uri]), tokenizer, data)
+    return {"scores": scores, "seconds": time.perf_counter() - started, "recovery": recovery(config),
+            "supernet_seconds": supernet_record(uri)["seconds"]}
 
 
 def summarise(path: Path) -> dict:
@@ -119,7 +158,7 @@ def summarise(path: Path) -> dict:
     target = rows[0]["target_task"]
     out: dict = {"rows": len(rows), "seconds": round(sum(r["seconds"] for r in rows), 1)}
     short = {tuple(r["rank_vector"]): r for r in rows if r["fidelity"] == "short" and r["seed"] == 0}
-    full = {tuple(r["rank_vector"]): r for r in rows if r["fidelity"] == "full"}
+    full = {tuple(r["rank_vector"]): r for r in rows if r["fidelity"] == "full" and r["seed"] == 0}
     out["distinct_vectors"] = len(short)
     out["kinds"] = {k: sum(r["kind"] == k for r in short.values()) for k in sorted({r["kind"] for r in short.values()})}
     both = sorted(set(short) & set(full))
@@ -138,7 +177,7 @@ def summarise(path: Path) -> dict:
         out[f"uniform8_seed_sd_{split}"] = float(np.std(seeds.get((8,) * len(both[0]), [np.nan]), ddof=1)) if both else None
     out["fidelity_vectors"], out["noise_vectors"] = len(both), len(groups)
     out["seconds_per_trial"] = {f: round(float(np.mean([r["seconds"] for r in rows if r["fidelity"] == f])), 2)
-                                for f in ("short", "full")}
+                                for f in FIDELITIES if any(r["fidelity"] == f for r in rows)}
     return out
 
 
@@ -150,11 +189,13 @@ def main() -> None:
     parser.add_argument("--max-vectors", type=int, default=400, help="distinct vectors at seed 0, short recovery")
     parser.add_argument("--seed", type=int, default=0, help="seed of the vector plan")
     parser.add_argument("--extend", action="store_true", help="only measure more distinct vectors (seed 0, short)")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="only the full-length (FULL_SEEDS) and supernet (SUPERNET_SEEDS) trials")
     parser.add_argument("--summary", action="store_true", help="print the pool's fidelity and noise figures, run nothing")
     parser.add_argument("--only", default=None, metavar="R,R,...",
                         help="measure only this rank vector (one trial: --only-seed, --only-fidelity), e.g. 8,8,8,8")
     parser.add_argument("--only-seed", type=int, default=0, help="recovery seed of the --only trial")
-    parser.add_argument("--only-fidelity", choices=("short", "full"), default="short",
+    parser.add_argument("--only-fidelity", choices=FIDELITIES, default="short",
                         help="recovery length of the --only trial")
     args = parser.parse_args()
     if args.summary:
@@ -165,37 +206,53 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     job, _, pruned_uri, data, structure = prepared(work)
     pool = Path(args.pool)
-    done = set()
+    done, measured_short = set(), []
     if pool.is_file():
         for line in pool.read_text().splitlines():
             row = json.loads(line)
             done.add((tuple(row["rank_vector"]), row["seed"], row["fidelity"]))
+            if row["fidelity"] == "short" and row["seed"] == 0:
+                measured_short.append((row["kind"], row["rank_vector"]))
     vectors = plan(structure, args.seed)[:args.max_vectors]
     kinds = {tuple(v): k for k, v in vectors}
     short = [(v, 0, "short") for _, v in vectors]
     noise_pick = [[8] * len(structure["cost_per_rank"])] + [v for _, v in vectors if v != [8] * len(v)][::max(
         1, len(vectors) // NOISE_VECTORS)][:NOISE_VECTORS]
     noise = [(v, s, "short") for v in noise_pick for s in NOISE_SEEDS]
-    fidelity = [(v, 0, "full") for _, v in vectors[:FIDELITY_VECTORS]]
+    # the other fidelities measure the vectors with short trials, in the pool's order (a fresh pool: the plan's)
+    by_short = measured_short or vectors
+    full_pick = [v for _, v in by_short[:FIDELITY_VECTORS]] + [v for k, v in by_short[FIDELITY_VECTORS:]
+                                                              if k in FULL_KINDS]
+    fidelity = [[(v, s, "full") for v in full_pick] for s in FULL_SEEDS]
+    short_again = [(v, FULL_SEEDS[1], "short") for v in full_pick]  # the short fidelity's own seed agreement
+    supernet = [[(v, s, "supernet") for _, v in by_short] for s in SUPERNET_SEEDS]
+    kinds.update({tuple(v): k for k, v in measured_short})
     # noise and fidelity first on a few vectors, so a budget cut still leaves both measurable
-    order = short[:FIDELITY_VECTORS] + fidelity + noise + short[FIDELITY_VECTORS:]
+    order = (short[:FIDELITY_VECTORS] + fidelity[0] + noise + supernet[0] + short_again + fidelity[1]
+             + supernet[1] + short[FIDELITY_VECTORS:])
     if args.extend:  # more distinct vectors only; the noise and fidelity trials stay those already measured
         order = short
+    if args.fidelity:
+        order = fidelity[0] + supernet[0] + short_again + fidelity[1] + supernet[1]
     if args.only:
         order = [([int(r) for r in args.only.split(",")], args.only_seed, args.only_fidelity)]
     budget = job.budget(structure["cost_per_rank"])
     full_epochs = job.recover.epochs
     deadline = time.monotonic() + 60 * args.minutes
+    session = time.strftime("%Y-%m-%d", time.gmtime())  # the run's UTC date: rows timed on one machine together
     scratch = work / "adapters"
-    measured = 0
+    measured, supernets = 0, {}
     for vector, seed, fidelity_name in order:
         if (tuple(vector), seed, fidelity_name) in done:
             continue
         if time.monotonic() > deadline:
             print(f"time budget reached after {measured} new trials")
             break
-        result = trial(job, pruned_uri, data, structure, vector, seed,
-                       SHORT_EPOCHS if fidelity_name == "short" else full_epochs, scratch)
+        if fidelity_name == "supernet":
+            result = supernet_trial(job, pruned_uri, data, structure, vector, seed, work, supernets)
+        else:
+            result = trial(job, pruned_uri, data, structure, vector, seed,
+                           SHORT_EPOCHS if fidelity_name == "short" else full_epochs, scratch)
         pruning = {k: v for k, v in structure["pruning"].items() if k not in MACHINE_KEYS}
         row = {"schema": SCHEMA, "model": "aidreams-260k", "pruning": pruning,
                "rank_vector": vector, "kind": kinds.get(tuple(vector), "other"), "seed": seed,
@@ -203,7 +260,9 @@ def main() -> None:
                "trainable_params": lora_parameters(vector, structure["cost_per_rank"]),
                "cost_per_rank": structure["cost_per_rank"], "layer_features": structure["layer_features"],
                "target_task": job.target_task, "source_tasks": job.source_tasks,
-               "scores": result["scores"], "seconds": round(result["seconds"], 3)}
+               "scores": result["scores"], "seconds": round(result["seconds"], 3), "measured": session}
+        if "supernet_seconds" in result:
+            row["supernet_seconds"] = round(result["supernet_seconds"], 3)
         with pool.open("a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

@@ -52,22 +52,36 @@ def kendall_tau(pred, measured) -> float:
     return float(kendalltau(pred, measured).statistic)
 
 
+RANK_CORRELATIONS = ("kendall", "spearman")
+
+
 def kendall_tau_interval(pred, measured, n_boot: int = 1000, seed: int = 0,
                          confidence: float = 0.95) -> tuple[float | None, float | None]:
     """A percentile bootstrap interval of Kendall's tau over (pred, measured) pairs resampled together; wide
     for the few trials a search runs, which is the point of showing it. (None, None) when no resample has
     two distinct values on both sides."""
-    from scipy.stats import kendalltau
+    return rank_correlation_interval(pred, measured, "kendall", n_boot, seed, confidence)
 
+
+def rank_correlation_interval(pred, measured, method: str = "kendall", n_boot: int = 1000, seed: int = 0,
+                              confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """kendall_tau_interval for Kendall's tau-b or Spearman's rho (method): how well a cheap measurement
+    orders rank vectors as the real one does, with its uncertainty over the vectors."""
+    from scipy.stats import kendalltau, spearmanr
+
+    check(method in RANK_CORRELATIONS, f"method={method!r} is not accepted; use one of {RANK_CORRELATIONS}")
     check(len(pred) == len(measured) and len(pred) >= 2,
-          f"kendall_tau_interval needs two sequences of the same length >= 2; got {len(pred)} and {len(measured)}")
+          f"a rank correlation interval needs two sequences of the same length >= 2; got {len(pred)} and "
+          f"{len(measured)}")
+    statistic = kendalltau if method == "kendall" else spearmanr
     pred, measured = np.asarray(pred, float), np.asarray(measured, float)
     rng = np.random.default_rng(seed)
-    taus = [kendalltau(pred[i], measured[i]).statistic for i in rng.integers(0, len(pred), (n_boot, len(pred)))]
-    taus = np.asarray(taus, float)
-    taus = taus[np.isfinite(taus)]
-    if not taus.size:
+    values = [statistic(pred[i], measured[i]).statistic
+              for i in rng.integers(0, len(pred), (n_boot, len(pred)))]
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if not values.size:
         return None, None
     tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(taus, [tail, 100 - tail])
+    low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)

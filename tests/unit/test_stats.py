@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rankadaptor.errors import UserError
-from rankadaptor.stats import kendall_tau, paired_bootstrap
+from rankadaptor.stats import kendall_tau, kendall_tau_interval, paired_bootstrap, rank_correlation_interval
 
 
 def tasks(**rows):
@@ -48,3 +48,17 @@ def test_kendall_tau_hand_values():
     assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
     with pytest.raises(UserError):
         kendall_tau([1, 2], [1])
+
+
+def test_rank_correlation_interval_brackets_the_value_and_refuses_other_methods():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=60)
+    noisy = truth + rng.normal(scale=0.5, size=60)
+    from scipy.stats import spearmanr
+
+    low, high = rank_correlation_interval(noisy, truth, "spearman", n_boot=500)
+    assert low < spearmanr(noisy, truth).statistic < high and 0 < low and high <= 1
+    assert rank_correlation_interval(noisy, truth, "kendall", n_boot=500) == kendall_tau_interval(noisy, truth, 500)
+    assert rank_correlation_interval(list(range(5)), list(range(5)), "spearman", n_boot=50) == pytest.approx((1, 1))
+    with pytest.raises(UserError, match="pearson"):
+        rank_correlation_interval(noisy, truth, "pearson")

@@ -20,7 +20,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,6 +40,9 @@ from rankadaptor.recover.ranks import (
 )
 from rankadaptor.recover.train import TrainSettings, check_checkpoint, settings_record, step_plan, train
 from rankadaptor.widths import attn_head_dim, config_widths, lora_cost_per_rank, lora_parameters
+
+if TYPE_CHECKING:
+    from rankadaptor.recover.nested import NestedRanks
 
 
 def resolve_rank_vector(config: RecoverConfig, num_layers: int, model_uri: str | None = None,
@@ -148,9 +151,11 @@ def allocated_ranks(rank_pattern: dict[str, list[bool]], num_layers: int) -> lis
     return [sum(r) / len(r) if r else 0.0 for r in per_layer]
 
 
-def run_recover(config: RecoverConfig, model_uri: str, output_uri: str, step_fraction: float = 1.0) -> dict:
+def run_recover(config: RecoverConfig, model_uri: str, output_uri: str, step_fraction: float = 1.0,
+                nested: NestedRanks | None = None) -> dict:
     """Fine-tune adapters on the pruned model at model_uri and write the adapter artifact to output_uri.
-    step_fraction < 1: a short (cheap) recovery of that share of the steps, its schedule over those steps."""
+    step_fraction < 1: a short (cheap) recovery of that share of the steps, its schedule over those steps;
+    nested: train a supernet of these nested ranks (config's rank vector is their largest: supernet.py)."""
     config.validate()
     check(0 < step_fraction <= 1, f"step_fraction={step_fraction} must be in (0, 1]")
     check(bool(config.data), "data is required: Alpaca JSON/JSONL or a text file, local or s3://")
@@ -168,6 +173,10 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str, step_fra
     identity = training_identity(config, model_uri, rank_vector)
     if step_fraction < 1:
         identity["step_fraction"] = step_fraction  # a short run's checkpoint resumes only a short run
+    if nested is not None:
+        check(rank_vector == nested.max_vector, f"a supernet trains its largest ranks {nested.max_vector}, "
+                                                f"not {rank_vector}")
+        identity["nested"] = nested.record()
     checkpoint_uri = config.checkpoint or (
         storage.join(config.checkpoint_root, f"recover-{settings_record(identity)['hash'][:24]}")
         if config.checkpoint_root else f"{output_uri.rstrip('/')}.ckpt")
@@ -192,8 +201,11 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str, step_fra
     settings.warmup_steps = int(config.warmup_ratio * steps)
     peft_model = add_adapters(model, config, rank_vector, steps)
     started = time.time()
+    truncation = nested.attach(peft_model) if nested is not None else None
     log = train(peft_model, examples, settings, tokenizer.pad_token_id, checkpoint_uri,
-                adalora=config.method == "adalora", identity=identity)
+                adalora=config.method == "adalora", identity=identity, on_step=truncation)
+    if truncation is not None:
+        truncation.close()
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     allocated = peft_model.peft_config["default"].rank_pattern if config.method == "adalora" else None
     ranks = {
@@ -221,5 +233,11 @@ def run_recover(config: RecoverConfig, model_uri: str, output_uri: str, step_fra
             masked.mark(out)
         storage.write_json_atomic(out / "rank_vector.json", ranks)
         storage.write_json_atomic(out / "train_metrics.json", metrics)
+        if nested is not None:
+            from rankadaptor.recover.nested import SUPERNET_FILE
+
+            storage.write_json_atomic(out / SUPERNET_FILE, {"nested": nested.record(),
+                                                            "recover": result_settings(config),
+                                                            "seconds": metrics["seconds"]})
     storage.remove(checkpoint_uri)
     return {**ranks, **metrics}

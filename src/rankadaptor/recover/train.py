@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -236,9 +236,11 @@ def _compiled_graphs() -> int:
 
 
 def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, checkpoint_uri: str,
-          adalora: bool = False, identity: dict[str, Any] | None = None) -> TrainLog:
+          adalora: bool = False, identity: dict[str, Any] | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainLog:
     """Train the model's trainable (adapter) parameters in place; resumes from checkpoint_uri if present and
-    written by a run of the same identity (the settings that shape the result: run_recover's)."""
+    written by a run of the same identity (the settings that shape the result: run_recover's). on_step(step) runs
+    before each optimizer step (a supernet draws its truncation there: supernet.py)."""
     identity = identity or {}
     device = model.device
     on_gpu = device.type == "cuda"
@@ -267,6 +269,8 @@ def train(model, examples: list[dict], settings: TrainSettings, pad_id: int, che
         upcoming = pool.submit(prepare, log.step) if pool and log.step < steps else None
         for step in range(log.step, steps):
             started = time.time()
+            if on_step:
+                on_step(step)
             batches = upcoming.result() if upcoming else prepare(step)
             upcoming = pool.submit(prepare, step + 1) if pool and step + 1 < steps else None
             n_targets = sum(n for _, n, _ in batches)
