@@ -152,6 +152,8 @@ def markdown(report: dict) -> str:
                             {"rank_vector": "rank vector", "predicted": "predicted", "measured": "measured (select)",
                              "best": "best so far (from the uniform baseline)"}).replace("| method |", "| trial |", 1)
     stop = f"Search stopped: {report['stop_reason']}.\n\n" if report.get("stop_reason") else ""
+    if not report["history"]:
+        trials = "No search trials."
     return (f"# RankAdaptor report\n\nScores: {report['target_task']} in {report['score_unit']} and zero-shot tasks "
             f"in accuracy, higher is better (perplexity: lower is better).\n\n{table}\n\n{report['verdict']}\n\n"
             f"## Search trials ({report['score_unit']}, {report['trial_numbering']})\n\n{trials}\n\n{stop}"
