@@ -25,6 +25,11 @@ noise); and for the surrogate loops where the noise-aware stopping rule (search.
 the noise) stops. Pool schema: benchmarks/search/POOL.md.
 
     python -m benchmarks.search.search_replay --pool benchmarks/search/pool_aidreams260k.jsonl [--json] [--png curve.png]
+
+With --cost, the equal-cost replay instead: each trial is priced at its fidelity's mean `seconds` (a synthetic
+row's `cost_fraction` where it has none), budgets in full-trial equivalents, candidates only the vectors with
+full rows; methods uniform r8, random, optuna TPE, TPE + Optuna's HyperbandPruner, the loop, and
+search.halving gated by the go/no-go (COST_METHODS). Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
