@@ -25,6 +25,11 @@ noise); and for the surrogate loops where the noise-aware stopping rule (search.
 the noise) stops. Pool schema: benchmarks/search/POOL.md.
 
     python -m benchmarks.search.search_replay --pool benchmarks/search/pool_aidreams260k.jsonl [--json] [--png curve.png]
+
+With --cost, the equal-cost replay instead: each trial is priced at its fidelity's mean `seconds` (a synthetic
+row's `cost_fraction` where it has none), budgets in full-trial equivalents, candidates only the vectors with
+full rows; methods uniform r8, random, optuna TPE, TPE + Optuna's HyperbandPruner, the loop, and
+search.halving gated by the go/no-go (COST_METHODS). Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -373,6 +378,227 @@ def plot(result: dict, trials: int, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+# ------------------------------------------------------------------------------------- equal-cost replay
+
+COST_BUDGETS = (2, 4, 8, 12)  # in full-trial equivalents
+COST_METHODS = ("uniform r8", "random", "optuna TPE", "TPE + Hyperband", "loop", "halving + go/no-go")
+
+
+@dataclass
+class Fidelities:
+    """The full pool (the candidate set: only vectors with full rows) with each vector's cheap draws beside it."""
+    full: Pool
+    cheap: list[list[float]]  # per full-pool vector: its select-split scores at the cheap fidelity
+    cost: dict[str, float]  # fidelity -> mean seconds per trial, in units of one full trial
+    seconds: dict[str, float]  # fidelity -> mean measured seconds per trial
+    cheap_name: str
+
+
+def load_fidelities(path: str, cheap: str = "short", target: str | None = None) -> Fidelities:
+    """Both fidelities of a pool, restricted to the vectors that have full rows (no cheap score stands in for a
+    missing full one). Costs: the rows' `seconds`, mean per fidelity; a pool without them (synthetic) gives
+    `cost_fraction` per row."""
+    full, short = load_pool(path, target, "full"), load_pool(path, target, cheap)
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    check({"full", cheap} <= {r.get("fidelity") for r in rows}, f"pool {path!r} needs 'full' and {cheap!r} rows")
+    index = {tuple(v): i for i, v in enumerate(short.vectors.tolist())}
+    missing = [v for v in full.vectors.tolist() if tuple(v) not in index]
+    check(not missing, f"{len(missing)} full-fidelity vectors have no {cheap!r} row, e.g. {missing[:1]}")
+    seconds = {f: float(np.mean([r.get("seconds", r.get("cost_fraction", 1.0)) for r in rows
+                                 if r.get("fidelity") == f])) for f in ("full", cheap)}
+    cost = {f: s / seconds["full"] for f, s in seconds.items()}
+    if full.noise_select == 0 or full.noise_report == 0:  # one seed per full vector: the cheap seeds' noise
+        full = dataclasses.replace(full, noise_select=full.noise_select or short.noise_select,
+                                   noise_report=full.noise_report or short.noise_report)
+    return Fidelities(full, [short.draws[index[tuple(v)]] for v in full.vectors.tolist()], cost, seconds, cheap)
+
+
+class Meter:
+    """One replay's trials: each returns one recorded seed of the vector at its fidelity, and is priced."""
+
+    def __init__(self, fid: Fidelities, rng: np.random.Generator):
+        self.fid, self.rng, self.spent = fid, rng, 0.0
+
+    def full(self, i: int) -> tuple[float, float]:
+        """(select, report) of one full trial of vector i."""
+        self.spent += self.fid.cost["full"]
+        k = int(self.rng.integers(len(self.fid.full.draws[i])))
+        return self.fid.full.draws[i][k], self.fid.full.report_draws[i][k]
+
+    def cheap(self, i: int) -> float:
+        self.spent += self.fid.cost[self.fid.cheap_name]
+        d = self.fid.cheap[i]
+        return d[int(self.rng.integers(len(d)))]
+
+
+def _pick(measured: dict[int, tuple[float, float]]) -> int:
+    return max(measured, key=lambda i: measured[i][0])
+
+
+def _nearest(pool: Pool, want: np.ndarray, taken, rng: np.random.Generator) -> int:
+    distance = np.abs(pool.vectors - want).sum(axis=1).astype(float) + rng.random(len(pool.vectors)) * 1e-3
+    distance[list(taken)] = np.inf
+    return int(np.argmin(distance))
+
+
+def cost_random(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator) -> dict:
+    pool, measured = fid.full, {}
+    measured[pool.baseline] = m.full(pool.baseline)
+    for i in rng.permutation(np.setdiff1d(np.arange(len(pool.vectors)), [pool.baseline])):
+        if m.spent + fid.cost["full"] > budget + 1e-9:
+            break
+        measured[int(i)] = m.full(int(i))
+    return measured
+
+
+def cost_tpe(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator, hyperband: bool) -> dict:
+    """Optuna TPE snapped to the nearest unmeasured pool vector; with hyperband, Optuna's HyperbandPruner sees
+    the cheap score at step 1 and the full score at step 2, and a pruned trial pays only the cheap trial (an
+    unpruned one pays one full trial in all: the short recovery is the first part of the full one)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pool = fid.full
+    choices = [sorted({int(r) for r in pool.vectors[:, layer]}) for layer in range(pool.vectors.shape[1])]
+    dists = {f"r{layer}": CategoricalDistribution(c) for layer, c in enumerate(choices)}
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=2, reduction_factor=3) if hyperband \
+        else optuna.pruners.NopPruner()
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.TPESampler(
+        seed=int(rng.integers(2 ** 31)), n_startup_trials=3))
+    measured: dict[int, tuple[float, float]] = {}
+    taken: set[int] = set()
+    first = True
+    cheapest = fid.cost[fid.cheap_name] if hyperband else fid.cost["full"]
+    while len(taken) < len(pool.vectors) and m.spent + cheapest <= budget + 1e-9:
+        if first:  # uniform r8 at full fidelity, as every method
+            trial = study.ask({f"r{layer}": CategoricalDistribution(c) for layer, c in enumerate(choices)})
+            i, first = pool.baseline, False
+        else:
+            trial = study.ask(dists)
+            i = _nearest(pool, np.asarray([trial.params[f"r{layer}"] for layer in range(len(choices))]), taken, rng)
+        taken.add(i)
+        if hyperband and i != pool.baseline:
+            before = m.spent
+            trial.report(m.cheap(i), 1)
+            if trial.should_prune() or before + fid.cost["full"] > budget + 1e-9:
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            m.spent = before  # the continued trial pays one full trial in all
+        measured[i] = m.full(i)
+        if hyperband:
+            trial.report(measured[i][0], 2)
+        study.tell(trial, measured[i][0])
+    return measured
+
+
+def cost_loop(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator, per_task: int) -> dict:
+    """Today's loop at full fidelity: as many trials as the budget pays for."""
+    pool = fid.full
+    trials = max(1, int(budget / fid.cost["full"] + 1e-9))
+    select = np.zeros(len(pool.vectors))
+    order_rng = np.random.default_rng(rng.integers(2 ** 31))
+    draws = {}
+    for i in range(len(pool.vectors)):  # the loop sees each vector once: one full trial, drawn now
+        draws[i] = (pool.draws[i][k := int(order_rng.integers(len(pool.draws[i])))], pool.report_draws[i][k])
+        select[i] = draws[i][0]
+    order, _ = run_loop(pool, trials, rng, select, SurrogateConfig(seed=int(rng.integers(1000))),
+                        SearchConfig(kappa=0.0, threshold=max(pool.noise_select, 1e-9)), per_task)
+    m.spent += len(order) * fid.cost["full"]
+    return {i: draws[i] for i in order}
+
+
+def cost_halving(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator, finalists: int = 2,
+                 seeds: int = 2) -> tuple[dict, bool]:
+    """The multi-fidelity loop: uniform r8 full, then search.halving over as many cheap candidates as the budget
+    leaves after the go/no-go's uniform seeds and the finalists' full seeds; a no-go stops after the cheap trials."""
+    from rankadaptor.search.halving import successive_halving
+
+    pool, c, f = fid.full, fid.cost[fid.cheap_name], fid.cost["full"]
+    measured = {pool.baseline: m.full(pool.baseline)}
+    config = SearchConfig(threshold=max(float(np.sqrt(np.mean([np.var(d, ddof=1) for d in fid.cheap if len(d) > 1]
+                                                              or [0.0]))), 1e-9), go="auto")
+    fixed = f + config.go_seeds * c + (finalists + 1) * seeds * f - f  # uniform's first full trial is one seed
+    n = min(int((budget - fixed) / c + 1e-9), len(pool.vectors) - 1)
+    if n < 1:
+        return measured, False
+    others = rng.permutation(np.setdiff1d(np.arange(len(pool.vectors)), [pool.baseline]))[:n].tolist()
+    full_scores: dict[int, list[tuple[float, float]]] = {pool.baseline: [measured[pool.baseline]]}
+
+    def full(i, seed):
+        if seed < len(full_scores.get(i, [])):
+            return full_scores[i][seed][0]
+        full_scores.setdefault(i, []).append(m.full(i))
+        return full_scores[i][-1][0]
+
+    r = successive_halving(config, others, pool.baseline, [lambda i, seed: m.cheap(i)], full, eta=1 / 3,
+                           finalists=finalists, seeds=seeds)
+    if not r.decision.go:
+        return measured, False
+    return {i: (r.full_means[i], float(np.mean([s[1] for s in full_scores[i]]))) for i in r.finalists}, True
+
+
+def cost_replay(fid: Fidelities, seeds: int, budgets=COST_BUDGETS, methods=COST_METHODS, per_task: int = 5) -> dict:
+    """Per method and budget (full-trial equivalents): regret, P(beat uniform beyond noise), P(claim), cost spent."""
+    pool = fid.full
+    out = {}
+    for method in methods:
+        check(method in COST_METHODS, f"unknown method {method!r}; choose from {list(COST_METHODS)}")
+        rows = {}
+        for budget in budgets:
+            regret, beat, claim, spent, go = [], [], [], [], []
+            for seed in range(seeds):
+                rng = np.random.default_rng([seed, COST_METHODS.index(method), int(budget * 100)])
+                m = Meter(fid, np.random.default_rng([seed, 10_000]))
+                searched = True
+                if method == "uniform r8":
+                    measured = {pool.baseline: m.full(pool.baseline)}
+                elif method == "random":
+                    measured = cost_random(fid, budget, m, rng)
+                elif method in ("optuna TPE", "TPE + Hyperband"):
+                    measured = cost_tpe(fid, budget, m, rng, method == "TPE + Hyperband")
+                elif method == "loop":
+                    measured = cost_loop(fid, budget, m, rng, per_task)
+                else:
+                    measured, searched = cost_halving(fid, budget, m, rng)
+                    go.append(searched)
+                p = _pick(measured)
+                base = measured.get(pool.baseline) or (pool.select[pool.baseline], pool.report[pool.baseline])
+                regret.append(pool.select.max() - pool.select[p])
+                beat.append(pool.report[p] - pool.report[pool.baseline] > pool.noise_report)
+                claim.append(claims_gain(measured[p][1] - base[1], pool.noise_report, p != pool.baseline))
+                spent.append(m.spent)
+            ci = np.random.default_rng(0)
+            rows[str(budget)] = {"regret": bootstrap_ci(np.asarray(regret), ci),
+                                 "p_beat": bootstrap_ci(np.asarray(beat, float), ci),
+                                 "p_claim": bootstrap_ci(np.asarray(claim, float), ci),
+                                 "cost": bootstrap_ci(np.asarray(spent), ci),
+                                 "p_go": float(np.mean(go)) if go else None}
+        out[method] = rows
+    return out
+
+
+def cost_table(result: dict, fid: Fidelities, seeds: int) -> str:
+    pool = fid.full
+    head = (f"Candidates: the {len(pool.vectors)} vectors with full-fidelity rows (the others have no full score, "
+            f"none is faked). Cost per trial ({fid.cheap_name} / full): {fid.seconds[fid.cheap_name]:.2f} s / "
+            f"{fid.seconds['full']:.2f} s = {fid.cost[fid.cheap_name]:.3f} full trials. {seeds} replay seeds, "
+            f"mean [95% bootstrap CI]; noise (report, seed-to-seed sd) {pool.noise_report:.4f}. halving + go/no-go: "
+            f"P(go) counts a budget too small for its fixed trials (uniform x2 cheap, 3 finalists x 2 full) as "
+            f"no search.\n\n")
+    lines = ["| method | budget | regret | P(beat uniform) | P(claim gain) | cost spent | P(go) |",
+             "|---|---|---|---|---|---|---|"]
+    for method, rows in result.items():
+        for budget, r in rows.items():
+            cell = [f"{v[0]:.4f} [{v[1]:.4f}, {v[2]:.4f}]" if k == "regret" else f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]"
+                    for k, v in ((k, r[k]) for k in ("regret", "p_beat", "p_claim", "cost"))]
+            go = "" if r["p_go"] is None else f"{r['p_go']:.2f}"
+            lines.append(f"| {method} | {budget} | {' | '.join(cell)} | "
+                         f"{go} |")
+    return head + "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pool", help="pool file (JSONL, benchmarks/search/POOL.md)")
@@ -388,8 +614,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--png", default=None, help="write the regret curve here")
+    parser.add_argument("--cost", action="store_true", help="the equal-cost replay across fidelities instead: "
+                                                           "methods " + ", ".join(COST_METHODS))
+    parser.add_argument("--budgets", default=",".join(map(str, COST_BUDGETS)), help="cost budgets, full trials")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.cost:
+        try:
+            fid = load_fidelities(args.pool, "short" if args.fidelity == "short" else args.fidelity, args.target)
+            result = cost_replay(fid, args.seeds, [float(b) for b in args.budgets.split(",")], per_task=args.bootstrap)
+        except UserError as e:
+            sys.exit(f"error: {e}")
+        print(json.dumps(result) if args.json else cost_table(result, fid, args.seeds))
+        return
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         info, trials = parts[0]["pool"], parts[0]["trials"]

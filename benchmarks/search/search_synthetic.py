@@ -66,7 +66,23 @@ def additive(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (weights * (1.0 - np.exp(-vectors / tau))).sum(axis=1)
 
 
-def write_pool(path: Path, family: str, layers: int, size: int, repeats: int, ratio: float, seed: int) -> None:
+CHEAP_COST = 0.34  # a short trial's cost in full trials: search.cheap_fraction's share of the steps (nominal)
+
+
+def measured_cheap_corr(path: Path) -> float:
+    """Pearson correlation of the real pool's short seed mean with its full score, over vectors with both."""
+    full, short = replay.load_pool(str(path), fidelity="full"), replay.load_pool(str(path), fidelity="short")
+    index = {tuple(v): i for i, v in enumerate(short.vectors.tolist())}
+    pairs = [(short.select[index[tuple(v)]], full.select[i]) for i, v in enumerate(full.vectors.tolist())
+             if tuple(v) in index]
+    return float(np.corrcoef(np.asarray(pairs).T)[0, 1])
+
+
+def write_pool(path: Path, family: str, layers: int, size: int, repeats: int, ratio: float, seed: int,
+               cheap_corr: float | None = None) -> None:
+    """cheap_corr: also write "short" rows (cost CHEAP_COST) whose score is the true score plus more noise, so
+    that a short score correlates with a full one (both noisy, additive family) as the real pool's do; the
+    other rows are then "full" (cost 1)."""
     rng = np.random.default_rng(seed)
     vectors = pool_vectors(layers, size, rng)
     target = additive(vectors, rng)
@@ -81,16 +97,25 @@ def write_pool(path: Path, family: str, layers: int, size: int, repeats: int, ra
         raw = additive(vectors, rng) if family == "flat" else target * scale + 0.3 * scale * rng.normal(size=len(vectors))
         sources[f"src{k}"] = (raw - raw.mean()) / raw.std()
     features = [[1.0, 1.0, 1.0, 1.0]] * layers
+    # corr(true + e_cheap, true + e_full) = 1 / sqrt((1 + cheap_sd^2) (1 + noise^2)) in the additive family
+    rho = min(max(cheap_corr or 1.0, 0.05), 1.0)
+    cheap_sd = float(np.sqrt(max(1 / (rho ** 2 * (1 + noise ** 2)) - 1, noise ** 2)))
     with path.open("w") as f:
         for i, v in enumerate(vectors):
             for s in range(repeats):
                 select = {"target": float(target[i] + noise * rng.normal()),
                           **{t: float(sources[t][i] + noise * rng.normal()) for t in sources}}
                 report = {"target": float(target[i] + noise * rng.normal())}
-                f.write(json.dumps({"schema": replay.SCHEMA, "rank_vector": [int(r) for r in v], "seed": s,
-                                    "target_task": "target", "layer_features": features,
-                                    "true_score": float(target[i]),
-                                    "scores": {"select": select, "report": report}}) + "\n")
+                row = {"schema": replay.SCHEMA, "rank_vector": [int(r) for r in v], "seed": s,
+                       "target_task": "target", "layer_features": features, "true_score": float(target[i]),
+                       "scores": {"select": select, "report": report}}
+                if cheap_corr is not None:
+                    f.write(json.dumps({**row, "fidelity": "full", "cost_fraction": 1.0}) + "\n")
+                    cheap = {**select, "target": float(target[i] + cheap_sd * rng.normal())}
+                    f.write(json.dumps({**row, "fidelity": "short", "cost_fraction": CHEAP_COST,
+                                        "scores": {"select": cheap, "report": report}}) + "\n")
+                else:
+                    f.write(json.dumps(row) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,7 +130,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="noise sd / between-vector sd (default: measured on the committed pool)")
     parser.add_argument("--methods", default="uniform r8,random,mutation,optuna TPE,loop")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cost", action="store_true", help="the equal-cost replay across fidelities (search_replay "
+                                                           "--cost) on both families, each with a short fidelity")
+    parser.add_argument("--budgets", default=",".join(map(str, replay.COST_BUDGETS)))
     args = parser.parse_args(argv)
+    if args.cost:
+        torch.set_num_threads(1)
+        ratio = args.noise_ratio if args.noise_ratio is not None else measured_ratio(POOL)
+        corr = measured_cheap_corr(POOL)
+        print(f"noise sd = {ratio:.3f} x between-vector sd; short-vs-full correlation {corr:.3f} (measured on the "
+              f"real pool); short trial = {CHEAP_COST} full trial\n")
+        with tempfile.TemporaryDirectory() as tmp:
+            for family in FAMILIES:
+                path = Path(tmp) / f"{family}.jsonl"
+                write_pool(path, family, args.layers, args.vectors, args.repeats, ratio, len(family), corr)
+                fid = replay.load_fidelities(str(path))
+                result = replay.cost_replay(fid, args.seeds, [float(b) for b in args.budgets.split(",")], per_task=5)
+                print(json.dumps({family: result}) if args.json else
+                      f"## family: {family}\n\n{replay.cost_table(result, fid, args.seeds)}\n")
+        return
     if args.quick:
         args.layers, args.vectors, args.seeds, args.trials = 6, 80, 3, 8
     torch.set_num_threads(1)

@@ -83,3 +83,29 @@ def test_a_pool_without_uniform_r8_is_refused_in_one_line(tmp_path):
     write_pool(pool, [[4, 4], [2, 12]], [0.1, 0.2])
     done = run("--pool", pool)
     assert done.returncode != 0 and "no uniform rank-8 vector" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_equal_cost_replay_stays_within_each_budget_and_prices_fidelities(tmp_path):
+    """search_replay --cost on a small synthetic pool with short and full rows: each method spends at most its
+    budget, uniform r8 spends one full trial and claims nothing, and a short trial costs its rows' cost_fraction."""
+    from benchmarks.search import search_replay, search_synthetic
+
+    path = tmp_path / "additive.jsonl"
+    search_synthetic.write_pool(path, "additive", 4, 30, 2, 0.3, seed=1, cheap_corr=0.8)
+    fid = search_replay.load_fidelities(str(path))
+    assert fid.cost == {"full": 1.0, "short": pytest.approx(search_synthetic.CHEAP_COST)}
+    result = search_replay.cost_replay(fid, seeds=2, budgets=(4, 12),
+                                       methods=("uniform r8", "TPE + Hyperband", "halving + go/no-go"))
+    for method, rows in result.items():
+        for budget, r in rows.items():
+            assert r["cost"][0] <= float(budget) + 1e-9, (method, budget)
+            assert r["regret"][0] >= 0
+    assert result["uniform r8"]["12"]["cost"][0] == 1.0 and result["uniform r8"]["12"]["p_claim"][0] == 0.0
+    assert "halving + go/no-go" in search_replay.cost_table(result, fid, 2)
+
+
+def test_cost_replay_refuses_a_pool_without_full_rows_in_one_line(tmp_path):
+    path = tmp_path / "pool.jsonl"
+    write_pool(path, [[8, 8], [4, 12], [12, 4]], [0.5, 0.4, 0.6])
+    done = run("--pool", path, "--cost", "--seeds", 1)
+    assert done.returncode != 0 and "needs 'full'" in done.stderr and "Traceback" not in done.stderr
