@@ -18,9 +18,9 @@ from rankadaptor.infra import bank, tracking
 pytestmark = pytest.mark.slow
 
 
-def api(uri: str, path: str, body: dict | None = None, **query) -> dict:
+def api(uri: str, endpoint: str, body: dict | None = None, **query) -> dict:
     """One MLflow REST call: GET with query parameters, or POST of a JSON body."""
-    url = f"{uri}/api/2.0/mlflow/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    url = f"{uri}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -31,7 +31,7 @@ def api(uri: str, path: str, body: dict | None = None, **query) -> dict:
 def served_run(tmp_path_factory):
     """(server URI, report dir) after the smallest job that registers: no bootstrap, one search trial."""
     root = tmp_path_factory.mktemp("mlflow-report")
-    with seaweedfs(root / "s3") as s3, mlflow_server(root, f"sqlite:///{root / 'mlflow.db'}", s3) as uri, \
+    with seaweedfs(tmp_path_factory.mktemp("s3")) as s3, mlflow_server(root, f"sqlite:///{root / 'mlflow.db'}", s3) as uri, \
             pytest.MonkeyPatch.context() as patch:
         for name, value in {**s3.env(), "MLFLOW_TRACKING_URI": uri}.items():
             patch.setenv(name, value)
