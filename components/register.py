@@ -28,13 +28,11 @@ def register(job: str, evaluated: Input[Artifact], report: Output[Artifact], sum
     cpu_step_cpu/cpu_step_memory: this task's resource requests, inputs only so its DAG carries them."""
     from rankadaptor.job import job_from_json
     from rankadaptor.report import markdown_with_plots
-    from rankadaptor.steps.metrics import flat_metrics
-    from rankadaptor.steps.register import register
+    from rankadaptor.steps.register import register, report_metrics
 
     result = register(job_from_json(job), evaluated.path, report.path)
     with open(summary.path, "w") as f:
         f.write(markdown_with_plots(report.path))
-    table = {row["method"]: {c: v for c, v in row.items() if c != "method"} for row in result["table"]}
-    for name, value in flat_metrics({**table, "gain over uniform": result["gain"]}).items():
+    for name, value in report_metrics(result).items():
         metrics.log_metric(name, value)
     metrics.log_metric("registered_version", result["registration"]["version"])

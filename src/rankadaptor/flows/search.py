@@ -48,9 +48,9 @@ def add_trial(job: JobConfig, state: SearchState, context: TrialContext, proposa
     """Bank a measured proposal, adapt the surrogate online, and say so on the terminal."""
     new_state, outcome = update(state, proposal, score, job.search_config(context.cost_per_rank),
                                 cost=seconds, artifact=adapter_uri)
-    record(job, context, trial_key(job, context, job.target_task, "select", proposal.rank_vector), score, "search",
-           predicted=proposal.predicted, seconds=seconds, adapter_uri=adapter_uri)
     number = sum(o.predicted is not None for o in new_state.measured())  # trial.history's iteration
+    record(job, context, trial_key(job, context, job.target_task, "select", proposal.rank_vector), score, "search",
+           predicted=proposal.predicted, seconds=seconds, adapter_uri=adapter_uri, number=number)
     progress(f"{job.target_task} search #{number}: ranks {proposal.rank_vector}, predicted {proposal.predicted:.4f}, "
              f"measured {score:.4f}, best so far {outcome.best.score:.4f} (the uniform baseline counts)")
     return new_state, outcome

@@ -42,9 +42,11 @@ def starting_trials(job: JobConfig) -> list[str]:
 
 
 def record(job: JobConfig, context: TrialContext, key: TrialKey, score: float, stage: str,
-           predicted: float | None = None, seconds: float | None = None, adapter_uri: str | None = None) -> dict:
+           predicted: float | None = None, seconds: float | None = None, adapter_uri: str | None = None,
+           number: int | None = None) -> dict:
     """Bank one measured trial under the key its caller built; a trial already banked is returned as it is."""
     return bank.record_trial(key, score=score, predicted=predicted, seconds=seconds,
                              layer_features=context.layer_features,
                              trainable_params=lora_parameters(key.rank_vector, context.cost_per_rank), stage=stage,
-                             artifact=adapter_uri, experiment=job.bank.experiment, tracking_uri=job.tracking_uri())
+                             artifact=adapter_uri, experiment=job.bank.experiment, tracking_uri=job.tracking_uri(),
+                             number=number)

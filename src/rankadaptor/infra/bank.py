@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import time
 from typing import Any
 
 from rankadaptor.errors import check
@@ -51,13 +52,14 @@ def record_trial(key: TrialKey, *, score: float, scores: dict[str, float] | None
                  predicted: float | None = None, trainable_params: int | None = None,
                  seconds: float | None = None, layer_features: list[list[float]] | None = None,
                  stage: str = "search", artifact: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-                 tracking_uri: str | None = None) -> dict[str, Any]:
+                 tracking_uri: str | None = None, number: int | None = None) -> dict[str, Any]:
     """Store one finished trial, or return the run already holding it (then `reused` is True).
 
     score is the value the search optimises (on key.split); scores holds per-task/metric detail.
     stage tags the row ("search", "bootstrap" for the random vectors that seed an empty bank, ...);
     artifact (tag) is the URI of the trial's adapter, so a later search can reuse the trial whole.
-    Returns find_trial's dict plus `reused`."""
+    number: the search trial's number as the terminal prints it (`search #N`): the run's name and its
+    metrics' step. Returns find_trial's dict plus `reused`."""
     key.validate()
     check(isinstance(score, (int, float)), f"score={score!r} must be a number")
     params = key.params()
@@ -80,11 +82,14 @@ def record_trial(key: TrialKey, *, score: float, scores: dict[str, float] | None
                 client.set_tag(existing["run_id"], "artifact", artifact)
                 existing["artifact"] = artifact
             return {**existing, "reused": True}
-        run = client.create_run(ensure_experiment(experiment, uri), run_name=f"trial-{key.id[:12]}",
-                                tags={"trial_id": key.id, "stage": stage, **({"artifact": artifact} if artifact else {})})
+        start, end = trial_times(seconds)
+        run = client.create_run(ensure_experiment(experiment, uri), run_name=run_name(key, stage, number),
+                                start_time=start,
+                                tags={"trial_id": key.id, "stage": stage, "role": stage, "task": key.task,
+                                      **({"artifact": artifact} if artifact else {})})
         try:
-            _log_all(client, run.info.run_id, params, metrics)
-            client.set_terminated(run.info.run_id, "FINISHED")
+            _log_all(client, run.info.run_id, params, metrics, end, number or 0)
+            client.set_terminated(run.info.run_id, "FINISHED", end_time=end)
         except BaseException:
             with contextlib.suppress(Exception):
                 client.set_terminated(run.info.run_id, "FAILED")
@@ -99,12 +104,28 @@ def record_trial(key: TrialKey, *, score: float, scores: dict[str, float] | None
         return {**_trial(client.get_run(run.info.run_id)), "reused": False}
 
 
-def _log_all(client, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
-    """Params and metrics in one request, so a run holds all of them or (if this fails) is marked FAILED."""
+def run_name(key: TrialKey, stage: str, number: int | None = None) -> str:
+    """What the runs table shows: task, role, the search trial's number and the ranks, e.g.
+    `ppl:heldout search #3 [8,10,6,8]` or `ppl:piqa bootstrap [2,4,8,8]`."""
+    trial = f" #{number}" if number is not None else ""
+    return f"{key.task} {stage}{trial} {canonical_json(key.rank_vector)}"
+
+
+def trial_times(seconds: float | None, now: float | None = None) -> tuple[int, int]:
+    """(start, end) of the trial in ms: it ended now (the bank records a trial as it finishes) and took
+    `seconds` (unknown: 0)."""
+    end = int((time.time() if now is None else now) * 1000)
+    return end - int((seconds or 0) * 1000), end
+
+
+def _log_all(client, run_id: str, params: dict[str, str], metrics: dict[str, float], timestamp: int = 0,
+             step: int = 0) -> None:
+    """Params and metrics in one request, so a run holds all of them or (if this fails) is marked FAILED;
+    the step is the search trial's number, so MLflow's charts show the search's progress."""
     from mlflow.entities import Metric, Param
 
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
-                     metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+                     metrics=[Metric(k, v, timestamp, step) for k, v in metrics.items()])
 
 
 def find_trial(trial_id: str, experiment: str = DEFAULT_EXPERIMENT,

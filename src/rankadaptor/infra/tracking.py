@@ -13,6 +13,9 @@ from typing import Iterator
 from rankadaptor.errors import ServiceError, UserError, check
 
 DEFAULT_ROOT = "mlflow"
+# The experiment tag MLflow's UI reads for an experiment's type: "custom_model_development" opens the
+# training-runs view (runs table, charts) instead of the GenAI traces overview.
+EXPERIMENT_KIND_TAG, TRAINING_RUNS = "mlflow.experimentKind", "custom_model_development"
 
 
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -79,7 +82,8 @@ def _is_outage(e: BaseException, detail: str) -> bool:
 
 
 def ensure_experiment(name: str, tracking_uri: str) -> str:
-    """The id of experiment `name`, created if missing (artifacts beside an embedded sqlite store)."""
+    """The id of experiment `name`, created if missing (artifacts beside an embedded sqlite store), typed for
+    training runs so MLflow's UI opens its runs table."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -94,7 +98,7 @@ def ensure_experiment(name: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_RUNS})
     except MlflowException:  # another run created it at the same moment (a unique name): use theirs
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

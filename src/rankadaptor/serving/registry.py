@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import re
 import tempfile
+import time
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 MODEL_BYTES_TAG = "model_bytes"  # the served files' size: sizes the predictor's storage
 MAX_TAG_LENGTH = 100_000  # MLflow's model-registry tag value limit
 REQUIREMENTS = ("torch", "transformers", "peft", "safetensors", "boto3", "mlflow", "rankadaptor")
+METRIC_NAME = r"[/\w.\- :]+"  # what MLflow accepts in a metric name
 MODEL_NAME = r"[\w.\-]+"  # what MLflow accepts in a registered model's name (and a URI models:/<name>@alias)
 
 
@@ -134,9 +136,11 @@ def log_version(adapter_uri: str, pruned_model_uri: str, report: dict[str, Any],
             "model_id": model_info.model_id, "score": score, "tags": tags}
 
 
-def create_version(logged: dict[str, Any], config: RegistryConfig) -> dict[str, Any]:
+def create_version(logged: dict[str, Any], config: RegistryConfig, description: str = "",
+                   model_description: str = "") -> dict[str, Any]:
     """The registered version of a logged model (log_version) and the champion rule; a version either gets
-    its tags and the rule or does not exist."""
+    its tags, its description and the rule or does not exist. model_description: the registered model's,
+    set when it has none."""
     check(logged.get("model_name") == config.model_name, f"the logged model is for {logged.get('model_name')!r}, "
                                                          f"not {config.model_name!r}")
     uri = configure(config.tracking_uri or None)
@@ -144,9 +148,10 @@ def create_version(logged: dict[str, Any], config: RegistryConfig) -> dict[str, 
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        _ensure_registered_model(client, config.model_name)
+        _ensure_registered_model(client, config.model_name, model_description)
         created = client.create_model_version(config.model_name, source=logged["model_uri"], run_id=logged["run_id"],
-                                              tags=logged["tags"], model_id=logged["model_id"])
+                                              tags=logged["tags"], model_id=logged["model_id"],
+                                              description=redact(description) or None)
         try:
             moved, previous = _maybe_move_champion(client, config, int(created.version), logged["score"],
                                                    logged["tags"].get(ROWS_TAG))
@@ -162,14 +167,40 @@ def _absolute(uri: str) -> str:
     return uri if storage.is_s3(uri) else str(Path(uri).expanduser().resolve())
 
 
-def _ensure_registered_model(client, name: str) -> None:
+def _ensure_registered_model(client, name: str, description: str = "") -> None:
+    """The registered model, created with `description` (or given it, when it has none)."""
     from mlflow.exceptions import MlflowException
 
+    description = redact(description)
     try:
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=description or None)
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+        if description and not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=description)
+
+
+def log_report(run_id: str, directory: Path, metrics: dict[str, float], params: dict[str, Any],
+               config: RegistryConfig) -> None:
+    """The report into the run that logged the version: every file of `directory` (report.md, report.json,
+    the plots) as artifacts under report/, `metrics` (flat, MLflow-valid names) and `params` (the job's main
+    settings; values other than strings as JSON)."""
+    from mlflow.entities import Metric, Param
+
+    names = sorted(k for k in metrics if re.fullmatch(METRIC_NAME, k) is None)
+    check(not names, f"metric names {names} hold characters MLflow refuses (accepted: letters, digits, _ - . / : "
+                     "and spaces)")
+    uri = configure(config.tracking_uri or None)
+    with tracking_errors(uri):
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                         params=[Param(k, redact(v if isinstance(v, str) else canonical_json(v)))
+                                 for k, v in params.items()])
+        client.log_artifacts(run_id, str(directory), "report")
 
 
 def version_tags(report: dict[str, Any], score: float, metric: str, ranks: dict[str, Any], base_dir: Path,

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import re
+
+from rankadaptor.champion import SEARCHED
 from rankadaptor.flows.baselines import baseline_seconds, bootstrap_vectors
 from rankadaptor.flows.progress import progress
-from rankadaptor.flows.register import registered_adapter
+from rankadaptor.flows.register import model_description, registered_adapter, version_description
 from rankadaptor.flows.trials import starting_trials, trial_key
 from rankadaptor.infra import storage
 from rankadaptor.infra.bank import find_trial
-from rankadaptor.job import JobConfig
-from rankadaptor.report import build_report, write_report
+from rankadaptor.job import PROMOTED, JobConfig, parameters
+from rankadaptor.report import OURS, build_report, write_report
 from rankadaptor.search.loop import stop_reason
 from rankadaptor.search.state import best_trial, load_state
-from rankadaptor.serving.registry import ROWS_TAG, create_version, log_version
+from rankadaptor.serving.registry import ROWS_TAG, create_version, log_report, log_version
+from rankadaptor.steps.metrics import flat_metrics
 from rankadaptor.steps.model import GO_DECISION, scores
 
 EVALUATION, LOGGED = "report.json", "logged.json"  # the evaluate-best artifact: the report, the logged version
@@ -60,11 +64,46 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
 
 
 def register(job: JobConfig, evaluated_uri: str, output_uri: str) -> dict:
-    """Register the logged version (registry.create_version: no weights needed) and write the report with its
-    registration and plots."""
+    """Register the logged version (registry.create_version: no weights needed) with its descriptions, write
+    the report with its registration and plots, and log them into the run that logged the version."""
     directory = storage.local_dir(evaluated_uri)
-    report = storage.read_json(directory / EVALUATION)
+    report, logged = storage.read_json(directory / EVALUATION), storage.read_json(directory / LOGGED)
+    config = job.registry_config()
     with storage.writing_dir(output_uri) as out:
-        report["registration"] = create_version(storage.read_json(directory / LOGGED), job.registry_config())
+        report["registration"] = create_version(
+            logged, config, version_description(report),
+            model_description(job.base_model, pruning_label(job), job.target_task, config.champion_alias))
         write_report(report, out)
+        log_report(logged["run_id"], out, run_metrics(report), run_params(job), config)
     return report
+
+
+def report_metrics(report: dict) -> dict[str, float]:
+    """The comparison as flat metrics (KFP's scalar-metrics view): each method's table row and the gain over
+    uniform LoRA per split with its interval, e.g. `gain over uniform/report/ppl:heldout/low`."""
+    table = {row["method"]: {c: v for c, v in row.items() if c != "method"} for row in report["table"]}
+    return flat_metrics({**table, "gain over uniform": report["gain"]})
+
+
+def run_metrics(report: dict) -> dict[str, float]:
+    """report_metrics under names MLflow accepts (`rankadaptor/ppl:heldout (select)` ->
+    `rankadaptor/ppl:heldout/select`), plus the noise, the registered adapter's held-out score, whether it is the
+    searched one, the number of search trials and the registered version."""
+    target = report["target_task"]
+    registered = OURS if report["decision"]["register"] == SEARCHED else report["anchor"]
+    score = next(row[f"{target} (report)"] for row in report["table"] if row["method"] == registered)
+    extra = {"noise sd": report["noise"], f"registered/{target}/report": score,
+             "registered searched": float(registered == OURS), "search trials": report["iterations"],
+             "registered version": report["registration"]["version"]}
+    return {re.sub(r" \((\w+)\)", r"/\1", k): v for k, v in report_metrics(report).items()} | extra
+
+
+def run_params(job: JobConfig) -> dict:
+    """The job's main settings (the pipeline's main choices and promoted stage options) and its pruning."""
+    main = {k: v for k, v in parameters(job, PROMOTED).items() if k != "stage_options"}
+    return {**main, "prune_mode": job.prune.mode, "baseline_rank": job.baseline_rank}
+
+
+def pruning_label(job: JobConfig) -> str:
+    """The job's pruning in words, e.g. `width, ratio 0.2` or `unstructured 2:4`."""
+    return f"{job.prune.mode} {job.prune.nm}" if job.prune.nm else f"{job.prune.mode}, ratio {job.prune.ratio:g}"
