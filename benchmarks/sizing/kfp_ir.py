@@ -3,8 +3,8 @@
 Shared by `workflow_size.py` (Argo nodes per executed task) and `transfer_per_run.py` (weight downloads
 per executed task), so both count the same run. The unrolled search loop is simulated: every task whose
 trigger condition reads a `gate` task's output sees "not converged" until `max_iterations` loop bodies have
-run (None: never converges, every unrolled iteration runs: the worst case). Conditions that do not read a
-gate are taken as true. A `ParallelFor` (parameter or artifact iterator) runs `loop_items` times.
+run (None: never converges, every unrolled iteration runs: the worst case). The go/no-go's branches are
+taken as "go" (the search runs, the uniform-only branch does not). Other conditions are taken as true. A `ParallelFor` (parameter or artifact iterator) runs `loop_items` times.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPILED = ROOT / "pipelines" / "compiled"
 LOOP_BODY = "rankadaptor-iteration"  # DAG task name prefix of the unrolled search-loop body (a sub-pipeline)
 GATE = "pipelinechannel--gate"  # how a loop condition reads the `gate` task's boolean output
+GO_GATE = "pipelinechannel--go-gate"  # how the search-pays / uniform-only branches read the go/no-go's
 
 
 def load(path: Path) -> tuple[dict, dict]:
@@ -68,6 +69,8 @@ def walk(spec: dict, max_iterations: int | None = None, loop_items: int = 16) ->
     out: list[Executed] = []
 
     def runs(condition: str | None) -> bool:
+        if condition and GO_GATE in condition:  # the go/no-go says go: the search runs (the costly path)
+            return not condition.lstrip().startswith("!")
         if not condition or GATE not in condition:
             return True
         converged = max_iterations is not None and loops_run >= max_iterations

@@ -32,10 +32,10 @@ from rankadaptor.job import (
 )
 
 # Tasks searching in one run at most: each adds its nodes to the run's Argo Workflow object, which must stay
-# under Argo's 1 MiB; 8 is 67% of it at the compiled loop cap (benchmarks/sizing/workflow_size.py,
-# docs/operations.md, "Workflow size").
+# under Argo's 1 MiB; 4 is 70% of it at the compiled loop cap since the go/no-go's branches
+# (benchmarks/sizing/workflow_size.py, docs/operations.md, "Workflow size").
 # The others search in the next run.
-MAX_TASKS_PER_RUN = 8
+MAX_TASKS_PER_RUN = 4
 KINDS = {"lm-eval": "", "mc": MC, "text": PPL}  # a task's kind -> the prefix of its target task name
 # Job options one pruned model, corpus and bootstrap serve: the catalog's `job` sets them for every task.
 SHARED = ("base_model", "data", "heldout_text", "eval_data_dir", "seed", "corpus_docs", "corpus_tokens", "prune",
