@@ -4,7 +4,8 @@ Shared by `workflow_size.py` (Argo nodes per executed task) and `transfer_per_ru
 per executed task), so both count the same run. The unrolled search loop is simulated: every task whose
 trigger condition reads a `gate` task's output sees "not converged" until `max_iterations` loop bodies have
 run (None: never converges, every unrolled iteration runs: the worst case). The go/no-go's branches are
-taken as "go" (the search runs, the uniform-only branch does not). Other conditions are taken as true. A `ParallelFor` (parameter or artifact iterator) runs `loop_items` times.
+taken as "go" (the search runs, the uniform-only branch does not). Other conditions are taken as true.
+A `ParallelFor` (parameter or artifact iterator) runs `loop_items` times.
 """
 
 from __future__ import annotations
