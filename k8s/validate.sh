@@ -68,9 +68,13 @@ PY
   echo "validate: tools installed in $((SECONDS - start)) s" >&2
 }
 
+# One installer at a time (two test processes may both see no tools): the others wait, then find them.
+exec 9>"$TOOLS.lock"
+flock 9
 if [ "$(cat "$TOOLS/.installed" 2>/dev/null)" != "$PINS $KUBECTL_PKG" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then
   install_tools
 fi
+flock -u 9
 if [ "$TOOLS_ONLY" = 1 ]; then
   echo "$TOOLS"
   exit 0

@@ -263,7 +263,7 @@ def load_job(yaml_path: str | None = None, overrides: dict | None = None) -> Job
 
 def _changed(value: Any, default: Any) -> Any:
     if isinstance(value, dict):
-        return {k: v for k, v in value.items() if v != default[k]}
+        return {k: v for k, v in value.items() if k not in default or v != default[k]}  # task_files: default {}
     return value
 
 

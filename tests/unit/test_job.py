@@ -126,3 +126,13 @@ def test_promoted_stage_options_travel_as_their_own_parameters_and_merge_back():
     assert from_parameters(unpromoted.pop("stage_options"), **unpromoted, prune_ratio=None) == job
     with pytest.raises(UserError, match="stage_options sets prune.ratio and so does the parameter prune_ratio"):
         from_parameters({"prune": {"ratio": 0.3}}, **{promoted_name(PROMOTED[0]): 0.2})
+
+
+def test_a_job_with_task_files_becomes_pipeline_arguments(tmp_path):
+    """A dict option whose default is empty (task_files, what a catalog task carries) is all 'changed'."""
+    from rankadaptor.job import PROMOTED, parameters
+
+    rows = tmp_path / "poems.txt"
+    rows.write_text("a poem\n")
+    job = load_job(None, {"source_tasks": ["ppl:poems"], "task_files": {"ppl:poems": str(rows)}})
+    assert parameters(job, PROMOTED)["stage_options"]["task_files"] == {"ppl:poems": str(rows)}
