@@ -23,7 +23,7 @@ JOB = {**yaml.safe_load((BUNDLED / "default.yaml").read_text()), "base_model": s
        "eval_data_dir": str(BUNDLED / "tasks"), "corpus_docs": 40, "source_tasks": ["ppl:piqa"],
        "bootstrap_trials": 0, "report_tasks": [], "adalora_baseline": False, "runtime": {"micro_batch_tokens": 768},
        "recover": {"cutoff": 96, "batch_size": 16, "epochs": 1, "lr": 0.002}, "evaluate": {"limit": 10, "batch_size": 32},
-       "surrogate": {"meta_iterations": 20, "ensemble": 2}, "registry": {"model_name": "shared"}}
+       "surrogate": {"meta_iterations": 20, "ensemble": 2}, "registry": {"model_name": "one-registered-model"}}
 
 
 def start(tmp_path, name: str, max_iterations: int, env: dict) -> subprocess.Popen:
@@ -58,7 +58,7 @@ def test_two_pipeline_runs_at_once_lose_nothing_duplicate_nothing_and_crown_the_
         measured = {json.dumps(h["rank_vector"]) for report in reports for h in report["history"]}
         assert measured and measured <= banked  # 0 lost: every trial either run measured is in the bank
 
-        versions = client.search_model_versions("name = 'shared'")
+        versions = client.search_model_versions("name = 'one-registered-model'")
         assert len(versions) == 2
-        champion = client.get_model_version_by_alias("shared", "champion")
+        champion = client.get_model_version_by_alias("one-registered-model", "champion")
         assert float(champion.tags["report_mean"]) == max(float(v.tags["report_mean"]) for v in versions)
