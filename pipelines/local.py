@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -90,13 +91,18 @@ def _null_safe_integers() -> None:
 _null_safe_integers()
 
 
+def tasks(pipeline) -> Iterator:
+    """Every task of the pipeline's IR, in the root DAG and in each sub-DAG (loop bodies, branches)."""
+    spec = pipeline.pipeline_spec
+    for dag in [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]:
+        yield from dag.tasks.values()
+
+
 def without_retries(pipeline) -> None:
     """Drop the retry policies (meant for preempted pods on a cluster): here a failure is deterministic, and
     kfp.local would repeat it with minutes of backoff."""
-    spec = pipeline.pipeline_spec
-    for dag in [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]:
-        for task in dag.tasks.values():
-            task.ClearField("retry_policy")
+    for task in tasks(pipeline):
+        task.ClearField("retry_policy")
 
 
 def run_local(job: JobConfig, root: str | Path, verbose: bool = False) -> Path:

@@ -6,7 +6,6 @@ never reads that checkpoint: each trial's identity, rank vector included, names 
 import json
 import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -14,33 +13,24 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLED, TINY_MODEL
+from artifacts import CPU_PLACEMENT, write_corpus, write_proposal
+from conftest import TINY_MODEL
 from kfp import dsl
 from safetensors.torch import load_file
 
 from components.recover import recover
 from pipelines.local import _run
-from pipelines.placement import PLACEMENT, gpu_step
+from pipelines.placement import gpu_step
 from rankadaptor.errors import ServiceError, UserError
-from rankadaptor.infra import storage
 from rankadaptor.job import job_to_json, load_job
 
 pytestmark = pytest.mark.slow
-PLACE = {**{p.name: p.default for p in PLACEMENT}, "gpu_count": 0, "gpu_step_cpu": "1", "gpu_step_memory": "1Gi"}
 TASKS = ("recover", "recover-2")  # the two trials' task names
 VECTORS = ([8, 6, 10, 8], [8, 10, 6, 8])  # two trials of one search, in budget on the tiny model's 4 layers
 
 
 def inputs(root: Path) -> tuple[str, list[str]]:
-    with storage.writing_dir(str(root / "data")) as out:
-        shutil.copy(BUNDLED / "text" / "train.txt", out / "train.txt")
-        storage.write_json_atomic(out / "data.json", {"train": "train.txt", "heldout": None})
-    proposals = []
-    for n, vector in enumerate(VECTORS):
-        with storage.writing_dir(str(root / f"proposal-{n}")) as out:
-            storage.write_json_atomic(out / "proposal.json", {"rank_vector": vector})
-        proposals.append(str(root / f"proposal-{n}"))
-    return str(root / "data"), proposals
+    return write_corpus(root / "data"), [write_proposal(root / f"proposal-{n}", v) for n, v in enumerate(VECTORS)]
 
 
 def two_trials(job: str, data: str, proposals: list[str]):
@@ -50,7 +40,7 @@ def two_trials(job: str, data: str, proposals: list[str]):
         corpus = dsl.importer(artifact_uri=data, artifact_class=dsl.Dataset).output
         for uri in proposals:
             proposed = dsl.importer(artifact_uri=uri, artifact_class=dsl.Artifact).output
-            gpu_step(recover, PLACE, job=job, pruned_model=model, data=corpus, proposal=proposed)
+            gpu_step(recover, CPU_PLACEMENT, job=job, pruned_model=model, data=corpus, proposal=proposed)
 
     return pipeline
 

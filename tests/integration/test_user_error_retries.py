@@ -3,50 +3,36 @@ does): the run ends with that one line, and every retried attempt fails in secon
 (rankadaptor.infra.failures). The compiled IR's retry wiring is tests/unit/test_pipeline_ir.py's."""
 
 import re
-import shutil
 
 import pytest
-from conftest import BUNDLED, TINY_MODEL
+from artifacts import CPU_PLACEMENT, write_corpus, write_proposal
+from conftest import TINY_MODEL
 from kfp import dsl
 
-from components.recover import recover
 import pipelines.local as local_run
-from pipelines.placement import PLACEMENT, gpu_step
+from components.recover import recover
+from pipelines.placement import gpu_step
 from rankadaptor.errors import UserError
-from rankadaptor.infra import storage
 from rankadaptor.job import job_to_json, load_job
-
-PLACE = {**{p.name: p.default for p in PLACEMENT}, "gpu_count": 0, "gpu_step_cpu": "1", "gpu_step_memory": "1Gi"}
-
-
-def inputs(root) -> tuple[str, str]:
-    """A recovery corpus and a proposal whose rank vector does not fit the model (11 layers for 4)."""
-    with storage.writing_dir(str(root / "data")) as out:
-        shutil.copy(BUNDLED / "text" / "train.txt", out / "train.txt")
-        storage.write_json_atomic(out / "data.json", {"train": "train.txt", "heldout": None})
-    with storage.writing_dir(str(root / "proposal")) as out:
-        storage.write_json_atomic(out / "proposal.json", {"rank_vector": [8] * 11})
-    return str(root / "data"), str(root / "proposal")
 
 
 def backoff_dropped(pipeline) -> None:
     """pipelines.local.without_retries's stand-in: the retry counts stay, the minutes of backoff go."""
-    spec = pipeline.pipeline_spec
-    for dag in [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]:
-        for task in dag.tasks.values():
-            task.retry_policy.ClearField("backoff_duration")
+    for task in local_run.tasks(pipeline):
+        task.retry_policy.ClearField("backoff_duration")
 
 
 @pytest.mark.slow
 def test_a_user_error_ends_the_run_in_one_line_and_each_retry_takes_seconds(tmp_path, monkeypatch, capsys):
-    data, proposal = inputs(tmp_path)
+    # a proposal whose rank vector does not fit the model (11 layers for 4)
+    data, proposal = write_corpus(tmp_path / "data"), write_proposal(tmp_path / "proposal", [8] * 11)
 
     @dsl.pipeline(name="one-bad-recover")
     def one_bad_recover():
         model = dsl.importer(artifact_uri=str(TINY_MODEL), artifact_class=dsl.Model).output
         corpus = dsl.importer(artifact_uri=data, artifact_class=dsl.Dataset).output
         proposed = dsl.importer(artifact_uri=proposal, artifact_class=dsl.Artifact).output
-        gpu_step(recover, PLACE, job=job_to_json(load_job()), pruned_model=model, data=corpus, proposal=proposed)
+        gpu_step(recover, CPU_PLACEMENT, job=job_to_json(load_job()), pruned_model=model, data=corpus, proposal=proposed)
 
     assert one_bad_recover.pipeline_spec.root.dag.tasks["recover"].retry_policy.max_retry_count == 2
     monkeypatch.setattr(local_run, "without_retries", backoff_dropped)

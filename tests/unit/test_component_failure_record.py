@@ -1,11 +1,11 @@
 """A deterministic failure inside a GPU component is paid for once: the attempt that raises records its line
 beside the step's output, and a retried attempt (Argo retries every failure) fails in seconds with it."""
 
-import shutil
 import time
 
 import pytest
-from conftest import BUNDLED, TINY_MODEL
+from artifacts import write_corpus, write_proposal
+from conftest import TINY_MODEL
 from kfp import dsl
 
 from components.recover import recover
@@ -15,11 +15,8 @@ from rankadaptor.job import job_to_json, load_job
 
 
 def test_a_bad_proposal_fails_once_and_every_retry_in_seconds(tmp_path):
-    with storage.writing_dir(str(tmp_path / "data")) as out:
-        shutil.copy(BUNDLED / "text" / "train.txt", out / "train.txt")
-        storage.write_json_atomic(out / "data.json", {"train": "train.txt", "heldout": None})
-    with storage.writing_dir(str(tmp_path / "proposal")) as out:
-        storage.write_json_atomic(out / "proposal.json", {"rank_vector": [8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]})
+    write_corpus(tmp_path / "data")
+    write_proposal(tmp_path / "proposal", [8] * 11)  # 11 layers for the model's 4
     adapter = dsl.Model(uri=str(tmp_path / "run-1" / "recover" / "adapter"))
 
     def attempt() -> tuple[str, float]:
