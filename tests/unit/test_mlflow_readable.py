@@ -50,6 +50,10 @@ def test_the_version_description_says_what_was_registered_and_why():
     assert "held-out report split" in text and "max_iterations reached" in text
     registered = "searched per-layer" if report["decision"]["register"] == "searched" else "uniform LoRA r=4 adapter"
     assert registered in text
+    no_go = {**report, "iterations": 0, "stop_reason": "not run, no-go: headroom -0.0310, needed 0.0120"}
+    text = version_description(no_go)
+    assert "uniform LoRA r=4 adapter" in text and "without a search: not run, no-go: headroom" in text
+    assert "searched vector" not in text
     assert "champion" in model_description("org/tiny", "width, ratio 0.2", "ppl:heldout", "champion")
 
 

@@ -23,6 +23,10 @@ def version_description(report: dict) -> str:
     """The model version's one paragraph: what was registered (searched or uniform ranks) and why, with the
     gain over uniform LoRA on the held-out split, its interval and the trial noise it was held to."""
     target, rank = report["target_task"], report["baseline_rank"]
+    if not report["iterations"]:  # the go/no-go said no, or search.go is never: nothing was searched
+        return (f"RankAdaptor registered the uniform LoRA r={rank} adapter for {target} without a search: "
+                f"{report.get('stop_reason') or 'no search trials'}. The run that logged it holds report.md, "
+                "report.json and the plots.")
     gain = report["comparisons"][report["anchor"]][target]
     searched = report["decision"]["register"] == SEARCHED
     what = (f"the searched per-layer LoRA rank vector {canonical_json(report['best']['rank_vector'])}" if searched
