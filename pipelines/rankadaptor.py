@@ -89,13 +89,15 @@ def search(job, corpus, pruned, structure, seeded, place: dict, loop_cap: int) -
 
     def start(pretrain: bool):
         return cpu_step(meta_pretrain, place, job=job, structure=structure, data=corpus, baselines=baseline,
-                        pretrain=pretrain).set_caching_options(False)
+                        pretrain=pretrain).set_display_name("meta-pretrain").set_caching_options(False)
 
     def finish(search_state):
         evaluated = gpu_step(evaluate_best, place, job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                              search_state=search_state, pruned_model=pruned, data=corpus,
-                             baselines=baseline, go_decision=decision).set_caching_options(False).output
-        cpu_step(register, place, job=job, evaluated=evaluated).set_caching_options(False)
+                             baselines=baseline, go_decision=decision)
+        evaluated.set_display_name("evaluate-best").set_caching_options(False)
+        registered = cpu_step(register, place, job=job, evaluated=evaluated.output)
+        registered.set_display_name("register").set_caching_options(False)
 
     def loop(search_state, i: int):
         next_state = iteration(job=job, search_state=search_state, pruned_model=pruned, data=corpus,

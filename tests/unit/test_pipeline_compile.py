@@ -1,6 +1,7 @@
 """The compiled pipelines: committed YAML equals a fresh compile, fits cluster limits, and carries the GPU
 placement, secrets by name, and no secret value."""
 
+import re
 import dataclasses
 
 import pytest
@@ -216,6 +217,8 @@ def test_every_step_and_group_has_a_meaningful_display_name(fresh, name):
     dags = [spec["root"], *spec["components"].values()]
     names = [task["taskInfo"]["name"] for dag in dags for task in dag.get("dag", {}).get("tasks", {}).values()]
     assert names and not [n for n in names if DEFAULT_NAME.fullmatch(n)], names
+    numbered = ("iteration-", "gate-", "stop-after-", "continue-after-")  # the unrolled loop's own numbers
+    assert not [n for n in names if re.fullmatch(r".+-\d+", n) and not n.startswith(numbered)], names
     if name == "rankadaptor":
         assert "stop-after-1-or-continue-after-1" in names
 
