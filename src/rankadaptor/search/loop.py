@@ -79,7 +79,8 @@ class SearchState:
         return [o for o in self.observations if o.task == self.task]
 
 
-def _searched(config: SearchConfig, num_layers: int) -> np.ndarray:
+def searched_indices(config: SearchConfig, num_layers: int) -> np.ndarray:
+    """The 0-based indices of the searched layers, sorted (all layers when searched_layers is unset)."""
     if config.searched_layers is None:
         return np.arange(num_layers)
     check(max(config.searched_layers) < num_layers,
@@ -99,7 +100,7 @@ def sample_rank_vectors(config: SearchConfig, cost_per_rank: list[int], rng: np.
     every draw and lands on vectors that use the budget."""
     cost = np.asarray(cost_per_rank, np.int64)
     check(len(cost) >= 1 and bool((cost > 0).all()), "cost_per_rank must be one positive count per layer")
-    searched = _searched(config, len(cost))
+    searched = searched_indices(config, len(cost))
     fixed = np.setdiff1d(np.arange(len(cost)), searched)
     candidates = np.sort(np.asarray(config.candidates, np.int64))
     budget = widths.budget(cost_per_rank, config.budget)
@@ -163,7 +164,10 @@ def converged(state: SearchState, config: SearchConfig) -> bool:
     """Whether the search may stop: at least `patience` searched trials, and the root mean square of
     |predicted - measured| over the last `patience` of them is below the threshold (the trial noise).
     One lucky prediction after poor ones is not convergence; the baseline anchor (no prediction) is not
-    counted."""
+    counted. Only the surrogate proposer chooses by that prediction: with tpe or random it never converges
+    (search.proposers), the search runs max_iterations trials."""
+    if config.proposer != "surrogate":
+        return False
     predicted = [o for o in state.measured() if o.predicted is not None]
     if len(predicted) < config.patience:
         return False
@@ -182,6 +186,10 @@ def stop_reason(state: SearchState, config: SearchConfig) -> str:
     error = f"RMS prediction error of the last {len(window)} trials {rms:.4f}"
     if converged(state, config):
         return f"threshold met: {error} < threshold {config.threshold:.4f}"
+    if config.proposer != "surrogate":
+        return (f"max_iterations reached: {len(predicted)} search trials (max_iterations={config.max_iterations}); "
+                f"proposer {config.proposer}: convergence by prediction error does not apply (the surrogate's "
+                f"{error}, reported only)")
     return (f"max_iterations reached: {len(predicted)} search trials (max_iterations={config.max_iterations}), "
             f"{error} >= threshold {config.threshold:.4f}")
 
@@ -209,13 +217,15 @@ def update(state: SearchState, proposal: Proposal, score: float, config: SearchC
 
 def run_loop(trial_fn: Callable[[list[int]], float], state: SearchState, config: SearchConfig,
              progress: bool = True) -> tuple[SearchState, list[dict[str, Any]]]:
-    """Propose -> trial -> update until converged or max_iterations; returns the final state and this loop's
-    trials as trial.history rows (iteration, rank_vector, predicted, measured, abs_error, best, parameters)."""
+    """Propose (by config.proposer) -> trial -> update until converged or max_iterations; returns the final state
+    and this loop's trials as trial.history rows (iteration, rank_vector, predicted, measured, abs_error, best, parameters)."""
+    from rankadaptor.search import proposers  # it builds on this module: imported at call time
+
     config.validate()
     start_count = len(state.observations)
     bar = tqdm(range(1, config.max_iterations + 1), desc="rank search", disable=not progress)
     for _ in bar:
-        proposal = propose(state, config)
+        proposal = proposers.propose(state, config)
         start = time.perf_counter()
         score = float(trial_fn(list(proposal.rank_vector)))
         state, outcome = update(state, proposal, score, config, cost=time.perf_counter() - start)
