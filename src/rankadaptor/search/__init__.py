@@ -2,8 +2,7 @@
 proposers (search.proposer), the propose/update loop and its saved state."""
 
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.loop import SearchState, run_loop, update
-from rankadaptor.search.proposers import propose
+from rankadaptor.search.loop import SearchState, propose, run_loop, update
 from rankadaptor.search.surrogate import SurrogateConfig
 
 __all__ = ["SearchConfig", "SearchState", "SurrogateConfig", "propose", "run_loop", "update"]

@@ -1,14 +1,12 @@
-"""Which rank vector the search measures next (`search.proposer`): the paper's surrogate, Optuna's TPE, or random.
+"""The proposers other than the surrogate (`search.proposer`): Optuna's TPE and random sampling under the budget.
 
-All three see the same SearchState and keep the same budget rule (search.loop.sample_rank_vectors' budget, the
-job's `search.budget`), propose only vectors not measured yet, and are deterministic for a state and
-`search.seed` (each is seeded from the seed and the trial count, so a rerun proposes the same vector). Which is the
-default is decided by the equal-cost replay (benchmarks/search/search_replay.py --cost, benchmarks/RESULTS.md).
-
-The surrogate is adapted to every trial whichever rule proposes, so a tpe or random Proposal carries the
-surrogate's prediction of the chosen vector: the terminal, the report's predicted-vs-measured plot and Kendall
-tau then judge the same model for every proposer. Only the surrogate's choice depends on that prediction, so
-only its search stops by prediction error (search.loop.converged); tpe and random run max_iterations trials.
+search.loop.propose is the one entry point: it runs the paper's surrogate itself and, for tpe and random, the
+rules here, each returning a full rank vector. All three see the same measured trials and keep the same budget
+rule (search.sampling's, the job's `search.budget`), propose only vectors not measured yet, and are
+deterministic for the trials and `search.seed` (seeded from the seed and the trial count, so a rerun proposes
+the same vector). Which is the default is decided by the equal-cost replay (benchmarks/search/search_replay.py
+--cost, benchmarks/RESULTS.md). Only the surrogate chooses by its prediction, so only its search stops by
+prediction error (search.loop.converged); tpe and random run max_iterations trials.
 """
 
 from __future__ import annotations
@@ -21,44 +19,23 @@ import numpy as np
 
 from rankadaptor import widths
 from rankadaptor.errors import UserError, check
-from rankadaptor.search import loop
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.loop import Proposal, SearchState, sample_rank_vectors
-from rankadaptor.search.surrogate import predict
+from rankadaptor.search.sampling import sample_rank_vectors, searched_indices
 from rankadaptor.trial import Observation
 from rankadaptor.widths import lora_parameters
 
 MAX_ASKS = 200  # TPE suggestions (over budget or measured already) refused before proposer tpe gives up
 
 
-def propose(state: SearchState, config: SearchConfig) -> Proposal:
-    """The next rank vector to measure by `config.proposer` (the job's propose step and search.loop.run_loop)."""
-    config.validate()
-    if config.proposer == "surrogate":
-        return loop.propose(state, config)
-    if config.proposer == "tpe":
-        vector = tpe_vector(state.measured(), config, state.cost_per_rank)
-    else:
-        vector = random_vector(state, config)
-    return with_prediction(state, vector)
-
-
-def with_prediction(state: SearchState, vector: list[int]) -> Proposal:
-    """A vector another rule chose, as a Proposal with the surrogate's prediction of it (ensemble mean and std)."""
-    mean, std = predict(state.surrogate, np.asarray([vector], np.int64), state.layer_features, state.task)
-    return Proposal([int(r) for r in vector], float(mean[0]), float(std[0]),
-                    lora_parameters(vector, state.cost_per_rank))
-
-
-def random_vector(state: SearchState, config: SearchConfig) -> list[int]:
+def random_vector(measured: list[Observation], config: SearchConfig, cost_per_rank: list[int]) -> list[int]:
     """Random sampling under the budget: one of sample_rank_vectors' purely random draws (no local mutations,
     over-budget draws repaired the same way) that was not measured yet, chosen at random."""
-    rng = np.random.default_rng([config.seed, len(state.measured())])
-    samples = sample_rank_vectors(dataclasses.replace(config, local_fraction=0.0), state.cost_per_rank, rng)
-    measured = {tuple(o.rank_vector) for o in state.measured()}
-    fresh = np.flatnonzero([tuple(row) not in measured for row in samples.tolist()])
+    rng = np.random.default_rng([config.seed, len(measured)])
+    samples = sample_rank_vectors(dataclasses.replace(config, local_fraction=0.0), cost_per_rank, rng)
+    seen = {tuple(o.rank_vector) for o in measured}
+    fresh = np.flatnonzero([tuple(row) not in seen for row in samples.tolist()])
     check(len(fresh) > 0, f"all {len(samples)} sampled rank vectors were measured already: the search space "
-                          f"({len(measured)} trials) is exhausted; stop or widen candidates/searched_layers")
+                          f"({len(seen)} trials) is exhausted; stop or widen candidates/searched_layers")
     return [int(r) for r in samples[int(rng.choice(fresh))]]
 
 
@@ -78,7 +55,7 @@ def tpe_vector(measured: list[Observation], config: SearchConfig, cost_per_rank:
 
     config.validate()
     layers = len(pool[0]) if pool is not None else len(cost_per_rank)
-    searched = np.arange(layers) if pool is not None else loop.searched_indices(config, layers)
+    searched = np.arange(layers) if pool is not None else searched_indices(config, layers)
     choices = ([sorted({int(r) for r in pool[:, i]}) for i in searched] if pool is not None
                else [sorted(config.candidates)] * len(searched))
     space = {f"r{i}": CategoricalDistribution(c) for i, c in zip(searched, choices)}
