@@ -90,6 +90,10 @@ def test_a_bad_proposer_name_is_refused_in_one_line_naming_the_accepted_values()
                                         r"'random'\)") as error:
         from_dict(SearchConfig, {"proposer": "bayes"})
     assert "\n" not in str(error.value)
+    from rankadaptor.job import load_job
+
+    with pytest.raises(UserError, match=r"^search: proposer='bayes' is not accepted"):  # a job names the section
+        load_job(None, {"search": {"proposer": "bayes"}})
 
 
 def test_tpe_and_random_run_max_iterations_and_say_why_they_stopped():
