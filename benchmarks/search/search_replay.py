@@ -9,7 +9,8 @@ it has several) and a method may only pick vectors the pool has. Every method st
 - mutation: a random pool vector at Hamming distance <= 2 of one of the 3 best measured (the search's
   local sampler, without a surrogate);
 - optuna TPE: Optuna's TPE sampler over one categorical per layer, its suggestion snapped to the nearest
-  unmeasured pool vector (what an Optuna or Katib user would run);
+  unmeasured pool vector (what an Optuna or Katib user would run), through the job's `search.proposer: tpe`
+  (search.proposers.tpe_vector);
 - loop: the job's search (ranks+structure surrogate, meta-pretrained on the pool's source tasks at the
   job's size: `--bootstrap` vectors per source task; greedy, kappa 0), proposing among unmeasured pool
   vectors with search.propose_from and updating with search.update; "loop kappa=1" adds the ensemble
