@@ -9,7 +9,8 @@ it has several) and a method may only pick vectors the pool has. Every method st
 - mutation: a random pool vector at Hamming distance <= 2 of one of the 3 best measured (the search's
   local sampler, without a surrogate);
 - optuna TPE: Optuna's TPE sampler over one categorical per layer, its suggestion snapped to the nearest
-  unmeasured pool vector (what an Optuna or Katib user would run);
+  unmeasured pool vector (what an Optuna or Katib user would run), through the job's `search.proposer: tpe`
+  (search.proposers.tpe_vector);
 - loop: the job's search (ranks+structure surrogate, meta-pretrained on the pool's source tasks at the
   job's size: `--bootstrap` vectors per source task; greedy, kappa 0), proposing among unmeasured pool
   vectors with search.propose_from and updating with search.update; "loop kappa=1" adds the ensemble
@@ -51,6 +52,7 @@ from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.errors import UserError, check
 from rankadaptor.search.config import SearchConfig
 from rankadaptor.search.loop import SearchState, converged, propose_from, update
+from rankadaptor.search.proposers import tpe_vector
 from rankadaptor.search.surrogate import SurrogateConfig, adapt, meta_pretrain, new_surrogate
 from rankadaptor.trial import Observation
 
@@ -176,31 +178,20 @@ def run_mutation(pool: Pool, trials: int, rng: np.random.Generator, measured: np
 
 
 def run_tpe(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray) -> list[int]:
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-    from optuna.trial import TrialState, create_trial
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    choices = [sorted({int(r) for r in pool.vectors[:, layer]}) for layer in range(pool.vectors.shape[1])]
-    dists = {f"r{layer}": CategoricalDistribution(c) for layer, c in enumerate(choices)}
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
-        seed=int(rng.integers(2 ** 31)), n_startup_trials=min(10, max(1, trials // 2))))
-    order: list[int] = []
-
-    def record(i: int) -> None:
-        order.append(i)
-        params = {f"r{layer}": int(r) for layer, r in enumerate(pool.vectors[i])}
-        study.add_trial(create_trial(params=params, distributions=dists, value=measured[i]))
-
-    record(pool.baseline)
+    """The job's proposer tpe (search.proposers.tpe_vector) over the pool: one categorical per layer over the
+    pool's ranks of that layer, its suggestion snapped to the nearest unmeasured pool vector."""
+    config = SearchConfig(proposer="tpe", seed=int(rng.integers(2 ** 31)), tpe_startup=min(10, max(1, trials // 2)))
+    order = [pool.baseline]
     while len(order) < min(trials, len(pool.vectors)):
-        asked = study.ask(dists)
-        want = np.asarray([asked.params[f"r{layer}"] for layer in range(len(choices))])
-        study.tell(asked, state=TrialState.FAIL)  # the suggestion itself is not measured: its nearest pool vector is
-        distance = np.abs(pool.vectors - want).sum(axis=1).astype(float) + rng.random(len(pool.vectors)) * 1e-3
-        distance[order] = np.inf
-        record(int(np.argmin(distance)))
+        order.append(_tpe_pick(pool, config, {i: float(measured[i]) for i in order}))
     return order
+
+
+def _tpe_pick(pool: Pool, config: SearchConfig, scores: dict[int, float]) -> int:
+    """The pool index proposer tpe picks next, given the measured pool indices and their select scores."""
+    observations = [Observation(pool.target, [int(r) for r in pool.vectors[i]], s) for i, s in scores.items()]
+    vector = tpe_vector(observations, config, [1] * pool.vectors.shape[1], pool.vectors)
+    return int(np.flatnonzero((pool.vectors == vector).all(axis=1))[0])
 
 
 def _source_observations(pool: Pool, per_task: int, rng: np.random.Generator) -> list[Observation]:
@@ -452,9 +443,26 @@ def cost_random(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generat
 
 
 def cost_tpe(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator, hyperband: bool) -> dict:
-    """Optuna TPE snapped to the nearest unmeasured pool vector; with hyperband, Optuna's HyperbandPruner sees
-    the cheap score at step 1 and the full score at step 2, and a pruned trial pays only the cheap trial (an
-    unpruned one pays one full trial in all: the short recovery is the first part of the full one)."""
+    """Optuna TPE snapped to the nearest unmeasured pool vector: without hyperband the job's proposer tpe
+    (run_tpe's _tpe_pick), one full trial each; with hyperband, cost_tpe_hyperband."""
+    if hyperband:
+        return cost_tpe_hyperband(fid, budget, m, rng)
+    pool = fid.full
+    config = SearchConfig(proposer="tpe", seed=int(rng.integers(2 ** 31)), tpe_startup=3)
+    measured = {pool.baseline: m.full(pool.baseline)}  # uniform r8 at full fidelity, as every method
+    while len(measured) < len(pool.vectors) and m.spent + fid.cost["full"] <= budget + 1e-9:
+        i = _tpe_pick(pool, config, {j: v[0] for j, v in measured.items()})
+        measured[i] = m.full(i)
+    return measured
+
+
+def cost_tpe_hyperband(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator) -> dict:
+    """TPE with Optuna's HyperbandPruner: the cheap score is reported at step 1 and the full score at step 2, and a
+    pruned trial pays only the cheap trial (an unpruned one pays one full trial in all: the short recovery is the
+    first part of the full one). It keeps one live study of its own instead of the job's proposer tpe, which
+    rebuilds a study from the measured trials per proposal: the pruner decides on a live trial as it reports, and
+    assigns each trial to a bracket whose trials alone the sampler then sees, neither of which a rebuilt study
+    has. The same sampler settings as proposer tpe (tpe_startup 3), the same snapping to the pool."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
@@ -463,23 +471,18 @@ def cost_tpe(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator,
     pool = fid.full
     choices = [sorted({int(r) for r in pool.vectors[:, layer]}) for layer in range(pool.vectors.shape[1])]
     dists = {f"r{layer}": CategoricalDistribution(c) for layer, c in enumerate(choices)}
-    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=2, reduction_factor=3) if hyperband \
-        else optuna.pruners.NopPruner()
-    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.TPESampler(
-        seed=int(rng.integers(2 ** 31)), n_startup_trials=3))
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.HyperbandPruner(
+        min_resource=1, max_resource=2, reduction_factor=3), sampler=optuna.samplers.TPESampler(
+        seed=int(rng.integers(2 ** 31)), n_startup_trials=SearchConfig().tpe_startup))
+    study.enqueue_trial({f"r{layer}": int(r) for layer, r in enumerate(pool.vectors[pool.baseline])})
     measured: dict[int, tuple[float, float]] = {}
     taken: set[int] = set()
-    first = True
-    cheapest = fid.cost[fid.cheap_name] if hyperband else fid.cost["full"]
-    while len(taken) < len(pool.vectors) and m.spent + cheapest <= budget + 1e-9:
-        if first:  # uniform r8 at full fidelity, as every method
-            trial = study.ask({f"r{layer}": CategoricalDistribution(c) for layer, c in enumerate(choices)})
-            i, first = pool.baseline, False
-        else:
-            trial = study.ask(dists)
-            i = _nearest(pool, np.asarray([trial.params[f"r{layer}"] for layer in range(len(choices))]), taken, rng)
+    while len(taken) < len(pool.vectors) and m.spent + fid.cost[fid.cheap_name] <= budget + 1e-9:
+        trial = study.ask(dists)
+        i = pool.baseline if not taken else _nearest(
+            pool, np.asarray([trial.params[f"r{layer}"] for layer in range(len(choices))]), taken, rng)
         taken.add(i)
-        if hyperband and i != pool.baseline:
+        if i != pool.baseline:  # uniform r8 at full fidelity, as every method
             before = m.spent
             trial.report(m.cheap(i), 1)
             if trial.should_prune() or before + fid.cost["full"] > budget + 1e-9:
@@ -487,8 +490,7 @@ def cost_tpe(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator,
                 continue
             m.spent = before  # the continued trial pays one full trial in all
         measured[i] = m.full(i)
-        if hyperband:
-            trial.report(measured[i][0], 2)
+        trial.report(measured[i][0], 2)
         study.tell(trial, measured[i][0])
     return measured
 

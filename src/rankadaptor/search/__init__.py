@@ -1,5 +1,5 @@
 """The rank search: its config, the surrogate (an MLP from a rank vector to a predicted score), the
-propose/update loop and its saved state."""
+proposers (search.proposer), the propose/update loop and its saved state."""
 
 from rankadaptor.search.config import SearchConfig
 from rankadaptor.search.loop import SearchState, propose, run_loop, update

@@ -11,6 +11,7 @@ from rankadaptor.errors import check
 from rankadaptor.widths import BASELINE_RANK, RANK_CANDIDATES
 
 GO_MODES = ("auto", "always", "never")  # search.go: decide from cheap trials, search regardless, uniform only
+PROPOSERS = ("surrogate", "tpe", "random")  # search.proposer: the rules search.proposers implements
 
 
 @dataclass
@@ -30,6 +31,14 @@ class SearchConfig:
     patience: int = option(3, "trials whose prediction errors must all count towards convergence")
     max_iterations: int = option(6, "most trials (fine-tune + evaluate) one search runs")
     seed: int = option(0, "seed of the sampler")
+    proposer: str = option("surrogate", f"which rule picks the next trial, one of {PROPOSERS}: surrogate = the "
+                                        "paper's performance model (the default: it wins the equal-cost replay, "
+                                        "benchmarks/RESULTS.md); tpe = Optuna's TPE, one categorical per searched "
+                                        "layer; random = a random vector under the budget. With tpe or random the "
+                                        "surrogate still predicts each trial (for the report), but convergence by "
+                                        "prediction error does not apply: the search runs max_iterations trials")
+    tpe_startup: int = option(3, "trials (the uniform anchor included) before proposer tpe models the scores; "
+                                 "before that it samples at random (Optuna's n_startup_trials)")
     go: str = option("auto", f"whether the search runs, one of {GO_MODES}: auto = only if cheap trials (uniform at "
                              "go_seeds seeds, go_candidates random vectors, at cheap_fraction of the recovery "
                              "steps) show headroom beyond the noise, else uniform is registered; always = search "
@@ -58,6 +67,8 @@ class SearchConfig:
               "threshold > 0 (in score units, e.g. 0.005)")
         check(1 <= self.max_iterations <= 10_000, f"max_iterations={self.max_iterations} must be in [1, 10000]")
         check(1 <= self.patience <= 100, f"patience={self.patience} must be in [1, 100]")
+        check(self.proposer in PROPOSERS, f"proposer={self.proposer!r} is not accepted; use one of {PROPOSERS}")
+        check(1 <= self.tpe_startup <= 1000, f"tpe_startup={self.tpe_startup} must be in [1, 1000]")
         check(self.go in GO_MODES, f"go={self.go!r} is not accepted; use one of {GO_MODES}")
         check(0 < self.cheap_fraction < 1, f"cheap_fraction={self.cheap_fraction} must be in (0, 1): a share of "
                                            "the recovery steps")

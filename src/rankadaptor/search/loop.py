@@ -5,6 +5,8 @@ pick the best, really fine-tunes and evaluates it, feeds the result back, and st
 the prediction for the chosen vector is within a threshold of its measurement. `propose` and `update` are
 separate plain functions over a serialisable `SearchState` because the Kubeflow pipeline runs them as
 separate steps with the trial in between; `run_loop` composes them for local use and the benchmarks.
+`search.proposer` picks who proposes: this surrogate (the default), or Optuna TPE or random sampling under the
+same budget (search.proposers), the surrogate then only predicting.
 
 Convergence (`converged`) is noise-aware: one prediction that lands within the threshold can be luck
 when a trial's seed-to-seed noise is as large as the effect being searched for, so the search stops only
@@ -13,7 +15,7 @@ Set the threshold to the measured seed-to-seed sd of a trial's score (benchmarks
 
 Budget: a rank vector r trains sum_i r_i * c_i LoRA parameters, c_i being layer i's cost per unit of
 rank (sum over its 7 projections of in + out features). The default budget is what LoRA at rank 8 on
-every layer of the same model trains, the paper's "same level as standard LoRA".
+every layer of the same model trains, the paper's "same level as standard LoRA" (search.sampling draws under it).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rankadaptor import config as cfg
-from rankadaptor import widths
 from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
 from rankadaptor.infra import storage
+from rankadaptor.search import proposers
 from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.sampling import sample_rank_vectors
 from rankadaptor.search.surrogate import (
     SurrogateState,
     adapt,
@@ -79,66 +82,21 @@ class SearchState:
         return [o for o in self.observations if o.task == self.task]
 
 
-def _searched(config: SearchConfig, num_layers: int) -> np.ndarray:
-    if config.searched_layers is None:
-        return np.arange(num_layers)
-    check(max(config.searched_layers) < num_layers,
-          f"searched_layers={config.searched_layers!r} names a layer >= {num_layers}, the model's layer count")
-    return np.asarray(sorted(config.searched_layers))
-
-
-def sample_rank_vectors(config: SearchConfig, cost_per_rank: list[int], rng: np.random.Generator,
-                        parents: list[list[int]] | None = None) -> np.ndarray:
-    """Distinct full rank vectors [M, L], M <= num_samples, each within the budget.
-
-    Searched layers draw uniformly from the candidates, except a local_fraction of the draws, which copy
-    a random parent (the best measured vectors) and redraw a few (two on average) of its searched layers: uniform samples of
-    6^26 vectors rarely land near the optimum, while the surrogate is most trustworthy next to measured
-    points. A vector over budget is repaired by lowering a random searched layer one candidate step at a
-    time until it fits: rejection alone would leave few or no vectors for tight budgets, and repair keeps
-    every draw and lands on vectors that use the budget."""
-    cost = np.asarray(cost_per_rank, np.int64)
-    check(len(cost) >= 1 and bool((cost > 0).all()), "cost_per_rank must be one positive count per layer")
-    searched = _searched(config, len(cost))
-    fixed = np.setdiff1d(np.arange(len(cost)), searched)
-    candidates = np.sort(np.asarray(config.candidates, np.int64))
-    budget = widths.budget(cost_per_rank, config.budget)
-    room = budget - config.fixed_rank * int(cost[fixed].sum())  # what the searched layers may spend
-    cheapest = int(candidates[0] * cost[searched].sum())
-    check(cheapest <= room, f"budget={budget} LoRA parameters cannot be met: the smallest rank vector (searched layers "
-                            f"at rank {candidates[0]}, others at fixed_rank={config.fixed_rank}) needs "
-                            f"{cheapest + budget - room}; raise the budget or lower fixed_rank/candidates")
-    searched_cost = cost[searched]
-    idx = rng.integers(0, len(candidates), size=(config.num_samples, len(searched)))
-    seeds = np.asarray([[int(np.searchsorted(candidates, p[i])) for i in searched] for p in parents or []
-                        if len(p) == len(cost) and all(p[i] in candidates for i in searched)], np.int64)
-    local = int(round(config.local_fraction * config.num_samples)) if len(seeds) else 0
-    if local:
-        copies = seeds[rng.integers(0, len(seeds), size=local)]
-        redraw = rng.random((local, len(searched))) < 1.0 / len(searched)
-        redraw[np.arange(local), rng.integers(0, len(searched), size=local)] = True  # at least one layer changes
-        idx[:local] = np.where(redraw, idx[:local], copies)
-    over = candidates[idx] @ searched_cost > room
-    while over.any():
-        rows = np.flatnonzero(over)
-        pick = rng.random((len(rows), len(searched)))
-        pick[idx[rows] == 0] = -1.0  # only layers that can still go lower
-        idx[rows, pick.argmax(axis=1)] -= 1
-        over[rows] = candidates[idx[rows]] @ searched_cost > room
-    vectors = np.full((config.num_samples, len(cost)), config.fixed_rank, np.int64)
-    vectors[:, searched] = candidates[idx]
-    return np.unique(vectors, axis=0)
-
-
 def _rng(config: SearchConfig, state: SearchState) -> np.random.Generator:
     """Seeded by the config seed and the trial count: propose is deterministic and keeps no RNG state."""
     return np.random.default_rng([config.seed, len(state.measured())])
 
 
 def propose(state: SearchState, config: SearchConfig) -> Proposal:
-    """The next rank vector to measure: the best by mean + kappa * std among num_samples budget-respecting
-    vectors (random, and mutations of the best measured ones) not measured yet."""
+    """The next rank vector to measure, by config.proposer. surrogate (the paper's): the best by mean + kappa * std
+    among num_samples budget-respecting vectors (random, and mutations of the best measured ones) not measured
+    yet. tpe or random (search.proposers): their vector, with the surrogate's prediction of it (the surrogate is
+    adapted to every trial whichever rule proposes, so the terminal, the report's predicted-vs-measured plot
+    and Kendall tau judge the same model for every proposer; only the surrogate's search stops by it)."""
     config.validate()
+    if config.proposer != "surrogate":
+        rule = proposers.tpe_vector if config.proposer == "tpe" else proposers.random_vector
+        return propose_from(state, config, np.asarray([rule(state.measured(), config, state.cost_per_rank)]))
     ranked = sorted(state.measured(), key=lambda o: -o.score)
     parents = [o.rank_vector for o in ranked[:NUM_PARENTS]]
     samples = sample_rank_vectors(config, state.cost_per_rank, _rng(config, state), parents)
@@ -163,7 +121,10 @@ def converged(state: SearchState, config: SearchConfig) -> bool:
     """Whether the search may stop: at least `patience` searched trials, and the root mean square of
     |predicted - measured| over the last `patience` of them is below the threshold (the trial noise).
     One lucky prediction after poor ones is not convergence; the baseline anchor (no prediction) is not
-    counted."""
+    counted. Only the surrogate proposer chooses by that prediction: with tpe or random it never converges
+    (search.proposers), the search runs max_iterations trials."""
+    if config.proposer != "surrogate":
+        return False
     predicted = [o for o in state.measured() if o.predicted is not None]
     if len(predicted) < config.patience:
         return False
@@ -182,6 +143,10 @@ def stop_reason(state: SearchState, config: SearchConfig) -> str:
     error = f"RMS prediction error of the last {len(window)} trials {rms:.4f}"
     if converged(state, config):
         return f"threshold met: {error} < threshold {config.threshold:.4f}"
+    if config.proposer != "surrogate":
+        return (f"max_iterations reached: {len(predicted)} search trials (max_iterations={config.max_iterations}); "
+                f"proposer {config.proposer}: convergence by prediction error does not apply (the surrogate's "
+                f"{error}, reported only)")
     return (f"max_iterations reached: {len(predicted)} search trials (max_iterations={config.max_iterations}), "
             f"{error} >= threshold {config.threshold:.4f}")
 
@@ -209,8 +174,8 @@ def update(state: SearchState, proposal: Proposal, score: float, config: SearchC
 
 def run_loop(trial_fn: Callable[[list[int]], float], state: SearchState, config: SearchConfig,
              progress: bool = True) -> tuple[SearchState, list[dict[str, Any]]]:
-    """Propose -> trial -> update until converged or max_iterations; returns the final state and this loop's
-    trials as trial.history rows (iteration, rank_vector, predicted, measured, abs_error, best, parameters)."""
+    """Propose (by config.proposer) -> trial -> update until converged or max_iterations; returns the final state
+    and this loop's trials as trial.history rows (iteration, rank_vector, predicted, measured, abs_error, best, parameters)."""
     config.validate()
     start_count = len(state.observations)
     bar = tqdm(range(1, config.max_iterations + 1), desc="rank search", disable=not progress)

@@ -36,6 +36,7 @@ def meta_pretrain(job: JobConfig, structure_uri: str, data_uri: str, baselines_u
 
 
 def propose(job: JobConfig, state_uri: str, output_uri: str) -> dict:
+    """The next trial's rank vector by the job's search.proposer (search.loop.propose)."""
     state, context = load_state(state_uri)
     proposal = to_dict(next_proposal(state, job.search_config(context.cost_per_rank)))
     with storage.writing_dir(output_uri) as out:
