@@ -26,6 +26,7 @@ from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.search.config import SearchConfig
 from rankadaptor.search.surrogate import SurrogateConfig
 from rankadaptor.serving.registry import RegistryConfig, default_model_name
+from rankadaptor.trial import CHEAP_FRACTION, fidelity
 
 BUNDLED = Path(__file__).parent / "bundled"
 STAGES = ("prune", "recover", "evaluate", "surrogate", "search", "registry")
@@ -84,6 +85,9 @@ class JobConfig:
                                             "'s3://b/tickets.jsonl', 'ppl:notes': 'notes.txt'}, instead of "
                                             "<name>.jsonl / <name>.txt in eval_data_dir.")
     bootstrap_trials: int = option(6, "Random rank vectors measured on the source tasks when the bank lacks them.")
+    bootstrap_fraction: float = option(CHEAP_FRACTION, "Share of the recovery steps a bootstrap trial trains (1 = a "
+                                                       "full recovery): a short recovery ranks vectors as well as a "
+                                                       "second full one (benchmarks/RESULTS.md, 'Fidelities').")
     adalora_baseline: bool = option(False, "Also run the AdaLoRA baseline.")
     losa_baseline: bool = option(False, "Also run LoSA's rank allocation (ranks from the prune report's reconstruction "
                                         "error, the baseline's budget) as a baseline row; always on for "
@@ -113,6 +117,11 @@ class JobConfig:
         if set(names) <= runtime:
             return f"set them under `runtime` ({sorted(runtime)})"
         return "the job sets them (seed: the job's seed; models, data, tasks and splits: its artifacts and fields)"
+
+    @property
+    def bootstrap_fidelity(self) -> str:
+        """The bootstrap trials' fidelity name (trial.fidelity of bootstrap_fraction)."""
+        return fidelity(self.bootstrap_fraction)
 
     @property
     def baseline_rank(self) -> int:
@@ -152,6 +161,8 @@ class JobConfig:
             check(len(set(tasks)) == len(tasks), f"{name}={tasks} lists a task twice")
         check(self.target_task not in self.source_tasks,
               f"target_task {self.target_task!r} is also a source task: meta-pretraining must not see it")
+        check(0 < self.bootstrap_fraction <= 1, f"bootstrap_fraction={self.bootstrap_fraction} must be in (0, 1]: "
+                                                "a share of the recovery steps")
         check(self.bootstrap_trials == 0 or self.bootstrap_trials >= 3,
               f"bootstrap_trials={self.bootstrap_trials}: meta-pretraining needs 0 (none) or at least 3 per "
               "source task")

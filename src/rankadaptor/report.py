@@ -19,7 +19,7 @@ from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.evaluate.tasks import parse_task
 from rankadaptor.search.cost import cost_markdown, cost_section
 from rankadaptor.stats import kendall_tau, kendall_tau_interval, paired_bootstrap
-from rankadaptor.trial import Observation, history
+from rankadaptor.trial import FULL, Observation, history
 from rankadaptor.widths import lora_parameters
 
 PLOTS = ("gain.png", "ranks.png", "predicted_vs_measured.png", "convergence.png")
@@ -87,14 +87,14 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
                  trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, budget: int, seed: int,
                  noise: float = 0.0, anchor: str = UNIFORM, stop_reason: str | None = None,
                  uniform_seconds: float | None = None, go: dict | None = None,
-                 bootstrap_seconds: list[float] | None = None) -> dict[str, Any]:
+                 bootstrap_seconds: list[float] | None = None, bootstrap_fidelity: str = FULL) -> dict[str, Any]:
     """The report of a finished search; noise (the trial noise sd) decides, with the interval, which adapter
     is registered (champion.choose_adapter). baselines: {method: {"select": eval, "report": eval,
     "trainable_params", optional "sparsity"}} (the anchor required); ours: the best trial's {"select": eval,
     "report": eval, optional "sparsity"}; trials: the target's trials; anchor: the uniform row the verdict
     compares with (MASKED_UNIFORM for sparse jobs: the recovery the search itself runs); budget: the LoRA
     parameters every trial was held to (JobConfig.budget); stop_reason: why the search stopped
-    (search.loop.stop_reason); uniform_seconds, go, bootstrap_seconds: the cost section's inputs
+    (search.loop.stop_reason); uniform_seconds, go, bootstrap_seconds, bootstrap_fidelity: the cost section's inputs
     (search.cost.cost_section)."""
     best = max(trials, key=lambda o: o.score)
     params = lora_parameters(best.rank_vector, cost_per_rank)
@@ -142,7 +142,7 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
                      "trainable_params": params},
             "budget": budget, "iterations": len(rows),
             "evaluation": {split: slim(ours[split]) for split in ("select", "report")},
-            "cost": cost_section(trials, uniform_seconds, go, bootstrap_seconds)}
+            "cost": cost_section(trials, uniform_seconds, go, bootstrap_seconds, bootstrap_fidelity)}
 
 
 def markdown(report: dict) -> str:

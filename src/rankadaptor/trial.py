@@ -18,6 +18,9 @@ from rankadaptor.widths import lora_parameters
 
 
 FULL = "full"  # the fidelity of a trial that ran every recovery step
+# The cheap fidelity's default share of the recovery steps (go/no-go and bootstrap trials): a short recovery
+# ranks vectors as well as a second full one (benchmarks/RESULTS.md, "Fidelities") at about a third of the steps.
+CHEAP_FRACTION = 0.34
 
 
 def canonical_json(value: Any) -> str:

@@ -98,7 +98,8 @@ def test_a_killed_multi_fidelity_search_rerun_pays_no_trial_twice_at_any_fidelit
     paid = recoveries.finished
     assert len(paid) == len(planned) + job.bootstrap_trials + 2
     assert len(set(paid)) == len(paid), f"a trial was paid twice: {paid}"
-    short = [p for p in paid if p[2] < 1]
-    assert {(v, s) for v, s, _ in short} == {(tuple(k.rank_vector), k.seed) for k in planned}
+    go, boot, search = paid[:len(planned)], paid[len(planned):-2], paid[-2:]
+    assert {(v, s) for v, s, _ in go} == {(tuple(k.rank_vector), k.seed) for k in planned}
+    assert {f for *_, f in go} == {job.search.cheap_fraction} and {f for *_, f in boot} == {job.bootstrap_fraction}
     # a vector measured short is not thereby measured full: the two fidelities are separate trials
-    assert all(f == 1.0 for _, _, f in paid[len(short):])
+    assert {f for *_, f in search} == {1.0}

@@ -12,6 +12,7 @@ from rankadaptor.search.loop import sample_rank_vectors
 from rankadaptor.search.surrogate import (
     SurrogateConfig,
     adapt,
+    group_key,
     load_surrogate,
     meta_pretrain,
     new_surrogate,
@@ -178,3 +179,10 @@ def test_ensemble_members_disagree_away_from_the_data():
     state = adapt(new_surrogate(SurrogateConfig(), [2, 4, 8], num_layers=4), obs, "t", steps=200)
     _, std = predict(state, rng.choice([2, 4, 8], size=(50, 4)), None, "t")
     assert (std > 0).all()  # no member collapsed to a constant, no two members identical
+
+
+def test_meta_pretraining_keeps_each_fidelity_of_a_task_a_group_of_its_own():
+    """A short recovery's scores sit at another level than a full one's: z-scored apart, never mixed."""
+    full = Observation(task="ppl:piqa", rank_vector=[8, 8], score=-2.0)
+    short = Observation(task="ppl:piqa", rank_vector=[8, 8], score=-2.6, fidelity="short:0.34")
+    assert group_key(full) == "ppl:piqa" and group_key(short) == "ppl:piqa@short:0.34"

@@ -15,11 +15,13 @@ from rankadaptor.trial import FULL, TrialContext
 def start_search(job: JobConfig, context: TrialContext, baselines: dict, baselines_uri: str,
                  pretrain: bool = True) -> tuple[SearchState, dict]:
     """The search's starting state: a surrogate meta-pretrained (unless not `pretrain`: a job whose go/no-go
-    said no only registers uniform) on every other task's full trials in the bank,
+    said no only registers uniform) on every other task's trials in the bank, at every fidelity (the bootstrap's
+    short trials, other catalog tasks' go/no-go and search trials; search.surrogate.group_key keeps each
+    fidelity's scores apart),
     then adapted to the target's trials on this model, data and recovery setting: the starting trials
     (flows.trials.starting_trials, banked here first: the uniform anchor ties the surrogate to the target's score
     level) and any trial an earlier run measured whose adapter still exists (a rerun continues where it stopped)."""
-    sources = [o for o in bank.load_observations(job.bank.experiment, fidelity=FULL, tracking_uri=job.tracking_uri())
+    sources = [o for o in bank.load_observations(job.bank.experiment, tracking_uri=job.tracking_uri())
                if o.task != job.target_task] if pretrain else []
     surrogate = new_surrogate(job.surrogate_config(), job.search.candidates, context.num_layers,
                               len(context.layer_features[0]))

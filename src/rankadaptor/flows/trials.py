@@ -35,6 +35,13 @@ def trial_key(job: JobConfig, context: TrialContext, task: str, split: str, rank
                          task_checksum=task_checksum(task, job.eval_data_dir or None, job.task_files))
 
 
+def bootstrap_keys(job: JobConfig, context: TrialContext, rank_vector: list[int]) -> list[TrialKey]:
+    """The bank keys of one bootstrap trial: one per source task (one recovery scored on each), at the job's
+    bootstrap fidelity (bootstrap_fraction of the recovery steps)."""
+    return [trial_key(job, context, task, "select", rank_vector, fidelity=job.bootstrap_fidelity)
+            for task in job.source_tasks]
+
+
 def starting_trials(job: JobConfig) -> list[str]:
     """Baseline rows banked as measured target trials before the search: first the uniform anchor recovered
     the way trials are (masked for sparse jobs), then LoSA's rank vector when the job asks (losa_start)."""

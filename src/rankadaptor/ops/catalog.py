@@ -39,7 +39,7 @@ MAX_TASKS_PER_RUN = 4
 KINDS = {"lm-eval": "", "mc": MC, "text": PPL}  # a task's kind -> the prefix of its target task name
 # Job options one pruned model, corpus and bootstrap serve: the catalog's `job` sets them for every task.
 SHARED = ("base_model", "data", "heldout_text", "eval_data_dir", "seed", "corpus_docs", "corpus_tokens", "prune",
-          "source_tasks", "bootstrap_trials", "bank", "runtime")
+          "source_tasks", "bootstrap_trials", "bootstrap_fraction", "bank", "runtime")
 EXAMPLE = """job: {base_model: s3://models/llama-7b, eval_data_dir: s3://data/tasks, prune: {ratio: 0.2}}
 tasks:
   - {name: tickets, kind: mc, data: s3://data/tickets.jsonl}

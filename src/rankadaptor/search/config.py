@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from rankadaptor.config import option
 from rankadaptor.errors import check
+from rankadaptor.trial import CHEAP_FRACTION
 from rankadaptor.widths import BASELINE_RANK, RANK_CANDIDATES
 
 GO_MODES = ("auto", "always", "never")  # search.go: decide from cheap trials, search regardless, uniform only
@@ -43,7 +44,7 @@ class SearchConfig:
                              "go_seeds seeds, go_candidates random vectors, at cheap_fraction of the recovery "
                              "steps) show headroom beyond the noise, else uniform is registered; always = search "
                              "regardless; never = uniform only, no cheap trials")
-    cheap_fraction: float = option(0.34, "share of the recovery steps a cheap (short) trial trains")
+    cheap_fraction: float = option(CHEAP_FRACTION, "share of the recovery steps a cheap (short) trial trains")
     go_candidates: int = option(4, "random budget vectors the go/no-go measures at the cheap fidelity")
     go_seeds: int = option(2, "seeds of uniform LoRA the go/no-go measures at the cheap fidelity (the noise)")
     go_z: float = option(2.0, "standard errors the best cheap candidate must beat uniform's mean by for the "

@@ -57,7 +57,7 @@ from rankadaptor import config as cfg
 from rankadaptor.config import option
 from rankadaptor.errors import check
 from rankadaptor.infra import storage
-from rankadaptor.trial import Observation
+from rankadaptor.trial import FULL, Observation
 
 FEATURE_MODES = ("ranks", "ranks+structure")
 WEIGHTS_FILE = "surrogate.safetensors"
@@ -314,8 +314,10 @@ GROUP_SEPARATOR = "::"
 
 
 def group_key(observation: Observation) -> str:
-    """The z-scoring group of an observation: its task, on its model and pruning (when known)."""
-    return f"{observation.group}{GROUP_SEPARATOR}{observation.task}" if observation.group else observation.task
+    """The z-scoring group of an observation: its task, on its model and pruning (when known), at its fidelity
+    (a short recovery's scores sit at another level than a full one's: each level is a task of its own)."""
+    task = observation.task if observation.fidelity == FULL else f"{observation.task}@{observation.fidelity}"
+    return f"{observation.group}{GROUP_SEPARATOR}{task}" if observation.group else task
 
 
 def _task_of(key: str) -> str:

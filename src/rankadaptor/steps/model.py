@@ -12,7 +12,7 @@ from rankadaptor.evaluate.stage import score
 from rankadaptor.flows.baselines import baseline_methods, bootstrap_vectors
 from rankadaptor.flows.go import cheap_plan, decide_from_bank, full_trial_seconds
 from rankadaptor.flows.progress import progress
-from rankadaptor.flows.trials import record, trial_key
+from rankadaptor.flows.trials import bootstrap_keys, record
 from rankadaptor.infra import storage
 from rankadaptor.infra.bank import find_trial
 from rankadaptor.job import JobConfig
@@ -101,12 +101,12 @@ def baselines(job: JobConfig, pruned_uri: str, data_uri: str, output_uri: str) -
 def bootstrap_trial(job: JobConfig, context: TrialContext, pruned_uri: str, data_uri: str, rank_vector: list[int],
                     work_uri: str) -> bool:
     """Measure one rank vector on the source tasks and bank it; False if the bank already had it."""
-    keys = [trial_key(job, context, task, "select", rank_vector) for task in job.source_tasks]
+    keys = bootstrap_keys(job, context, rank_vector)
     if all(find_trial(k.id, job.bank.experiment, job.tracking_uri()) for k in keys):
         return False
     adapter_uri = storage.join(work_uri, f"trial-{keys[0].id[:16]}")
     started = time.time()
-    recover(job, pruned_uri, data_uri, rank_vector, adapter_uri)
+    recover(job, pruned_uri, data_uri, rank_vector, adapter_uri, step_fraction=job.bootstrap_fraction)
     measured = scores(job, pruned_uri, adapter_uri, data_uri, job.source_tasks, ("select",))["select"]["scores"]
     for key in keys:
         record(job, context, key, measured[key.task], "bootstrap", seconds=time.time() - started,

@@ -9,7 +9,7 @@ from rankadaptor.champion import SEARCHED
 from rankadaptor.flows.baselines import baseline_seconds, bootstrap_vectors
 from rankadaptor.flows.progress import progress
 from rankadaptor.flows.register import model_description, registered_adapter, version_description
-from rankadaptor.flows.trials import starting_trials, trial_key
+from rankadaptor.flows.trials import bootstrap_keys, starting_trials, trial_key
 from rankadaptor.infra import storage
 from rankadaptor.infra.bank import find_trial
 from rankadaptor.job import PROMOTED, JobConfig, parameters
@@ -25,9 +25,8 @@ EVALUATION, LOGGED = "report.json", "logged.json"  # the evaluate-best artifact:
 
 def bootstrap_seconds(job: JobConfig, context) -> list[float]:
     """The banked seconds of the job's bootstrap trials (one recovery each, whichever run paid for it)."""
-    found = [find_trial(trial_key(job, context, job.source_tasks[0], "select", v).id, job.bank.experiment,
-                        job.tracking_uri()) for v in bootstrap_vectors(job, context.cost_per_rank)] \
-        if job.source_tasks else []
+    found = [find_trial(bootstrap_keys(job, context, v)[0].id, job.bank.experiment, job.tracking_uri())
+             for v in bootstrap_vectors(job, context.cost_per_rank)] if job.source_tasks else []
     return [row["cost"] for row in found if row and row.get("cost") is not None]
 
 
@@ -49,7 +48,8 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
                           noise=job.search.threshold,  # threshold: the trial noise sd
                           anchor=anchor, stop_reason=stopped, go=go,
                           uniform_seconds=(go or {}).get("full_trial_seconds") or baseline_seconds(baselines_uri, anchor),
-                          bootstrap_seconds=bootstrap_seconds(job, context) if go is None or go["go"] else None)
+                          bootstrap_seconds=bootstrap_seconds(job, context) if go is None or go["go"] else None,
+                          bootstrap_fidelity=job.bootstrap_fidelity)
     adapter, held_out = registered_adapter(report, best, ours, baselines, anchor, baselines_uri, job.target_task)
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
     logged = log_version(adapter, pruned_uri, held_out, job.registry_config(),
