@@ -199,3 +199,19 @@ def test_the_scheffe_bar_is_go_z_for_one_direction_and_wider_for_more():
 def test_bad_go_step_is_one_line():
     with pytest.raises(UserError, match="go_step=0 must be in"):
         from_dict(SearchConfig, {"go_step": 0})
+
+
+def test_the_jobs_cheap_plan_is_uniform_at_its_seeds_then_the_screening_design():
+    from rankadaptor.flows.go import cheap_plan, screen_candidates
+    from rankadaptor.job import load_job
+    from rankadaptor.trial import TrialContext
+
+    job = load_job()
+    context = TrialContext("a" * 64, {}, [300, 200, 200, 300], [[1.0]] * 4, "d" * 64)
+    keys = cheap_plan(job, context)
+    assert [k.rank_vector for k in keys[:2]] == [[8] * 4] * 2 and [k.seed for k in keys[:2]] == [job.seed, job.seed + 1]
+    design = [k.rank_vector for k in keys[2:]]
+    assert len(keys) == 2 + job.search.go_candidates and all(k.fidelity == "short:0.34" for k in keys)
+    assert all(np.dot(v, context.cost_per_rank) <= 8 * 1000 for v in design) and [8] * 4 not in design
+    candidates = screen_candidates(job, context, design)
+    assert candidates and all(min(map(min, design)) <= r <= max(map(max, design)) for v in candidates for r in v)

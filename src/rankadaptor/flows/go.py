@@ -58,8 +58,8 @@ def trials_a_search_runs(job: JobConfig) -> int:
 
 def decide_from_bank(job: JobConfig, context: TrialContext, full_seconds: float | None) -> GoDecision:
     """The decision from every cheap target trial the bank holds for this model, pruning, data, recovery and
-    task rows (any seed: earlier runs' cheap trials count too): uniform's rows are the noise, the others the
-    candidates."""
+    task rows (any seed: earlier runs' cheap trials count too, whatever design chose them): uniform's rows and
+    the others all enter the screen's additive fit (search.go.decide_screen)."""
     uniform = [job.baseline_rank] * context.num_layers
     key = trial_key(job, context, job.target_task, "select", uniform, fidelity=cheap_fidelity(job))
     rows = [] if job.search.go != "auto" else bank.load_observations(
@@ -68,7 +68,7 @@ def decide_from_bank(job: JobConfig, context: TrialContext, full_seconds: float 
         fidelity=key.fidelity, tracking_uri=job.tracking_uri())
     vectors = [o.rank_vector for o in rows if o.rank_vector != uniform]
     config = job.search_config(context.cost_per_rank)
-    if config.go != "auto":
+    if config.go != "auto":  # always / never: no cheap trials, no fit
         return decide_screen(config, uniform, [], [], [], [], trials_a_search_runs(job), full_seconds)
     return decide_screen(config, uniform, [o.score for o in rows if o.rank_vector == uniform], vectors,
                          [o.score for o in rows if o.rank_vector != uniform], screen_candidates(job, context, vectors),
