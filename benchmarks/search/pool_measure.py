@@ -48,7 +48,7 @@ from rankadaptor.recover.stage import run_recover
 from rankadaptor.recover.supernet import supernet_record, supernet_state, train_supernet, truncated_adapter
 from rankadaptor.steps.model import prepare_data, prune
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.search.sampling import sample_rank_vectors
 from rankadaptor.widths import lora_parameters
 
 SCHEMA = "rankadaptor-pool/1"

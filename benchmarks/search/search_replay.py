@@ -372,7 +372,8 @@ def plot(result: dict, trials: int, path: str) -> None:
 # ------------------------------------------------------------------------------------- equal-cost replay
 
 COST_BUDGETS = (2, 4, 8, 12)  # in full-trial equivalents
-COST_METHODS = ("uniform r8", "random", "optuna TPE", "TPE + Hyperband", "loop", "halving + go/no-go")
+COST_METHODS = ("uniform r8", "random", "optuna TPE", "TPE + Hyperband", "loop", "halving + go/no-go",
+                "screen + go/no-go")
 
 
 @dataclass
@@ -541,6 +542,49 @@ def cost_halving(fid: Fidelities, budget: float, m: Meter, rng: np.random.Genera
     return {i: (r.full_means[i], float(np.mean([s[1] for s in full_scores[i]]))) for i in r.finalists}, True
 
 
+def cost_screen(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator,
+                finalists: int = 1) -> tuple[dict, bool]:
+    """The screening go/no-go (search.halving.screen_search): uniform r8 full, uniform at 2 cheap seeds, as many
+    screening vectors (search.go.screening_vectors, each snapped to the nearest unmeasured pool vector: a method
+    may only measure what the pool has) as the budget leaves after the finalist's full trial; the additive fit
+    predicts every pool vector (free: no trial) and on a go its best is measured full and picked if its full
+    score beats uniform's. A budget beyond the whole design is left unspent. A no-go stops after the cheap
+    trials."""
+    from rankadaptor.search.go import screening_vectors
+    from rankadaptor.search.halving import screen_search
+
+    pool, c, f = fid.full, fid.cost[fid.cheap_name], fid.cost["full"]
+    measured = {pool.baseline: m.full(pool.baseline)}
+    config = SearchConfig(candidates=sorted({int(r) for r in pool.vectors.ravel()}), go="auto",
+                          threshold=max(float(np.sqrt(np.mean([np.var(d, ddof=1) for d in fid.cheap if len(d) > 1]
+                                                              or [0.0]))), 1e-9))
+    n = min(int((budget - f - config.go_seeds * c - finalists * f) / c + 1e-9), len(pool.vectors) - 1)
+    if n < 1:
+        return measured, False
+    uniform = pool.vectors[pool.baseline].tolist()
+    index = {tuple(v): i for i, v in enumerate(pool.vectors.tolist())}
+    taken = {pool.baseline}
+    design = []
+    for want in screening_vectors(config, [1] * len(uniform), uniform, n):
+        taken.add(i := _nearest(pool, np.asarray(want), taken, rng))
+        design.append(pool.vectors[i].tolist())
+    full_scores: dict[int, list[tuple[float, float]]] = {pool.baseline: [measured[pool.baseline]]}
+
+    def full(v, seed):
+        i = index[v]
+        if seed < len(full_scores.get(i, [])):
+            return full_scores[i][seed][0]
+        full_scores.setdefault(i, []).append(m.full(i))
+        return full_scores[i][-1][0]
+
+    r = screen_search(config, design, pool.vectors.tolist(), uniform, lambda v, seed: m.cheap(index[v]), full,
+                      finalists=finalists)
+    if not r.decision.go:
+        return measured, False
+    return {index[v]: (r.full_means[v], float(np.mean([s[1] for s in full_scores[index[v]]])))
+            for v in r.finalists}, True
+
+
 def cost_replay(fid: Fidelities, seeds: int, budgets=COST_BUDGETS, methods=COST_METHODS, per_task: int = 5) -> dict:
     """Per method and budget (full-trial equivalents): regret, P(beat uniform beyond noise), P(claim), cost spent."""
     pool = fid.full
@@ -562,8 +606,11 @@ def cost_replay(fid: Fidelities, seeds: int, budgets=COST_BUDGETS, methods=COST_
                     measured = cost_tpe(fid, budget, m, rng, method == "TPE + Hyperband")
                 elif method == "loop":
                     measured = cost_loop(fid, budget, m, rng, per_task)
-                else:
+                elif method == "halving + go/no-go":
                     measured, searched = cost_halving(fid, budget, m, rng)
+                    go.append(searched)
+                else:
+                    measured, searched = cost_screen(fid, budget, m, rng)
                     go.append(searched)
                 p = _pick(measured)
                 base = measured.get(pool.baseline) or (pool.select[pool.baseline], pool.report[pool.baseline])
@@ -588,7 +635,8 @@ def cost_table(result: dict, fid: Fidelities, seeds: int) -> str:
             f"{fid.seconds['full']:.2f} s = {fid.cost[fid.cheap_name]:.3f} full trials. {seeds} replay seeds, "
             f"mean [95% bootstrap CI]; noise (report, seed-to-seed sd) {pool.noise_report:.4f}. halving + go/no-go: "
             f"P(go) counts a budget too small for its fixed trials (uniform x2 cheap, 3 finalists x 2 full) as "
-            f"no search.\n\n")
+            f"no search. screen + go/no-go: uniform r8 full + uniform x2 cheap + as many screening vectors as the "
+            f"budget leaves after 1 finalist's full trial; a budget with room for none counts as no search.\n\n")
     lines = ["| method | budget | regret | P(beat uniform) | P(claim gain) | cost spent | P(go) |",
              "|---|---|---|---|---|---|---|"]
     for method, rows in result.items():
@@ -619,12 +667,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cost", action="store_true", help="the equal-cost replay across fidelities instead: "
                                                            "methods " + ", ".join(COST_METHODS))
     parser.add_argument("--budgets", default=",".join(map(str, COST_BUDGETS)), help="cost budgets, full trials")
+    parser.add_argument("--cost-methods", default=",".join(COST_METHODS), help="with --cost: comma-separated subset "
+                                                                            "of " + ", ".join(COST_METHODS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.cost:
         try:
             fid = load_fidelities(args.pool, "short" if args.fidelity == "short" else args.fidelity, args.target)
-            result = cost_replay(fid, args.seeds, [float(b) for b in args.budgets.split(",")], per_task=args.bootstrap)
+            result = cost_replay(fid, args.seeds, [float(b) for b in args.budgets.split(",")],
+                                 [m.strip() for m in args.cost_methods.split(",") if m.strip()], per_task=args.bootstrap)
         except UserError as e:
             sys.exit(f"error: {e}")
         print(json.dumps(result) if args.json else cost_table(result, fid, args.seeds))

@@ -30,7 +30,7 @@ import torch
 
 from benchmarks.search import search_replay as replay
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.search.sampling import sample_rank_vectors
 
 POOL = Path(__file__).resolve().parent / "pool_aidreams260k.jsonl"
 FAMILIES = ("additive", "flat")
@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cost", action="store_true", help="the equal-cost replay across fidelities (search_replay "
                                                            "--cost) on both families, each with a short fidelity")
     parser.add_argument("--budgets", default=",".join(map(str, replay.COST_BUDGETS)))
+    parser.add_argument("--cost-methods", default=",".join(replay.COST_METHODS), help="with --cost: the methods")
+    parser.add_argument("--pool-seed", type=int, default=None, help="with --cost: the synthetic pools' seed "
+                                                                   "(default: the recorded one, len(family))")
     args = parser.parse_args(argv)
     if args.cost:
         torch.set_num_threads(1)
@@ -143,9 +146,11 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for family in FAMILIES:
                 path = Path(tmp) / f"{family}.jsonl"
-                write_pool(path, family, args.layers, args.vectors, args.repeats, ratio, len(family), corr)
+                seed = len(family) if args.pool_seed is None else args.pool_seed + 100 * FAMILIES.index(family)
+                write_pool(path, family, args.layers, args.vectors, args.repeats, ratio, seed, corr)
                 fid = replay.load_fidelities(str(path))
-                result = replay.cost_replay(fid, args.seeds, [float(b) for b in args.budgets.split(",")], per_task=5)
+                result = replay.cost_replay(fid, args.seeds, [float(b) for b in args.budgets.split(",")],
+                                            [m.strip() for m in args.cost_methods.split(",")], per_task=5)
                 print(json.dumps({family: result}) if args.json else
                       f"## family: {family}\n\n{replay.cost_table(result, fid, args.seeds)}\n")
         return

@@ -95,13 +95,16 @@ def test_equal_cost_replay_stays_within_each_budget_and_prices_fidelities(tmp_pa
     fid = search_replay.load_fidelities(str(path))
     assert fid.cost == {"full": 1.0, "short": pytest.approx(search_synthetic.CHEAP_COST)}
     result = search_replay.cost_replay(fid, seeds=2, budgets=(4, 12),
-                                       methods=("uniform r8", "TPE + Hyperband", "halving + go/no-go"))
+                                       methods=("uniform r8", "TPE + Hyperband", "halving + go/no-go",
+                                                "screen + go/no-go"))
     for method, rows in result.items():
         for budget, r in rows.items():
             assert r["cost"][0] <= float(budget) + 1e-9, (method, budget)
             assert r["regret"][0] >= 0
     assert result["uniform r8"]["12"]["cost"][0] == 1.0 and result["uniform r8"]["12"]["p_claim"][0] == 0.0
     assert "halving + go/no-go" in search_replay.cost_table(result, fid, 2)
+    # budget 4: uniform full, 2 uniform and 3 screening vectors cheap (0.34 each), a finalist's full trial on a go
+    assert 2.7 - 1e-6 <= result["screen + go/no-go"]["4"]["cost"][0] <= 3.7 + 1e-6
 
 
 def test_cost_replay_refuses_a_pool_without_full_rows_in_one_line(tmp_path):

@@ -1,6 +1,7 @@
 """The go/no-go (search.go): a real gain goes on to search, a flat one stops; always/never; the cost section."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -128,3 +129,89 @@ def test_where_a_gain_exists_the_go_no_go_says_go_the_loop_finds_it_and_it_is_re
 
     diff, low, high = paired_bootstrap(report_rows(best), report_rows(uniform))
     assert choose_adapter(diff, low, high, noise=decision.noise).register == SEARCHED, (best, diff, low)
+
+
+# ----------------------------------------------------------------------------- the screening design (job's)
+
+def _screen_job(gain_per_rank: np.ndarray, seed: int, runs: int = 8):
+    """Cheap trials of an additive job (score linear in each layer's rank) on 6 equal-cost layers: uniform at 2
+    seeds and `runs` screening vectors, each with NOISE; gain_per_rank 0 is the flat family."""
+    from rankadaptor.search.go import screening_vectors
+
+    config = SearchConfig(threshold=NOISE, go_candidates=runs)
+    cost, uniform = [1] * 6, [8] * 6
+    design = screening_vectors(config, cost, uniform, runs)
+    rng = np.random.default_rng(seed)
+
+    def score(v):
+        return 0.5 + float(np.dot(np.asarray(v) - 8, gain_per_rank)) + NOISE * rng.standard_normal()
+
+    candidates = [list(v) for v in itertools.product([4, 6, 8, 10, 12], repeat=6) if sum(v) <= 48]
+    return config, uniform, [score(uniform) for _ in range(2)], design, [score(v) for v in design], candidates
+
+
+def test_screening_vectors_move_each_layer_up_and_down_within_the_budget():
+    from rankadaptor.search.go import screening_vectors
+
+    config = SearchConfig(budget=8 * 10)
+    design = screening_vectors(config, [1, 2, 3, 4], [8] * 4, 14)
+    assert len(design) == len({tuple(v) for v in design}) >= 10 and [8] * 4 not in design
+    assert all(np.dot(v, [1, 2, 3, 4]) <= 80 for v in design)
+    for layer in range(4):  # every layer is seen both above and below uniform
+        assert {v[layer] > 8 for v in design} == {True, False} and any(v[layer] < 8 for v in design)
+    assert screening_vectors(SearchConfig(searched_layers=[1, 2]), [1] * 4, [8] * 4, 10) == \
+        [[8, 4, 12, 8], [8, 12, 4, 8]]  # the fixed layers stay; 2 layers: 2 balanced rows (+ fold-over)
+
+
+def test_the_screen_finds_a_gain_spread_over_layers_and_names_its_finalist():
+    from rankadaptor.search.go import decide_screen
+
+    # one layer moved 4 ranks gains at most 1.5 noise sd; the best vector, all six moved, 6 sd
+    weights = np.array([3.0, -1.0, 2.0, -2.0, 1.0, -3.0]) * NOISE / 8
+    decisions = [decide_screen(*_screen_job(weights, seed), trials_skipped=5, full_trial_seconds=10.0)
+                 for seed in range(20)]
+    assert sum(d.go for d in decisions) >= 18, [d.reason for d in decisions if not d.go][:1]
+    best = [12, 4, 12, 4, 12, 4]  # the true best budget vector: up where the weight is positive
+    assert sum(d.finalists[0] == best for d in decisions if d.go) >= 16
+    assert decisions[0].reason.startswith("go: headroom +") and "widened for the best of 5 directions" in \
+        decisions[0].reason  # 6 layers at a fixed budget: 5 contrasts
+    assert all(d.seconds_not_spent == 0 for d in decisions if d.go)
+
+
+def test_the_screen_on_a_flat_job_says_no_go():
+    from rankadaptor.search.go import decide_screen
+
+    decisions = [decide_screen(*_screen_job(np.zeros(6), seed), trials_skipped=5, full_trial_seconds=10.0)
+                 for seed in range(40)]
+    assert sum(d.go for d in decisions) <= 2  # the Scheffe bar: about 2% false go
+    stopped = decisions[0]
+    assert stopped.headroom <= stopped.needed and stopped.seconds_not_spent == 50.0
+    assert len(stopped.uniform_scores) == 2 and len(stopped.candidate_scores) == 8
+
+
+def test_the_scheffe_bar_is_go_z_for_one_direction_and_wider_for_more():
+    from rankadaptor.search.go import scheffe_z
+
+    assert scheffe_z(2.0, 0) == 2.0
+    assert 2.0 < scheffe_z(2.0, 1) < 2.4 < scheffe_z(2.0, 5) < 4.0
+
+
+def test_bad_go_step_is_one_line():
+    with pytest.raises(UserError, match="go_step=0 must be in"):
+        from_dict(SearchConfig, {"go_step": 0})
+
+
+def test_the_jobs_cheap_plan_is_uniform_at_its_seeds_then_the_screening_design():
+    from rankadaptor.flows.go import cheap_plan, screen_candidates
+    from rankadaptor.job import load_job
+    from rankadaptor.trial import TrialContext
+
+    job = load_job()
+    context = TrialContext("a" * 64, {}, [300, 200, 200, 300], [[1.0]] * 4, "d" * 64)
+    keys = cheap_plan(job, context)
+    assert [k.rank_vector for k in keys[:2]] == [[8] * 4] * 2 and [k.seed for k in keys[:2]] == [job.seed, job.seed + 1]
+    design = [k.rank_vector for k in keys[2:]]
+    assert len(keys) == 2 + job.search.go_candidates and all(k.fidelity == "short:0.34" for k in keys)
+    assert all(np.dot(v, context.cost_per_rank) <= 8 * 1000 for v in design) and [8] * 4 not in design
+    candidates = screen_candidates(job, context, design)
+    assert candidates and all(min(map(min, design)) <= r <= max(map(max, design)) for v in candidates for r in v)

@@ -40,3 +40,24 @@ def test_flat_scores_are_a_no_go_that_picks_uniform_after_the_cheap_trials_only(
     assert not r.decision.go and r.pick == 0 and r.finalists == []
     assert {level for level, _, _ in r.calls} == {0}
     assert len(r.calls) == 2 + 11  # uniform at go_seeds seeds + each other candidate once
+
+
+def test_screen_search_measures_the_fits_best_at_full_and_picks_it_or_stops_on_flat():
+    from rankadaptor.search.go import screening_vectors
+    from rankadaptor.search.halving import screen_search
+
+    config = SearchConfig(threshold=0.005, go_candidates=8)
+    uniform, weights = [8] * 6, np.array([3.0, -1.0, 2.0, -2.0, 1.0, -3.0]) * 0.005 / 8
+    design = screening_vectors(config, [1] * 6, uniform, 8)
+    candidates = [[12, 4, 12, 4, 12, 4], [4, 12, 4, 12, 4, 12], [10, 6, 10, 6, 10, 6], *design]
+
+    def scorer(w, sd):
+        return lambda v, seed: 0.5 + float(np.dot(np.asarray(v) - 8, w)) + \
+            np.random.default_rng(hash((v, seed)) % 2**32).normal(0, sd)
+
+    r = screen_search(config, design, candidates, uniform, scorer(weights, 0.005), scorer(weights, 0.002))
+    assert r.decision.go and r.pick == (12, 4, 12, 4, 12, 4) and r.finalists == [r.pick, tuple(uniform)]
+    assert [level for level, _, _ in r.calls].count(1) == 2  # one full trial each: the finalist and uniform
+    flat = screen_search(config, design, candidates, uniform, scorer(0 * weights, 0.005), scorer(0 * weights, 0.002))
+    assert not flat.decision.go and flat.pick == tuple(uniform) and {level for level, _, _ in flat.calls} == {0}
+    assert len(flat.calls) == 2 + len(design)

@@ -19,7 +19,7 @@ from rankadaptor.errors import UserError
 from rankadaptor.job import load_job
 from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.recover.stage import run_recover
-from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.search.sampling import sample_rank_vectors
 from rankadaptor.widths import lora_parameters
 
 TEXT = BUNDLED / "text" / "train.txt"

@@ -15,10 +15,10 @@ from rankadaptor.search.loop import (
     load_search,
     propose,
     run_loop,
-    sample_rank_vectors,
     save_search,
     update,
 )
+from rankadaptor.search.sampling import sample_rank_vectors
 from rankadaptor.search.surrogate import SurrogateConfig, new_surrogate
 from rankadaptor.widths import budget, lora_cost_per_rank, lora_parameters
 

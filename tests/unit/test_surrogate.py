@@ -8,7 +8,7 @@ import pytest
 from rankadaptor.config import from_dict, to_dict
 from rankadaptor.errors import UserError
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.search.sampling import sample_rank_vectors
 from rankadaptor.search.surrogate import (
     SurrogateConfig,
     adapt,

@@ -9,7 +9,7 @@ import numpy as np
 from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig
 from rankadaptor.report import ADALORA, LOSA, MASKED_UNIFORM, PRUNED, UNIFORM
-from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.search.sampling import sample_rank_vectors
 
 BOOTSTRAP_POOL = 4  # bootstrap vectors are drawn from a pool this many times larger (at least 64), then shuffled
 

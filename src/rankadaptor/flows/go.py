@@ -1,5 +1,5 @@
-"""The go/no-go step's policy: which cheap trials it measures, what the bank already holds of them, what one
-full trial costs, and the decision (search.go.decide) from those figures. The measuring is the step's
+"""The go/no-go step's policy: which cheap trials it measures (the screening design), what the bank already holds
+of them, what one full trial costs, and the decision (search.go.decide_screen) from those figures. The measuring is the step's
 (steps.model.go_check); a cheap trial banked by any earlier run is reused, never paid again."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from rankadaptor.flows.baselines import baseline_seconds
 from rankadaptor.flows.trials import starting_trials, trial_key
 from rankadaptor.infra import bank
 from rankadaptor.job import JobConfig
-from rankadaptor.search.go import GoDecision, decide
-from rankadaptor.search.loop import sample_rank_vectors
+from rankadaptor.search.go import GoDecision, decide_screen, screening_vectors
+from rankadaptor.search.sampling import sample_rank_vectors
 from rankadaptor.trial import TrialContext, TrialKey, fidelity
 
 
@@ -23,17 +23,25 @@ def cheap_fidelity(job: JobConfig) -> str:
 
 def cheap_plan(job: JobConfig, context: TrialContext) -> list[TrialKey]:
     """The cheap trials the decision needs (target task, select rows, short fidelity): uniform at go_seeds
-    seeds (the job's seed first), then go_candidates random budget vectors other than uniform at the job's seed."""
+    seeds (the job's seed first), then go_candidates screening vectors (search.go.screening_vectors) at the job's
+    seed."""
     uniform = [job.baseline_rank] * context.num_layers
     cheap = cheap_fidelity(job)
     keys = [trial_key(job, context, job.target_task, "select", uniform, seed=job.seed + i, fidelity=cheap)
             for i in range(job.search.go_seeds)]
-    sampler = dataclasses.replace(job.search_config(context.cost_per_rank), local_fraction=0.0,
-                                  num_samples=max(64, 4 * job.search.go_candidates))
-    vectors = [v for v in sample_rank_vectors(sampler, context.cost_per_rank,
-                                              np.random.default_rng([job.seed, 11])).tolist() if v != uniform]
-    return keys + [trial_key(job, context, job.target_task, "select", v, fidelity=cheap)
-                   for v in vectors[:job.search.go_candidates]]
+    design = screening_vectors(job.search_config(context.cost_per_rank), context.cost_per_rank, uniform,
+                               job.search.go_candidates)
+    return keys + [trial_key(job, context, job.target_task, "select", v, fidelity=cheap) for v in design]
+
+
+def screen_candidates(job: JobConfig, context: TrialContext, measured: list[list[int]]) -> list[list[int]]:
+    """The budget vectors the screen's fit may call best: random ones whose ranks stay within the measured
+    vectors' range (the fit is not trusted beyond it), the measured ones included by decide_screen."""
+    config = job.search_config(context.cost_per_rank)
+    ranks = [r for v in measured for r in v] or [job.baseline_rank]
+    sampler = dataclasses.replace(config, local_fraction=0.0, num_samples=2000,
+                                  candidates=[r for r in config.candidates if min(ranks) <= r <= max(ranks)])
+    return sample_rank_vectors(sampler, context.cost_per_rank, np.random.default_rng([job.seed, 12])).tolist()
 
 
 def full_trial_seconds(job: JobConfig, baselines_uri: str, evaluation_seconds: float = 0.0) -> float | None:
@@ -50,14 +58,18 @@ def trials_a_search_runs(job: JobConfig) -> int:
 
 def decide_from_bank(job: JobConfig, context: TrialContext, full_seconds: float | None) -> GoDecision:
     """The decision from every cheap target trial the bank holds for this model, pruning, data, recovery and
-    task rows (any seed: earlier runs' cheap trials count too): uniform's rows are the noise, the others the
-    candidates."""
+    task rows (any seed: earlier runs' cheap trials count too, whatever design chose them): uniform's rows and
+    the others all enter the screen's additive fit (search.go.decide_screen)."""
     uniform = [job.baseline_rank] * context.num_layers
     key = trial_key(job, context, job.target_task, "select", uniform, fidelity=cheap_fidelity(job))
     rows = [] if job.search.go != "auto" else bank.load_observations(
         job.bank.experiment, base_checksum=key.base_checksum, pruning=key.pruning, task=key.task, split=key.split,
         data_checksum=key.data_checksum, recovery=key.recovery, task_checksum=key.task_checksum,
         fidelity=key.fidelity, tracking_uri=job.tracking_uri())
-    return decide(job.search_config(context.cost_per_rank), [o.score for o in rows if o.rank_vector == uniform],
-                  [o.score for o in rows if o.rank_vector != uniform], trials_a_search_runs(job), full_seconds,
-                  sum(o.cost or 0.0 for o in rows))
+    vectors = [o.rank_vector for o in rows if o.rank_vector != uniform]
+    config = job.search_config(context.cost_per_rank)
+    if config.go != "auto":  # always / never: no cheap trials, no fit
+        return decide_screen(config, uniform, [], [], [], [], trials_a_search_runs(job), full_seconds)
+    return decide_screen(config, uniform, [o.score for o in rows if o.rank_vector == uniform], vectors,
+                         [o.score for o in rows if o.rank_vector != uniform], screen_candidates(job, context, vectors),
+                         trials_a_search_runs(job), full_seconds, sum(o.cost or 0.0 for o in rows))

@@ -41,14 +41,17 @@ class SearchConfig:
     tpe_startup: int = option(3, "trials (the uniform anchor included) before proposer tpe models the scores; "
                                  "before that it samples at random (Optuna's n_startup_trials)")
     go: str = option("auto", f"whether the search runs, one of {GO_MODES}: auto = only if cheap trials (uniform at "
-                             "go_seeds seeds, go_candidates random vectors, at cheap_fraction of the recovery "
+                             "go_seeds seeds, go_candidates screening vectors, at cheap_fraction of the recovery "
                              "steps) show headroom beyond the noise, else uniform is registered; always = search "
                              "regardless; never = uniform only, no cheap trials")
     cheap_fraction: float = option(CHEAP_FRACTION, "share of the recovery steps a cheap (short) trial trains")
-    go_candidates: int = option(4, "random budget vectors the go/no-go measures at the cheap fidelity")
+    go_candidates: int = option(4, "screening vectors the go/no-go measures at the cheap fidelity (each searched "
+                                   "layer moved up or down by a two-level orthogonal array; at most "
+                                   "2 x (2^ceil(log2(layers + 1)) - 1) exist)")
     go_seeds: int = option(2, "seeds of uniform LoRA the go/no-go measures at the cheap fidelity (the noise)")
-    go_z: float = option(2.0, "standard errors the best cheap candidate must beat uniform's mean by for the "
-                              "search to run")
+    go_step: int = option(2, "candidate steps a screening vector moves a layer up or down from uniform")
+    go_z: float = option(2.0, "standard errors the predicted gain of the screen's best budget vector must exceed "
+                              "for the search to run (widened for the best of the screen's directions)")
 
     def validate(self) -> None:
         check(len(self.candidates) >= 1 and all(1 <= r <= 4096 for r in self.candidates),
@@ -75,4 +78,5 @@ class SearchConfig:
                                            "the recovery steps")
         check(1 <= self.go_candidates <= 100, f"go_candidates={self.go_candidates} must be in [1, 100]")
         check(2 <= self.go_seeds <= 20, f"go_seeds={self.go_seeds} must be in [2, 20] (a noise needs two seeds)")
+        check(1 <= self.go_step <= 100, f"go_step={self.go_step} must be in [1, 100] (candidate steps)")
         check(math.isfinite(self.go_z) and self.go_z >= 0, f"go_z={self.go_z} must be a finite number >= 0")

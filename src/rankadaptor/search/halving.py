@@ -6,6 +6,9 @@ no-go the search stops there and picks uniform. Else each rung keeps the best fr
 scores them at the next fidelity; the finalists (the top `finalists` of the last rung, plus uniform always) are
 measured at full fidelity at `seeds` seeds each and the pick is the best seed mean. Pure: the scoring functions
 are the caller's, and every call is listed so that the caller can price it.
+
+screen_search is the cheaper variant: one cheap rung of a screening design (search.go.decide_screen: an additive
+fit, not a tournament), and on a go only the fit's best `finalists` vectors and uniform measured at full fidelity.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from rankadaptor.errors import check
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.go import GoDecision, decide
+from rankadaptor.search.go import GoDecision, decide, decide_screen
 
 Score = Callable[[Hashable, int], float]  # (candidate, seed) -> score, higher is better
 
@@ -73,5 +76,35 @@ def successive_halving(config: SearchConfig, candidates: Sequence[Hashable], uni
     full_level = len(cheap)
     result.full_means = {c: float(np.mean([score(full_level, full, c, s) for s in range(seeds)]))
                          for c in result.finalists}
+    result.pick = max(result.finalists, key=lambda c: result.full_means[c])
+    return result
+
+
+def screen_search(config: SearchConfig, design: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]],
+                  uniform: Sequence[int], cheap: Score, full: Score, finalists: int = 1, seeds: int = 1,
+                  trials_skipped: int = 0, full_trial_seconds: float | None = None) -> HalvingResult:
+    """Uniform at config.go_seeds seeds and each design vector once at the cheap fidelity; decide_screen over
+    `candidates`; on a go its top `finalists` and uniform at full fidelity at `seeds` seeds each, the pick their
+    best seed mean. Candidates are passed to the score functions as tuples."""
+    check(finalists >= 1, f"finalists={finalists} must be >= 1 (the fit's best vectors measured at full fidelity)")
+    check(seeds >= 1, f"seeds={seeds} must be >= 1")
+    base = tuple(int(r) for r in uniform)
+    vectors = [list(v) for v in dict.fromkeys(tuple(int(r) for r in v) for v in design) if v != base]
+    check(len(vectors) >= 1, "the screen needs at least one design vector other than uniform")
+    calls: list[tuple[int, Hashable, int]] = []
+
+    def score(level: int, fn: Score, c: tuple, seed: int) -> float:
+        calls.append((level, c, seed))
+        return float(fn(c, seed))
+
+    uniform_cheap = [score(0, cheap, base, s) for s in range(config.go_seeds)]
+    scores = [score(0, cheap, tuple(v), 0) for v in vectors]
+    decision = decide_screen(config, list(base), uniform_cheap, vectors, scores, [list(c) for c in candidates],
+                             trials_skipped, full_trial_seconds, finalists=finalists)
+    result = HalvingResult(decision, base, [[tuple(v) for v in vectors]], calls=calls)
+    if not decision.go:
+        return result
+    result.finalists = [*[tuple(v) for v in decision.finalists or []], base]
+    result.full_means = {c: float(np.mean([score(1, full, c, s) for s in range(seeds)])) for c in result.finalists}
     result.pick = max(result.finalists, key=lambda c: result.full_means[c])
     return result
