@@ -146,7 +146,7 @@ def build_catalog(parallel: int = PARALLEL_TASKS, loop_cap: int = LOOP_CAP):
         """Search and register each task of the catalog that has no champion yet or whose data changed."""
         options, place = split(named(args, None))
         planned = cpu_step(plan_catalog, place, catalog=options["catalog"], loop_cap=loop_cap,
-                           scratch_size=scratch_size())
+                           scratch_size=scratch_size(), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         planned.set_caching_options(False)  # it reads the catalog and the registry
         shared = cpu_step(shared_job, place, planned=planned.output).set_caching_options(False).output
         with dsl.If(shared != "", name="any-task-searches"):

@@ -14,7 +14,7 @@ from conftest import BUNDLED, ROOT, TASKS_DIR
 from mlflow import MlflowClient
 
 from rankadaptor.errors import UserError
-from rankadaptor.infra import tracking
+from rankadaptor.infra import claims, tracking
 from rankadaptor.job import job_digest, job_to_json
 from rankadaptor.ops.catalog import (
     load_catalog,
@@ -55,6 +55,7 @@ def catalog_values(tmp_path: Path) -> dict:
     ({"job": {"target_task": "boolq"}}, "job may not set target_task"),
     ({"job": {"registry": {"model_name": "one"}}}, "job may not set registry.model_name"),
     ({"jobs": {}}, "must be a mapping with `tasks`"),
+    ({"claim_hours": 0}, "claim_hours=0 is not accepted: a number of hours above 0"),
 ])
 def test_a_bad_catalog_is_one_line_naming_the_fault(tmp_path, change, message):
     values = {**catalog_values(tmp_path), **change}
@@ -144,6 +145,9 @@ def test_a_catalog_searches_new_tasks_then_only_the_task_whose_data_changed(tmp_
         assert f"{task}: registered {name} version 1 (now the champion)" in first
         assert int(client.get_model_version_by_alias(name, "champion").version) == 1
     assert sum("register" in step for step in ran_steps(tmp_path)) == 2
+    claimed = client.search_runs([client.get_experiment_by_name(claims.EXPERIMENT).experiment_id])
+    assert sorted(r.data.tags[claims.MODEL] for r in claimed) == sorted(models.values())  # one claim per search,
+    assert all(r.info.status == "FINISHED" and r.data.tags[claims.OWNER] for r in claimed)  # released by register
 
     rows = (tmp_path / "everyday.jsonl").read_text().splitlines()
     (tmp_path / "everyday.jsonl").write_text("\n".join(rows[:-2]) + "\n")  # new data at the same path

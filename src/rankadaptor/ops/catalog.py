@@ -5,7 +5,8 @@ overrides) and plans: a task runs its search when its registered model has no ch
 job's content digest (options + the content of every input, rankadaptor.infra.fingerprint) differs from that of
 the model's latest version; otherwise it costs one registry lookup. The tasks of one run share the pruned
 model, the corpus and the bootstrap trials, so the options that make those are shared (SHARED); the
-search meta-pretrains on the whole bank, other tasks' trials included. docs/deploy.md, "Scheduling new tasks".
+search meta-pretrains on the whole bank, other tasks' trials included. A task that searches is claimed first
+(claim_search), so an overlapping run skips it. docs/deploy.md, "Scheduling new tasks".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rankadaptor.config import option
 from rankadaptor.errors import UserError, check
 from rankadaptor.evaluate.tasks import CUSTOM_NAME, MC, PPL, TASKS
 from rankadaptor.infra import storage
+from rankadaptor.infra.claims import Claim
 from rankadaptor.job import (
     DIGEST_TAG,
     FINGERPRINTS,
@@ -81,11 +83,18 @@ class CatalogTask:
 class Catalog:
     job: dict[str, Any]
     tasks: list[CatalogTask]
+    claim_hours: float = option(24.0, "how long a run's claim on a task it searches holds (rankadaptor.infra.claims): "
+                                      "an overlapping run skips the task meanwhile; after it, a run that died no "
+                                      "longer blocks the task. Longer than a task's search")
 
 
 def parse_catalog(values: Any, where: str) -> Catalog:
-    check(isinstance(values, dict) and set(values) <= {"job", "tasks"} and "tasks" in values,
-          f"{where} must be a mapping with `tasks` (a list) and optionally `job` (shared job options), e.g.\n{EXAMPLE}")
+    check(isinstance(values, dict) and set(values) <= {"job", "tasks", "claim_hours"} and "tasks" in values,
+          f"{where} must be a mapping with `tasks` (a list) and optionally `job` (shared job options) and "
+          f"`claim_hours`, e.g.\n{EXAMPLE}")
+    hours = values.get("claim_hours", Catalog.__dataclass_fields__["claim_hours"].default)
+    check(isinstance(hours, (int, float)) and not isinstance(hours, bool) and hours > 0,
+          f"{where}: claim_hours={hours!r} is not accepted: a number of hours above 0")
     job = values.get("job") or {}
     check(isinstance(job, dict), f"{where}: job must be a mapping of job options, not {job!r}")
     for key, why in (("target_task", "each task is its own job's target"),
@@ -105,7 +114,7 @@ def parse_catalog(values: Any, where: str) -> Catalog:
     targets = [t.target for t in tasks]
     twice = sorted({t for t in targets if targets.count(t) > 1})
     check(not twice, f"{where}: task(s) {twice} listed twice")
-    return Catalog(job, tasks)
+    return Catalog(job, tasks, float(hours))
 
 
 def load_catalog(uri: str) -> Catalog:
@@ -142,9 +151,15 @@ def task_jobs(catalog: Catalog, loop_cap: int = 0) -> list[JobConfig]:
 def check_catalog(uri: str, loop_cap: int = 0, root: str | None = None, scratch_size: str = "") -> list[JobConfig]:
     """The catalog's task jobs after every task's preflight (rankadaptor.ops.preflight): all problems of all
     tasks in one line, each naming its task, before any compute."""
+    return checked_jobs(load_catalog(uri), loop_cap, root, scratch_size)
+
+
+def checked_jobs(catalog: Catalog, loop_cap: int = 0, root: str | None = None,
+                 scratch_size: str = "") -> list[JobConfig]:
+    """check_catalog of a loaded catalog."""
     from rankadaptor.ops.preflight import job_problems
 
-    jobs = task_jobs(load_catalog(uri), loop_cap)
+    jobs = task_jobs(catalog, loop_cap)
     found = [f"task {job.target_task!r}: {problem}" for job in jobs for problem in job_problems(job, root, scratch_size)]
     check(not found, "; ".join(found))
     return jobs
@@ -165,21 +180,39 @@ class Decision:
     model_name: str
     run: bool
     why: str
-
+    digest: str  # the job's (job_digest): with the model, the key a search claims
 
 def decide(job: JobConfig, text: str) -> Decision:
     """Whether this task's search runs: no champion yet, or a job digest its latest version was not made from."""
     from rankadaptor.serving.registry import model_state
 
-    registry = job.registry_config()
+    registry, digest = job.registry_config(), job_digest(text)
     champion, latest, tags = model_state(registry.model_name, registry.champion_alias, registry.tracking_uri or None)
     if champion is None:
-        return Decision(job.target_task, registry.model_name, True, "no champion yet")
-    if tags.get(DIGEST_TAG) != job_digest(text):
+        return Decision(job.target_task, registry.model_name, True, "no champion yet", digest)
+    if tags.get(DIGEST_TAG) != digest:
         return Decision(job.target_task, registry.model_name, True, f"its data or options changed since version "
-                                                                    f"{latest}")
+                                                                    f"{latest}", digest)
     return Decision(job.target_task, registry.model_name, False,
-                    f"unchanged since version {latest}, champion: version {champion}")
+                    f"unchanged since version {latest}, champion: version {champion}", digest)
+
+
+def claim_search(job: JobConfig, text: str, decision: Decision, owner: str,
+                 lease_hours: float) -> tuple[Decision, Claim | None]:
+    """A task that searches, claimed for pipeline run `owner` (rankadaptor.infra.claims): (the decision, None)
+    when this run keeps it, else (the decision, the claim that holds it). After winning, the task is decided
+    again: a run that registered the digest and released its claim between decide and claim leaves nothing to
+    search (then the claim is released)."""
+    from rankadaptor.infra.claims import claim, release
+
+    tracking_uri = job.registry_config().tracking_uri or None
+    holder = claim(decision.model_name, decision.digest, owner, lease_hours, tracking_uri)
+    if holder is not None:
+        return decision, holder
+    again = decide(job, text)
+    if not again.run:
+        release(decision.model_name, decision.digest, owner, tracking_uri)
+    return again, None
 
 
 def shared_job_json(text: str) -> str:

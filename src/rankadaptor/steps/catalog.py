@@ -5,23 +5,31 @@ from __future__ import annotations
 from rankadaptor.flows.progress import progress
 from rankadaptor.ops.catalog import (
     MAX_TASKS_PER_RUN,
-    check_catalog,
+    checked_jobs,
+    claim_search,
     decide,
     job_jsons,
+    load_catalog,
     shared_job_json,
 )
 
 
 def plan(catalog_uri: str, loop_cap: int = 0, root: str | None = None,
-         max_tasks: int = MAX_TASKS_PER_RUN, scratch_size: str = "") -> list[str]:
+         max_tasks: int = MAX_TASKS_PER_RUN, scratch_size: str = "", owner: str = "") -> list[str]:
     """The job JSONs of the catalog's tasks that search in this run, at most max_tasks in catalog order (one
     progress line per task says what and why); every task's preflight first, so a bad task fails the run
-    before any GPU step."""
-    jobs = check_catalog(catalog_uri, loop_cap, root, scratch_size)
+    before any GPU step. Each task that searches is claimed for pipeline run `owner` (its register step
+    releases it); a task another run holds is skipped."""
+    catalog = load_catalog(catalog_uri)
+    jobs = checked_jobs(catalog, loop_cap, root, scratch_size)
     planned = []
     for job, text in zip(jobs, job_jsons(jobs)):
-        decision = decide(job, text)
-        if decision.run and len(planned) == max_tasks:
+        decision, holder = decide(job, text), None
+        if decision.run and len(planned) < max_tasks:
+            decision, holder = claim_search(job, text, decision, owner, catalog.claim_hours)
+        if holder is not None:
+            what = f"skipped (searched by run {holder.holder()} since {holder.when()}"
+        elif decision.run and len(planned) == max_tasks:
             what = f"deferred to the next run ({decision.why}; at most {max_tasks} tasks search in one run"
         elif decision.run:
             what = f"searches ({decision.why}"

@@ -12,7 +12,8 @@ from rankadaptor.flows.register import model_description, registered_adapter, ve
 from rankadaptor.flows.trials import bootstrap_keys, starting_trials, trial_key
 from rankadaptor.infra import storage
 from rankadaptor.infra.bank import find_trial
-from rankadaptor.job import PROMOTED, JobConfig, parameters
+from rankadaptor.infra.claims import OWNER, release
+from rankadaptor.job import DIGEST_TAG, PROMOTED, JobConfig, parameters
 from rankadaptor.report import OURS, build_report, write_report
 from rankadaptor.search.loop import stop_reason
 from rankadaptor.search.state import best_trial, load_state
@@ -73,6 +74,9 @@ def register(job: JobConfig, evaluated_uri: str, output_uri: str) -> dict:
         report["registration"] = create_version(
             logged, config, version_description(report),
             model_description(job.base_model, pruning_label(job), job.target_task, config.champion_alias))
+        # the registry now shows the digest: the catalog task's claim (if this run holds one) is done
+        release(config.model_name, logged["tags"].get(DIGEST_TAG, ""), logged["tags"].get(OWNER, ""),
+                config.tracking_uri or None)
         write_report(report, out)
         log_report(logged["run_id"], out, run_metrics(report), run_params(job), config)
     return report
