@@ -89,7 +89,7 @@ def search(job, corpus, pruned, structure, seeded, place: dict, loop_cap: int) -
 
     def start(pretrain: bool):
         return cpu_step(meta_pretrain, place, job=job, structure=structure, data=corpus, baselines=baseline,
-                        pretrain=pretrain).set_display_name("meta-pretrain").set_caching_options(False)
+                        go_decision=decision, pretrain=pretrain).set_display_name("meta-pretrain").set_caching_options(False)
 
     def finish(search_state):
         evaluated = gpu_step(evaluate_best, place, job=job, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

@@ -29,8 +29,9 @@ the noise) stops. Pool schema: benchmarks/search/POOL.md.
 
 With --cost, the equal-cost replay instead: each trial is priced at its fidelity's mean `seconds` (a synthetic
 row's `cost_fraction` where it has none), budgets in full-trial equivalents, candidates only the vectors with
-full rows; methods uniform r8, random, optuna TPE, TPE + Optuna's HyperbandPruner, the loop, and
-search.halving gated by the go/no-go (COST_METHODS). Results: benchmarks/RESULTS.md.
+full rows; methods uniform r8, random, optuna TPE, TPE + Optuna's HyperbandPruner, the loop, search.halving
+gated by the go/no-go, the screen (search.halving.screen_search) and the job's path on a go, the screen's
+finalists then the loop at full fidelity (COST_METHODS). Results: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import torch
 from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.errors import UserError, check
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.loop import SearchState, converged, propose_from, update
+from rankadaptor.search.loop import SearchState, converged, pending_finalists, propose_from, update
 from rankadaptor.search.proposers import tpe_vector
 from rankadaptor.search.surrogate import SurrogateConfig, adapt, meta_pretrain, new_surrogate
 from rankadaptor.trial import Observation
@@ -206,8 +207,9 @@ def _source_observations(pool: Pool, per_task: int, rng: np.random.Generator) ->
 
 
 def run_loop(pool: Pool, trials: int, rng: np.random.Generator, measured: np.ndarray, surrogate: SurrogateConfig,
-             search: SearchConfig, per_task: int) -> tuple[list[int], int | None]:
-    """The job's search over the pool: meta-pretrain, anchor on uniform r8, propose_from/update.
+             search: SearchConfig, per_task: int, finalists: list[list[int]] = ()) -> tuple[list[int], int | None]:
+    """The job's search over the pool: meta-pretrain, anchor on uniform r8, propose_from/update (first the
+    go/no-go screen's `finalists`, pool vectors, as search.loop.propose queues them).
     Returns the trial order and the trial count at which search.converged first said stop (or None)."""
     candidates = sorted({int(r) for r in pool.vectors.ravel()})
     features = pool.layer_features if surrogate.feature_mode != "ranks" else None
@@ -221,12 +223,14 @@ def run_loop(pool: Pool, trials: int, rng: np.random.Generator, measured: np.nda
     anchor = Observation(pool.target, [int(r) for r in pool.vectors[pool.baseline]],
                          measured[pool.baseline], features)
     cost = [1] * pool.vectors.shape[1]  # the pool already respects its budget; cost only labels proposals
-    search_state = SearchState(pool.target, adapt(state, [anchor], pool.target), cost, features, [anchor])
+    search_state = SearchState(pool.target, adapt(state, [anchor], pool.target), cost, features, [anchor],
+                               [list(v) for v in finalists])
     order, stopped = [pool.baseline], None
     while len(order) < min(trials, len(pool.vectors)):
         fresh = np.ones(len(pool.vectors), bool)
         fresh[order] = False
-        proposal = propose_from(search_state, search, pool.vectors[fresh])
+        queued = pending_finalists(search_state)  # the screen's finalists first, as search.loop.propose does
+        proposal = propose_from(search_state, search, np.asarray(queued[:1]) if queued else pool.vectors[fresh])
         pick = int(np.flatnonzero(fresh)[np.flatnonzero((pool.vectors[fresh] == proposal.rank_vector).all(axis=1))[0]])
         search_state, _ = update(search_state, proposal, measured[pick], search)
         order.append(pick)
@@ -373,7 +377,7 @@ def plot(result: dict, trials: int, path: str) -> None:
 
 COST_BUDGETS = (2, 4, 8, 12)  # in full-trial equivalents
 COST_METHODS = ("uniform r8", "random", "optuna TPE", "TPE + Hyperband", "loop", "halving + go/no-go",
-                "screen + go/no-go")
+                "screen + go/no-go", "screen + loop")
 
 
 @dataclass
@@ -585,6 +589,47 @@ def cost_screen(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generat
             for v in r.finalists}, True
 
 
+def cost_screen_loop(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator, per_task: int,
+                     finalists: int = 2) -> tuple[dict, bool]:
+    """The job on a go (issue 25): cost_screen's screen (uniform r8 at 2 cheap seeds and as many screening vectors
+    as the budget leaves, here after uniform's and the `finalists`' full trials; each snapped to the nearest
+    unmeasured pool vector), search.go.decide_screen over the pool; on a go, the loop (cost_loop's, one full trial
+    each) starting from the fit's finalists, best first, with every full trial the budget has left. A no-go (or no
+    room for the screen) stops after the cheap trials and uniform's full one."""
+    from rankadaptor.search.go import decide_screen, screening_vectors
+
+    pool, c, f = fid.full, fid.cost[fid.cheap_name], fid.cost["full"]
+    config = SearchConfig(candidates=sorted({int(r) for r in pool.vectors.ravel()}), go="auto",
+                          threshold=max(float(np.sqrt(np.mean([np.var(d, ddof=1) for d in fid.cheap if len(d) > 1]
+                                                              or [0.0]))), 1e-9))
+    n = min(int((budget - (1 + finalists) * f - config.go_seeds * c) / c + 1e-9), len(pool.vectors) - 1)
+    uniform = pool.vectors[pool.baseline].tolist()
+    if n < 1:
+        return {pool.baseline: m.full(pool.baseline)}, False
+    taken, design = {pool.baseline}, []
+    for want in screening_vectors(config, [1] * len(uniform), uniform, n):
+        taken.add(i := _nearest(pool, np.asarray(want), taken, rng))
+        design.append(i)
+    uniform_cheap = [m.cheap(pool.baseline) for _ in range(config.go_seeds)]
+    decision = decide_screen(config, uniform, uniform_cheap, [pool.vectors[i].tolist() for i in design],
+                             [m.cheap(i) for i in design], pool.vectors.tolist(), 0, None, finalists=finalists)
+    if not decision.go:
+        return {pool.baseline: m.full(pool.baseline)}, False
+    screen = m.spent
+    trials = max(1, int((budget - screen) / f + 1e-9))  # uniform r8's full trial included, as cost_loop counts
+    select = np.zeros(len(pool.vectors))
+    order_rng = np.random.default_rng(rng.integers(2 ** 31))
+    draws = {}
+    for i in range(len(pool.vectors)):  # as cost_loop: one full trial per vector, drawn now
+        draws[i] = (pool.draws[i][k := int(order_rng.integers(len(pool.draws[i])))], pool.report_draws[i][k])
+        select[i] = draws[i][0]
+    order, _ = run_loop(pool, trials, rng, select, SurrogateConfig(seed=int(rng.integers(1000))),
+                        SearchConfig(kappa=0.0, threshold=max(pool.noise_select, 1e-9)), per_task,
+                        decision.finalists or [])
+    m.spent = screen + len(order) * f
+    return {i: draws[i] for i in order}, True
+
+
 def cost_replay(fid: Fidelities, seeds: int, budgets=COST_BUDGETS, methods=COST_METHODS, per_task: int = 5) -> dict:
     """Per method and budget (full-trial equivalents): regret, P(beat uniform beyond noise), P(claim), cost spent."""
     pool = fid.full
@@ -608,6 +653,9 @@ def cost_replay(fid: Fidelities, seeds: int, budgets=COST_BUDGETS, methods=COST_
                     measured = cost_loop(fid, budget, m, rng, per_task)
                 elif method == "halving + go/no-go":
                     measured, searched = cost_halving(fid, budget, m, rng)
+                    go.append(searched)
+                elif method == "screen + loop":
+                    measured, searched = cost_screen_loop(fid, budget, m, rng, per_task)
                     go.append(searched)
                 else:
                     measured, searched = cost_screen(fid, budget, m, rng)
@@ -636,7 +684,9 @@ def cost_table(result: dict, fid: Fidelities, seeds: int) -> str:
             f"mean [95% bootstrap CI]; noise (report, seed-to-seed sd) {pool.noise_report:.4f}. halving + go/no-go: "
             f"P(go) counts a budget too small for its fixed trials (uniform x2 cheap, 3 finalists x 2 full) as "
             f"no search. screen + go/no-go: uniform r8 full + uniform x2 cheap + as many screening vectors as the "
-            f"budget leaves after 1 finalist's full trial; a budget with room for none counts as no search.\n\n")
+            f"budget leaves after 1 finalist's full trial; a budget with room for none counts as no search. screen + "
+            f"loop: the same screen, leaving room for uniform's and 2 finalists' full trials (none: no search); on a go "
+            f"the 2 finalists, then the loop at full fidelity with the rest of the budget.\n\n")
     lines = ["| method | budget | regret | P(beat uniform) | P(claim gain) | cost spent | P(go) |",
              "|---|---|---|---|---|---|---|"]
     for method, rows in result.items():

@@ -1,11 +1,13 @@
 """A multi-fidelity job killed in each of its paid stages (the go/no-go's short trials, the bootstrap's full
 source-task trials, the search's full target trials) and rerun from scratch pays no trial twice, at any
 fidelity: every recovery it runs is a (rank vector, seed, step fraction) no earlier attempt finished. The
-search steps run as the search-pays branch runs them (the decision itself is test_go's)."""
+search steps run as the search-pays branch runs them, on a go (the decision itself is test_go's): the screen's
+finalists first, the one killed in its recovery measured by the rerun, the one measured never again."""
 
 import pytest
 
 from rankadaptor.flows.go import cheap_plan
+from rankadaptor.infra import storage
 from rankadaptor.job import load_job
 from rankadaptor.models.structure import trial_context
 from rankadaptor.steps import model as steps
@@ -49,7 +51,7 @@ class Recoveries:
         return self
 
 
-def test_a_killed_multi_fidelity_search_rerun_pays_no_trial_twice_at_any_fidelity(tmp_path, monkeypatch):
+def test_a_killed_multi_fidelity_search_rerun_pays_no_trial_twice_at_any_fidelity(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     job = load_job(None, JOB)
     uri = {name: str(tmp_path / name) for name in ("data", "pruned", "structure", "baselines", "bootstrap")}
@@ -64,12 +66,16 @@ def test_a_killed_multi_fidelity_search_rerun_pays_no_trial_twice_at_any_fidelit
         return steps.go_check(job, uri["pruned"], uri["structure"], uri["data"], uri["baselines"],
                               str(tmp_path / f"go-{attempt}"), str(tmp_path / f"go-work-{attempt}"))
 
+    searched = []
+
     def iteration(attempt: str) -> None:
         """One search iteration from a fresh state (what a rerun's meta-pretrain rebuilds from the bank)."""
         state, proposal, adapter, metrics = (str(tmp_path / f"{name}-{attempt}")
                                              for name in ("state", "proposal", "adapter", "metrics"))
-        search_steps.meta_pretrain(job, uri["structure"], uri["data"], uri["baselines"], state)
+        search_steps.meta_pretrain(job, uri["structure"], uri["data"], uri["baselines"], state,
+                                   decision_uri=uri["go"])
         vector = search_steps.propose(job, state, proposal)["rank_vector"]
+        searched.append(vector)
         steps.recover(job, uri["pruned"], uri["data"], vector, adapter)
         steps.evaluate(job, uri["pruned"], uri["data"], adapter, metrics)
         search_steps.update(job, state, proposal, metrics, adapter, str(tmp_path / f"state-after-{attempt}"))
@@ -82,6 +88,11 @@ def test_a_killed_multi_fidelity_search_rerun_pays_no_trial_twice_at_any_fidelit
     decision = go_check("rerun")
     assert decision["cheap_trials_paid"] == len(planned) - 2
     assert go_check("again")["cheap_trials_paid"] == 0  # everything is banked now: nothing paid
+    finalists = decision["finalists"]
+    assert len(finalists) == 2
+    uri["go"] = str(tmp_path / "go-said-go")  # the tiny model's decision may be either: the search runs on a go
+    with storage.writing_dir(uri["go"]) as out:
+        storage.write_json_atomic(out / search_steps.GO_DECISION, {**decision, "go": True})
     # The bootstrap dies at its second source-task trial; the rerun pays only that one and the third.
     recoveries.killing_at(2)
     with pytest.raises(Killed):
@@ -94,6 +105,8 @@ def test_a_killed_multi_fidelity_search_rerun_pays_no_trial_twice_at_any_fidelit
     with pytest.raises(Killed):
         iteration("killed")
     iteration("rerun")
+    assert searched == [finalists[0], finalists[1], finalists[1]]  # the killed finalist again, never the measured one
+    assert "search #1 (the go/no-go screen's finalist 1 of 2)" in capsys.readouterr().out
 
     paid = recoveries.finished
     assert len(paid) == len(planned) + job.bootstrap_trials + 2

@@ -107,6 +107,31 @@ def test_equal_cost_replay_stays_within_each_budget_and_prices_fidelities(tmp_pa
     assert 2.7 - 1e-6 <= result["screen + go/no-go"]["4"]["cost"][0] <= 3.7 + 1e-6
 
 
+def test_the_screen_loop_row_measures_the_screens_finalists_first_within_its_budget(tmp_path, monkeypatch):
+    """search_replay --cost's "screen + loop": on a go, the fit's finalists are the first full trials after uniform
+    (best first), then the loop; the screen, the finalists and the loop together stay within the budget."""
+    import numpy as np
+
+    from benchmarks.search import search_replay, search_synthetic
+    from rankadaptor.search import go
+
+    path = tmp_path / "additive.jsonl"
+    search_synthetic.write_pool(path, "additive", 6, 60, 2, 0.01, seed=1, cheap_corr=0.999)  # a clear gain
+    fid = search_replay.load_fidelities(str(path))
+    real, decisions = go.decide_screen, []
+
+    def decide_screen(*args, **kwargs):  # the real decision, kept to compare with what was measured
+        decisions.append(real(*args, **kwargs))
+        return decisions[-1]
+
+    monkeypatch.setattr(go, "decide_screen", decide_screen)
+    meter = search_replay.Meter(fid, np.random.default_rng(0))
+    measured, searched = search_replay.cost_screen_loop(fid, 8.0, meter, np.random.default_rng(1), per_task=2)
+    assert searched and decisions[0].go and meter.spent <= 8.0 + 1e-9
+    vectors = fid.full.vectors.tolist()
+    assert list(measured)[:3] == [fid.full.baseline, *(vectors.index(v) for v in decisions[0].finalists)]
+
+
 def test_cost_replay_refuses_a_pool_without_full_rows_in_one_line(tmp_path):
     path = tmp_path / "pool.jsonl"
     write_pool(path, [[8, 8], [4, 12], [12, 4]], [0.5, 0.4, 0.6])

@@ -215,3 +215,40 @@ def test_the_jobs_cheap_plan_is_uniform_at_its_seeds_then_the_screening_design()
     assert all(np.dot(v, context.cost_per_rank) <= 8 * 1000 for v in design) and [8] * 4 not in design
     candidates = screen_candidates(job, context, design)
     assert candidates and all(min(map(min, design)) <= r <= max(map(max, design)) for v in candidates for r in v)
+
+
+def test_the_screens_go_sends_its_finalists_first_and_the_planted_gain_is_registered():
+    """The screen's go (decide_screen) -> its finalists measured first at full fidelity (search.loop.run_loop on a
+    state queuing them) -> the loop -> the paired report-split rule registers the planted-gain vector."""
+    from rankadaptor.champion import SEARCHED, choose_adapter
+    from rankadaptor.search.go import decide_screen
+    from rankadaptor.search.loop import SearchState, run_loop
+    from rankadaptor.search.surrogate import SurrogateConfig, new_surrogate
+    from rankadaptor.stats import paired_bootstrap
+    from rankadaptor.trial import Observation
+
+    weights = np.array([3.0, -1.0, 2.0, -2.0, 1.0, -3.0]) * NOISE / 8
+    config, uniform, *cheap = _screen_job(weights, seed=0)
+    decision = decide_screen(config, uniform, *cheap, trials_skipped=5, full_trial_seconds=10.0)
+    assert decision.go and len(decision.finalists) == 2, decision.reason
+    rng = np.random.default_rng(1)
+
+    def true_score(vector) -> float:
+        return 0.5 + float(np.dot(np.asarray(vector) - 8, weights))
+
+    full = dataclasses.replace(config, budget=48, num_samples=300, max_iterations=4)
+    state = SearchState("t", new_surrogate(SurrogateConfig(adapt_steps=5), full.candidates), [1] * 6, None,
+                        [Observation("t", uniform, true_score(uniform))], decision.finalists)
+    state, trials = run_loop(lambda v: true_score(v) + NOISE * rng.standard_normal(), state, full, progress=False)
+    assert [t["rank_vector"] for t in trials[:2]] == decision.finalists and len(trials) == 4
+    assert len({tuple(t["rank_vector"]) for t in trials}) == 4  # each finalist once, then the proposer's own
+    best = max(state.measured(), key=lambda o: o.score).rank_vector
+    assert true_score(best) - true_score(uniform) > 4 * NOISE, best  # the planted gain, not noise
+    rows = 400
+
+    def report_rows(vector) -> dict:
+        scores = true_score(vector) + 0.05 * np.random.default_rng(2).standard_normal(rows)
+        return {"t": {"rows": scores.tolist(), "row_ids": list(range(rows))}}
+
+    diff, low, high = paired_bootstrap(report_rows(best), report_rows(uniform))
+    assert choose_adapter(diff, low, high, noise=decision.noise).register == SEARCHED, (best, diff, low)

@@ -6,7 +6,8 @@ the prediction for the chosen vector is within a threshold of its measurement. `
 separate plain functions over a serialisable `SearchState` because the Kubeflow pipeline runs them as
 separate steps with the trial in between; `run_loop` composes them for local use and the benchmarks.
 `search.proposer` picks who proposes: this surrogate (the default), or Optuna TPE or random sampling under the
-same budget (search.proposers), the surrogate then only predicting.
+same budget (search.proposers), the surrogate then only predicting. A state may carry finalists (the go/no-go
+screen's best vectors, search.go.decide_screen): they are proposed first, best first, each once, then the proposer.
 
 Convergence (`converged`) is noise-aware: one prediction that lands within the threshold can be luck
 when a trial's seed-to-seed noise is as large as the effect being searched for, so the search stops only
@@ -77,9 +78,17 @@ class SearchState:
     cost_per_rank: list[int]  # LoRA parameters per unit of rank of each decoder layer (modeling.lora_cost_per_rank)
     layer_features: list[list[float]] | None = None  # the pruned model's structure (surrogate.structure_features)
     observations: list[Observation] = dataclasses.field(default_factory=list)
+    finalists: list[list[int]] = dataclasses.field(default_factory=list)  # the screen's, best first: proposed first
 
     def measured(self) -> list[Observation]:
         return [o for o in self.observations if o.task == self.task]
+
+
+def pending_finalists(state: SearchState) -> list[list[int]]:
+    """The finalists not measured yet (at full fidelity: a state holds only full trials), best first. A rerun's
+    state is rebuilt from the bank, so a finalist an earlier run measured is never proposed again."""
+    measured = {tuple(o.rank_vector) for o in state.measured()}
+    return [list(v) for v in state.finalists if tuple(v) not in measured]
 
 
 def _rng(config: SearchConfig, state: SearchState) -> np.random.Generator:
@@ -92,8 +101,12 @@ def propose(state: SearchState, config: SearchConfig) -> Proposal:
     among num_samples budget-respecting vectors (random, and mutations of the best measured ones) not measured
     yet. tpe or random (search.proposers): their vector, with the surrogate's prediction of it (the surrogate is
     adapted to every trial whichever rule proposes, so the terminal, the report's predicted-vs-measured plot
-    and Kendall tau judge the same model for every proposer; only the surrogate's search stops by it)."""
+    and Kendall tau judge the same model for every proposer; only the surrogate's search stops by it). Before any
+    of them: the state's pending finalists, in order, each with the surrogate's prediction."""
     config.validate()
+    queued = pending_finalists(state)
+    if queued:
+        return propose_from(state, config, np.asarray(queued[:1]))
     if config.proposer != "surrogate":
         rule = proposers.tpe_vector if config.proposer == "tpe" else proposers.random_vector
         return propose_from(state, config, np.asarray([rule(state.measured(), config, state.cost_per_rank)]))
@@ -197,7 +210,7 @@ def save_search(state: SearchState, uri: str) -> None:
         write_surrogate_files(state.surrogate, directory / SURROGATE_DIR)
         storage.write_json_atomic(directory / SEARCH_FILE, {
             "task": state.task, "cost_per_rank": state.cost_per_rank, "layer_features": state.layer_features,
-            "observations": [cfg.to_dict(o) for o in state.observations]})
+            "observations": [cfg.to_dict(o) for o in state.observations], "finalists": state.finalists})
 
 
 def load_search(uri: str) -> SearchState:
@@ -209,4 +222,5 @@ def load_search(uri: str) -> SearchState:
     except UserError as e:
         raise UserError(f"search artifact {uri!r} holds a bad observation: {e}") from None
     return SearchState(meta["task"], read_surrogate_files(directory / SURROGATE_DIR, uri),
-                       [int(c) for c in meta["cost_per_rank"]], meta["layer_features"], observations)
+                       [int(c) for c in meta["cost_per_rank"]], meta["layer_features"], observations,
+                       [[int(r) for r in v] for v in meta.get("finalists", [])])

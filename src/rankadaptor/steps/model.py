@@ -22,6 +22,7 @@ from rankadaptor.prune.stage import run_prune
 from rankadaptor.recover.adapters import load_adapted
 from rankadaptor.recover.stage import run_recover
 from rankadaptor.search.go import decision_line
+from rankadaptor.steps.search import GO_DECISION  # the go step's artifact: search.go.GoDecision as JSON
 from rankadaptor.trial import TrialContext, step_fraction
 
 
@@ -120,9 +121,6 @@ def bootstrap(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str
     context = trial_context(structure_uri, data_uri)
     return sum(bootstrap_trial(job, context, pruned_uri, data_uri, v, work_uri)
                for v in tqdm(bootstrap_vectors(job, context.cost_per_rank), desc="bootstrap trials", unit="trial"))
-
-
-GO_DECISION = "go.json"  # the go step's artifact: search.go.GoDecision as JSON
 
 
 def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str, baselines_uri: str,

@@ -7,7 +7,7 @@ writes the next one; trials go to the bank as they are measured.
 from __future__ import annotations
 
 from rankadaptor.config import from_dict, to_dict
-from rankadaptor.flows.search import add_trial, start_search
+from rankadaptor.flows.search import add_trial, screen_finalists, start_search
 from rankadaptor.infra import storage
 from rankadaptor.job import JobConfig
 from rankadaptor.models.structure import trial_context
@@ -21,16 +21,22 @@ from rankadaptor.search.loop import (
 from rankadaptor.search.state import load_state, save_state
 
 
+GO_DECISION = "go.json"  # the go/no-go step's artifact (steps.model.go_check writes it; go_gate, meta_pretrain read)
+
+
 def _read(uri: str, name: str):
     return storage.read_json(storage.local_dir(uri) / name)
 
 
 def meta_pretrain(job: JobConfig, structure_uri: str, data_uri: str, baselines_uri: str, output_uri: str,
-                  pretrain: bool = True) -> dict:
+                  pretrain: bool = True, decision_uri: str | None = None) -> dict:
     """The search's starting state (flows.search.start_search), with the trial context, as one artifact;
-    pretrain False (the go/no-go said no): the uniform anchor alone, no meta-pretraining."""
+    pretrain False (the go/no-go said no): the uniform anchor alone, no meta-pretraining. decision_uri: the
+    go/no-go's decision, whose finalists (on a go) the search measures first."""
     context = trial_context(structure_uri, data_uri)
-    state, info = start_search(job, context, _read(baselines_uri, "baselines.json"), baselines_uri, pretrain)
+    finalists = screen_finalists(_read(decision_uri, GO_DECISION) if decision_uri else None)
+    state, info = start_search(job, context, _read(baselines_uri, "baselines.json"), baselines_uri, pretrain,
+                               finalists)
     save_state(state, context, output_uri)
     return info
 
@@ -71,4 +77,4 @@ def gate(job: JobConfig, state_uri: str, iteration: int) -> bool:
 
 def go_gate(decision_uri: str) -> bool:
     """Whether the search runs: the go/no-go step's decision (steps.model.go_check's go.json)."""
-    return bool(_read(decision_uri, "go.json")["go"])
+    return bool(_read(decision_uri, GO_DECISION)["go"])
