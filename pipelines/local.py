@@ -31,8 +31,9 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class StepLines(io.TextIOBase):
     """A text stream that writes everything to the log and echoes, per step, one readable line."""
 
-    def __init__(self, log, terminal):
+    def __init__(self, log, terminal, names: dict[str, str] | None = None):
         self.log, self.terminal, self.pending = log, terminal, ""
+        self.names = names or {}  # task name -> the display name the Kubeflow UI shows
         self.started: dict[str, float] = {}
         self.error: str | None = None  # the last step error (a UserError's or ServiceError's message)
         self.outage = False  # whether that error was a ServiceError
@@ -55,7 +56,7 @@ class StepLines(io.TextIOBase):
         elif match := FINISHED.search(line):
             seconds = time.monotonic() - self.started.get(match[1], time.monotonic())
             done = f"done in {seconds:.0f} s" if match[2] == "SUCCESS" else f"FAILED after {seconds:.0f} s"
-            self.terminal.write(f"{match[1]:<22} {done}\n")
+            self.terminal.write(f"{self.names.get(match[1], match[1]):<22} {done}\n")
         elif match := ERROR.match(line):
             self.outage, self.error = match[1] == "ServiceError", match[2]
         elif PROGRESS in line:
@@ -91,11 +92,16 @@ def _null_safe_integers() -> None:
 _null_safe_integers()
 
 
-def tasks(pipeline) -> Iterator:
-    """Every task of the pipeline's IR, in the root DAG and in each sub-DAG (loop bodies, branches)."""
+def named_tasks(pipeline) -> Iterator:
+    """Every (task name, task) of the pipeline's IR, in the root DAG and in each sub-DAG (loop bodies, branches)."""
     spec = pipeline.pipeline_spec
     for dag in [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]:
-        yield from dag.tasks.values()
+        yield from dag.tasks.items()
+
+
+def tasks(pipeline) -> Iterator:
+    """Every task of the pipeline's IR (named_tasks without the names)."""
+    return (task for _, task in named_tasks(pipeline))
 
 
 def without_retries(pipeline) -> None:
@@ -163,7 +169,8 @@ def _run(pipeline, arguments: dict, root: Path, tracking_uri: str, verbose: bool
     without_retries(pipeline)
     log_path = root / "run.log"
     with open(log_path, "a", encoding="utf-8") as log:
-        stream = StepLines(log, sys.stdout)
+        names = {name: task.task_info.name for name, task in named_tasks(pipeline)}
+        stream = StepLines(log, sys.stdout, names)
         try:
             if verbose:
                 pipeline(**arguments)
@@ -173,5 +180,5 @@ def _run(pipeline, arguments: dict, root: Path, tracking_uri: str, verbose: bool
         except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             step = re.findall(r"'([\w-]+)'", ANSI.sub("", str(e)).partition("Inner task failed:")[2])
             failure = ServiceError if stream.outage else UserError
-            raise failure(f"step {step[0] if step else '?'} failed: {stream.error or 'see the log'} "
+            raise failure(f"step {names.get(step[0], step[0]) if step else '?'} failed: {stream.error or 'see the log'} "
                             f"(full log: {log_path})") from None
