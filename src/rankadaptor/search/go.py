@@ -28,6 +28,7 @@ from scipy import linalg, stats
 from rankadaptor import widths
 from rankadaptor.errors import check
 from rankadaptor.search.config import SearchConfig
+from rankadaptor.search.sampling import searched_indices
 from rankadaptor.trial import fidelity
 
 
@@ -78,13 +79,6 @@ def decide(config: SearchConfig, uniform: list[float], candidates: list[float], 
                       full_trial_seconds, 0 if go else trials_skipped, 0.0 if go else saved, cheap)
 
 
-def _searched(config: SearchConfig, num_layers: int) -> list[int]:
-    layers = list(range(num_layers)) if config.searched_layers is None else sorted(config.searched_layers)
-    check(max(layers) < num_layers, f"searched_layers={config.searched_layers!r} names a layer >= {num_layers}, "
-                                    "the model's layer count")
-    return layers
-
-
 def screening_vectors(config: SearchConfig, cost_per_rank: list[int], uniform: list[int],
                       runs: int) -> list[list[int]]:
     """Up to `runs` distinct budget vectors for the screen: row i moves each searched layer go_step candidate steps
@@ -93,7 +87,7 @@ def screening_vectors(config: SearchConfig, cost_per_rank: list[int], uniform: l
     the layers' main effects. A row over the budget lowers its costliest raised layer one step at a time until it
     fits; a row under it raises its lowered layers, cheapest first, while they fit (a screen of vectors that
     use the budget, as the search's own). At most 2 x (2^ceil(log2(layers + 1)) - 1) rows exist."""
-    layers = _searched(config, len(uniform))
+    layers = searched_indices(config, len(uniform)).tolist()
     ranks = sorted(config.candidates)
     cost = np.asarray(cost_per_rank, np.int64)
     budget = widths.budget(cost_per_rank, config.budget)
