@@ -61,15 +61,15 @@ def decide_from_bank(job: JobConfig, context: TrialContext, full_seconds: float 
     task rows (any seed: earlier runs' cheap trials count too, whatever design chose them): uniform's rows and
     the others all enter the screen's additive fit (search.go.decide_screen)."""
     uniform = [job.baseline_rank] * context.num_layers
+    config = job.search_config(context.cost_per_rank)
+    if config.go != "auto":  # always / never: no cheap trials, no fit
+        return decide_screen(config, uniform, [], [], [], [], trials_a_search_runs(job), full_seconds)
     key = trial_key(job, context, job.target_task, "select", uniform, fidelity=cheap_fidelity(job))
-    rows = [] if job.search.go != "auto" else bank.load_observations(
+    rows = bank.load_observations(
         job.bank.experiment, base_checksum=key.base_checksum, pruning=key.pruning, task=key.task, split=key.split,
         data_checksum=key.data_checksum, recovery=key.recovery, task_checksum=key.task_checksum,
         fidelity=key.fidelity, tracking_uri=job.tracking_uri())
     vectors = [o.rank_vector for o in rows if o.rank_vector != uniform]
-    config = job.search_config(context.cost_per_rank)
-    if config.go != "auto":  # always / never: no cheap trials, no fit
-        return decide_screen(config, uniform, [], [], [], [], trials_a_search_runs(job), full_seconds)
     return decide_screen(config, uniform, [o.score for o in rows if o.rank_vector == uniform], vectors,
                          [o.score for o in rows if o.rank_vector != uniform], screen_candidates(job, context, vectors),
                          trials_a_search_runs(job), full_seconds, sum(o.cost or 0.0 for o in rows))
