@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from rankadaptor.infra.tracking import configure, ensure_experiment, tracking_errors
 
 EXPERIMENT = "rankadaptor-claims"
-# OWNER is also the lineage tag of a registered version (components/register.py), so register can release
+# OWNER is also the lineage tag of a registered version (components/register.py sets it), so register can release
 KEY, MODEL, DIGEST, OWNER = "claim_key", "model_name", "job_digest", "pipeline_run"
 
 
