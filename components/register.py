@@ -8,8 +8,8 @@ from components import CPU_IMAGE, gpu_component
 def evaluate_best(job: str, run_id: str, search_state: Input[Artifact], pruned_model: Input[Model],
                   data: Input[Dataset], baselines: Input[Artifact], go_decision: Input[Artifact],
                   evaluated: Output[Artifact], gpu_count: int, gpu_step_cpu: str, gpu_step_memory: str):
-    """Held-out evaluation of the best trial, the comparison report, the chosen adapter logged to MLflow with
-    its base (the part of registration that needs the weights)."""
+    """The finalists re-measured at more seeds, held-out evaluation of the one chosen, the comparison report, the
+    chosen adapter logged to MLflow with its base (the part of registration that needs the weights)."""
     from rankadaptor.infra.claims import OWNER
     from rankadaptor.infra.failures import failing_once
     from rankadaptor.job import DIGEST_TAG, job_digest, job_from_json
@@ -19,7 +19,8 @@ def evaluate_best(job: str, run_id: str, search_state: Input[Artifact], pruned_m
     require_gpus(gpu_count)
     with failing_once(evaluated.uri):  # a retried attempt fails at once
         evaluate_best(job_from_json(job), search_state.path, pruned_model.uri, data.path, baselines.path, evaluated.path,
-                      lineage={OWNER: run_id, DIGEST_TAG: job_digest(job)}, go_uri=go_decision.path)
+                      lineage={OWNER: run_id, DIGEST_TAG: job_digest(job)}, go_uri=go_decision.path,
+                      work_uri=evaluated.uri)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

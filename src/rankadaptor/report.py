@@ -17,6 +17,7 @@ from typing import Any
 
 from rankadaptor.champion import SEARCHED, choose_adapter
 from rankadaptor.evaluate.tasks import parse_task
+from rankadaptor.search.confirm import seed_noise
 from rankadaptor.search.cost import cost_markdown, cost_section
 from rankadaptor.stats import kendall_tau, kendall_tau_interval, paired_bootstrap
 from rankadaptor.trial import FULL, Observation, history
@@ -87,16 +88,19 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
                  trials: list[Observation], cost_per_rank: list[int], baseline_rank: int, budget: int, seed: int,
                  noise: float = 0.0, anchor: str = UNIFORM, stop_reason: str | None = None,
                  uniform_seconds: float | None = None, go: dict | None = None,
-                 bootstrap_seconds: list[float] | None = None, bootstrap_fidelity: str = FULL) -> dict[str, Any]:
+                 bootstrap_seconds: list[float] | None = None, bootstrap_fidelity: str = FULL,
+                 best: Observation | None = None, finalists: list[dict] | None = None,
+                 confirm_seconds: list[float] | None = None) -> dict[str, Any]:
     """The report of a finished search; noise (the trial noise sd) decides, with the interval, which adapter
     is registered (champion.choose_adapter). baselines: {method: {"select": eval, "report": eval,
     "trainable_params", optional "sparsity"}} (the anchor required); ours: the best trial's {"select": eval,
     "report": eval, optional "sparsity"}; trials: the target's trials; anchor: the uniform row the verdict
     compares with (MASKED_UNIFORM for sparse jobs: the recovery the search itself runs); budget: the LoRA
     parameters every trial was held to (JobConfig.budget); stop_reason: why the search stopped
-    (search.loop.stop_reason); uniform_seconds, go, bootstrap_seconds, bootstrap_fidelity: the cost section's inputs
-    (search.cost.cost_section)."""
-    best = max(trials, key=lambda o: o.score)
+    (search.loop.stop_reason); uniform_seconds, go, bootstrap_seconds, bootstrap_fidelity, confirm_seconds: the
+    cost section's inputs (search.cost.cost_section); best: the trial chosen (default the best select score);
+    finalists: the seed table it was chosen from (search.confirm.seed_table), if any."""
+    best = best or max(trials, key=lambda o: o.score)
     params = lora_parameters(best.rank_vector, cost_per_rank)
     zero_shot = [t for t in report_tasks if t != target]
     methods = {**{m: baselines[m] for m in BASELINES if m in baselines}, OURS: {**ours, "trainable_params": params}}
@@ -142,7 +146,9 @@ def build_report(target: str, report_tasks: list[str], baselines: dict[str, dict
                      "trainable_params": params},
             "budget": budget, "iterations": len(rows),
             "evaluation": {split: slim(ours[split]) for split in ("select", "report")},
-            "cost": cost_section(trials, uniform_seconds, go, bootstrap_seconds, bootstrap_fidelity)}
+            "finalists": finalists or [], "full_seed_noise": seed_noise(finalists) if finalists else None,
+            "cost": cost_section(trials, uniform_seconds, go, bootstrap_seconds, bootstrap_fidelity,
+                                 confirm_seconds)}
 
 
 def markdown(report: dict) -> str:
@@ -152,6 +158,7 @@ def markdown(report: dict) -> str:
                             {"rank_vector": "rank vector", "predicted": "predicted", "measured": "measured (select)",
                              "best": "best so far (from the uniform baseline)"}).replace("| method |", "| trial |", 1)
     stop = f"Search stopped: {report['stop_reason']}.\n\n" if report.get("stop_reason") else ""
+    stop += finalists_markdown(report)
     if not report["history"]:
         trials = "No search trials."
     return (f"# RankAdaptor report\n\nScores: {report['target_task']} in {report['score_unit']} and zero-shot tasks "
@@ -159,6 +166,20 @@ def markdown(report: dict) -> str:
             f"## Search trials ({report['score_unit']}, {report['trial_numbering']})\n\n{trials}\n\n{stop}"
             f"{surrogate_line(report.get('surrogate'))}\n"
             + (f"\n{cost_markdown(report['cost'])}" if "cost" in report else ""))
+
+
+def finalists_markdown(report: dict) -> str:
+    """The finalists re-measured at more seeds and the one chosen by its seed mean ('' without them)."""
+    rows = report.get("finalists") or []
+    if not rows:
+        return ""
+    table = markdown_table([{"method": str(r["rank_vector"]), "scores": ", ".join(f"{s:.4f}" for s in r["scores"]),
+                             "mean": r["mean"]} for r in rows], ["scores", "mean"],
+                           {"scores": "select score per seed (job's seed first)", "mean": "seed mean"})
+    noise = report.get("full_seed_noise")
+    return (f"## Finalists ({report['score_unit']}, select rows)\n\n{table.replace('| method |', '| rank vector |', 1)}"
+            f"\n\nChosen by seed mean: {report['best']['rank_vector']}"
+            + (f"; the finalists' full-trial seed noise sd is {noise:.4f}" if noise is not None else "") + ".\n\n")
 
 
 def write_report(report: dict, directory: Path) -> None:

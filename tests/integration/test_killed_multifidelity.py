@@ -1,8 +1,9 @@
-"""A multi-fidelity job killed in each of its paid stages (the go/no-go's short trials, the bootstrap's full
-source-task trials, the search's full target trials) and rerun from scratch pays no trial twice, at any
-fidelity: every recovery it runs is a (rank vector, seed, step fraction) no earlier attempt finished. The
-search steps run as the search-pays branch runs them, on a go (the decision itself is test_go's): the screen's
-finalists first, the one killed in its recovery measured by the rerun, the one measured never again."""
+"""A multi-fidelity job killed in each of its paid stages (the go/no-go's short trials, the bootstrap's
+source-task trials, the search's full target trials, evaluate-best's finalists at a second seed) and rerun from
+scratch pays no trial twice, at any fidelity: every recovery it runs is a (rank vector, seed, step fraction) no
+earlier attempt finished. The search steps run as the search-pays branch runs them, on a go (the decision itself
+is test_go's): the screen's finalists first, the one killed in its recovery measured by the rerun, the one
+measured never again; then the best is chosen by seed mean over the two searched vectors and uniform."""
 
 import pytest
 
@@ -11,6 +12,7 @@ from rankadaptor.infra import storage
 from rankadaptor.job import load_job
 from rankadaptor.models.structure import trial_context
 from rankadaptor.steps import model as steps
+from rankadaptor.steps import register as register_steps
 from rankadaptor.steps import search as search_steps
 
 pytestmark = pytest.mark.slow
@@ -108,10 +110,30 @@ def test_a_killed_multi_fidelity_search_rerun_pays_no_trial_twice_at_any_fidelit
     assert searched == [finalists[0], finalists[1], finalists[1]]  # the killed finalist again, never the measured one
     assert "search #1 (the go/no-go screen's finalist 1 of 2)" in capsys.readouterr().out
 
+    # evaluate-best re-measures the finalists (both searched vectors and uniform) at the second seed: killed at
+    # the second of those recoveries, the rerun pays only the two left, and chooses by the seed mean.
+    def evaluate_best(attempt: str) -> dict:
+        return register_steps.evaluate_best(job, str(tmp_path / "state-after-rerun"), uri["pruned"], uri["data"],
+                                            uri["baselines"], str(tmp_path / f"evaluated-{attempt}"),
+                                            go_uri=uri["go"], work_uri=str(tmp_path / "evaluated-work"))
+
+    recoveries.killing_at(2)
+    with pytest.raises(Killed):
+        evaluate_best("killed")
+    report = evaluate_best("rerun")
+    uniform = [job.baseline_rank] * len(finalists[0])
+    table = report["finalists"]
+    assert sorted(r["rank_vector"] for r in table[:2]) == sorted(finalists) and table[2]["rank_vector"] == uniform
+    assert [len(r["scores"]) for r in table] == [2, 2, 2]
+    assert report["best"]["rank_vector"] == max(table, key=lambda r: r["mean"])["rank_vector"]
+    assert report["cost"]["stages"]["finalists at more seeds"]["trials"] == 3
+    assert "finalists by mean of 2 seeds" in capsys.readouterr().out
+
     paid = recoveries.finished
-    assert len(paid) == len(planned) + job.bootstrap_trials + 2
+    assert len(paid) == len(planned) + job.bootstrap_trials + 2 + 3
     assert len(set(paid)) == len(paid), f"a trial was paid twice: {paid}"
-    go, boot, search = paid[:len(planned)], paid[len(planned):-2], paid[-2:]
+    go, boot, search, confirm = (paid[:len(planned)], paid[len(planned):-5], paid[-5:-3], paid[-3:])
+    assert sorted(confirm) == sorted((tuple(v), job.seed + 1, 1.0) for v in [*finalists[:2], uniform])
     assert {(v, s) for v, s, _ in go} == {(tuple(k.rank_vector), k.seed) for k in planned}
     assert {f for *_, f in go} == {job.search.cheap_fraction} and {f for *_, f in boot} == {job.bootstrap_fraction}
     # a vector measured short is not thereby measured full: the two fidelities are separate trials

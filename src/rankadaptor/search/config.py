@@ -52,6 +52,10 @@ class SearchConfig:
     go_step: int = option(2, "candidate steps a screening vector moves a layer up or down from uniform")
     go_z: float = option(2.0, "standard errors the predicted gain of the screen's best budget vector must exceed "
                               "for the search to run (widened for the best of the screen's directions)")
+    confirm_top: int = option(2, "searched vectors (the best by select score) re-measured with uniform at "
+                                 "confirm_seeds seeds after the search; the best is chosen by seed mean "
+                                 "(search.confirm); 0 = the best single trial")
+    confirm_seeds: int = option(2, "seeds each finalist is measured at, the job's seed first (1 = no re-measuring)")
 
     def validate(self) -> None:
         check(len(self.candidates) >= 1 and all(1 <= r <= 4096 for r in self.candidates),
@@ -80,3 +84,5 @@ class SearchConfig:
         check(2 <= self.go_seeds <= 20, f"go_seeds={self.go_seeds} must be in [2, 20] (a noise needs two seeds)")
         check(1 <= self.go_step <= 100, f"go_step={self.go_step} must be in [1, 100] (candidate steps)")
         check(math.isfinite(self.go_z) and self.go_z >= 0, f"go_z={self.go_z} must be a finite number >= 0")
+        check(0 <= self.confirm_top <= 20, f"confirm_top={self.confirm_top} must be in [0, 20] (searched finalists)")
+        check(1 <= self.confirm_seeds <= 20, f"confirm_seeds={self.confirm_seeds} must be in [1, 20]")

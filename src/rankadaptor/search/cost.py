@@ -10,11 +10,13 @@ from rankadaptor.trial import FULL, Observation
 
 
 def cost_section(trials: list[Observation], uniform_seconds: float | None, go: dict | None = None,
-                 bootstrap_seconds: list[float] | None = None, bootstrap_fidelity: str = FULL) -> dict[str, Any]:
+                 bootstrap_seconds: list[float] | None = None, bootstrap_fidelity: str = FULL,
+                 confirm_seconds: list[float] | None = None) -> dict[str, Any]:
     """trials: the target's full trials of the search state (the uniform anchor, without a prediction, is the
     uniform adapter's own cost and not counted as search); uniform_seconds: the uniform adapter alone; go: the
     go/no-go decision (search.go.GoDecision as a dict) or None; bootstrap_seconds: each source-task bootstrap
-    trial the search learned from, at bootstrap_fidelity."""
+    trial the search learned from, at bootstrap_fidelity; confirm_seconds: each full trial re-measuring a finalist
+    at another seed (search.confirm)."""
     stages: dict[str, dict[str, Any]] = {}
 
     def add(stage: str, fidelity: str, seconds: list[float]) -> None:
@@ -28,6 +30,7 @@ def cost_section(trials: list[Observation], uniform_seconds: float | None, go: d
                                   "seconds": float(go.get("cheap_seconds") or 0.0)}
     add("bootstrap", bootstrap_fidelity, list(bootstrap_seconds or []))
     add("search", FULL, [o.cost for o in trials if o.predicted is not None and o.cost is not None])
+    add("finalists at more seeds", FULL, list(confirm_seconds or []))
     by_fidelity: dict[str, float] = {}
     for row in stages.values():
         by_fidelity[row["fidelity"]] = by_fidelity.get(row["fidelity"], 0.0) + row["seconds"]

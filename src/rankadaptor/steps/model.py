@@ -10,6 +10,7 @@ from tqdm import tqdm
 from rankadaptor.data import data_paths, sample_corpus
 from rankadaptor.evaluate.stage import score
 from rankadaptor.flows.baselines import baseline_methods, bootstrap_vectors
+from rankadaptor.flows.confirm import confirm_plan, confirmed_table
 from rankadaptor.flows.go import cheap_plan, decide_from_bank, full_trial_seconds
 from rankadaptor.flows.progress import progress
 from rankadaptor.flows.trials import bootstrap_keys, record
@@ -21,9 +22,10 @@ from rankadaptor.models.structure import trial_context, write_structure
 from rankadaptor.prune.stage import run_prune
 from rankadaptor.recover.adapters import load_adapted
 from rankadaptor.recover.stage import run_recover
+from rankadaptor.search.confirm import confirmation_line
 from rankadaptor.search.go import decision_line
 from rankadaptor.steps.search import GO_DECISION  # the go step's artifact: search.go.GoDecision as JSON
-from rankadaptor.trial import TrialContext, step_fraction
+from rankadaptor.trial import Observation, TrialContext, TrialKey, step_fraction
 
 
 def prepare_data(job: JobConfig, output_uri: str) -> dict:
@@ -123,25 +125,34 @@ def bootstrap(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str
                for v in tqdm(bootstrap_vectors(job, context.cost_per_rank), desc="bootstrap trials", unit="trial"))
 
 
+def measure_missing(job: JobConfig, context: TrialContext, pruned_uri: str, data_uri: str, keys: list[TrialKey],
+                    stage: str, work_uri: str, desc: str) -> list[float]:
+    """Recover and score (target task, select rows) each keyed trial the bank lacks, at its seed and fidelity,
+    and bank it under `stage`; adapters under work_uri + ".trials" (a durable URI on a cluster). A trial banked
+    by any earlier run is reused, never paid again. Returns each paid trial's evaluation seconds."""
+    evaluations = []
+    for key in tqdm(keys, desc=desc, unit="trial"):
+        if find_trial(key.id, job.bank.experiment, job.tracking_uri()):
+            continue
+        adapter_uri = storage.join(work_uri.rstrip("/") + ".trials", f"trial-{key.id[:16]}")
+        recovered = recover(job, pruned_uri, data_uri, key.rank_vector, adapter_uri, seed=key.seed,
+                            step_fraction=step_fraction(key.fidelity))
+        measured = scores(job, pruned_uri, adapter_uri, data_uri, [key.task], ("select",))["select"]
+        # a trial's seconds as the search's update step counts them: training + scoring (no model loading)
+        record(job, context, key, measured["scores"][key.task], stage,
+               seconds=recovered["seconds"] + measured["seconds"], adapter_uri=adapter_uri)
+        evaluations.append(measured["seconds"])
+    return evaluations
+
+
 def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str, baselines_uri: str,
              output_uri: str, work_uri: str) -> dict:
     """The go/no-go (search.go): measure the cheap trials the bank lacks (flows.go.cheap_plan; none unless
-    search.go is auto; their adapters under work_uri + ".trials", a durable URI on a cluster), decide from all
-    the bank holds, print the one decision line, write the decision (go.json) to output_uri."""
+    search.go is auto), decide from all the bank holds, print the one decision line, write the decision (go.json)
+    to output_uri."""
     context = trial_context(structure_uri, data_uri)
-    evaluations = []  # seconds of each paid cheap trial's evaluation: what a full trial's evaluation costs too
-    if job.search.go == "auto":
-        for key in tqdm(cheap_plan(job, context), desc="go/no-go cheap trials", unit="trial"):
-            if find_trial(key.id, job.bank.experiment, job.tracking_uri()):
-                continue  # banked by an earlier run: reused, not paid again
-            adapter_uri = storage.join(work_uri.rstrip("/") + ".trials", f"trial-{key.id[:16]}")
-            recovered = recover(job, pruned_uri, data_uri, key.rank_vector, adapter_uri, seed=key.seed,
-                                step_fraction=step_fraction(key.fidelity))
-            measured = scores(job, pruned_uri, adapter_uri, data_uri, [key.task], ("select",))["select"]
-            # a trial's seconds as the search's update step counts them: training + scoring (no model loading)
-            record(job, context, key, measured["scores"][key.task], "go",
-                   seconds=recovered["seconds"] + measured["seconds"], adapter_uri=adapter_uri)
-            evaluations.append(measured["seconds"])
+    plan = cheap_plan(job, context) if job.search.go == "auto" else []
+    evaluations = measure_missing(job, context, pruned_uri, data_uri, plan, "go", work_uri, "go/no-go cheap trials")
     full = full_trial_seconds(job, baselines_uri, sum(evaluations) / len(evaluations) if evaluations else 0.0)
     decision = decide_from_bank(job, context, full)
     progress(decision_line(decision))
@@ -149,3 +160,16 @@ def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str,
     with storage.writing_dir(output_uri) as out:
         storage.write_json_atomic(out / GO_DECISION, result)
     return result
+
+
+def confirm_finalists(job: JobConfig, context: TrialContext, trials: list[Observation], pruned_uri: str,
+                      data_uri: str, work_uri: str) -> list[dict]:
+    """The search's finalists at search.confirm_seeds seeds (flows.confirm): the full trials the bank lacks
+    measured, then the seed table (search.confirm.seed_table), its line on the terminal; [] with nothing to
+    confirm (no searched trial, or confirm_top 0)."""
+    measure_missing(job, context, pruned_uri, data_uri, confirm_plan(job, context, trials), "confirm", work_uri,
+                    "finalists at more seeds")
+    table = confirmed_table(job, context, trials)
+    if table:
+        progress(confirmation_line(job.target_task, table, [job.baseline_rank] * context.num_layers))
+    return table

@@ -7,6 +7,7 @@ import re
 
 from rankadaptor.champion import SEARCHED
 from rankadaptor.flows.baselines import baseline_seconds, bootstrap_vectors
+from rankadaptor.flows.confirm import confirm_plan
 from rankadaptor.flows.progress import progress
 from rankadaptor.flows.register import model_description, registered_adapter, version_description
 from rankadaptor.flows.trials import bootstrap_keys, starting_trials, trial_key
@@ -15,11 +16,13 @@ from rankadaptor.infra.bank import find_trial
 from rankadaptor.infra.claims import OWNER, release
 from rankadaptor.job import DIGEST_TAG, PROMOTED, JobConfig, parameters
 from rankadaptor.report import OURS, build_report, write_report
+from rankadaptor.search.confirm import chosen
 from rankadaptor.search.loop import stop_reason
 from rankadaptor.search.state import best_trial, load_state
 from rankadaptor.serving.registry import ROWS_TAG, create_version, log_report, log_version
 from rankadaptor.steps.metrics import flat_metrics
-from rankadaptor.steps.model import GO_DECISION, scores
+from rankadaptor.steps.model import confirm_finalists, scores
+from rankadaptor.steps.search import GO_DECISION
 
 EVALUATION, LOGGED = "report.json", "logged.json"  # the evaluate-best artifact: the report, the logged version
 
@@ -31,12 +34,25 @@ def bootstrap_seconds(job: JobConfig, context) -> list[float]:
     return [row["cost"] for row in found if row and row.get("cost") is not None]
 
 
+def confirm_seconds(job: JobConfig, context, trials) -> list[float]:
+    """The banked seconds of the confirmation's trials (flows.confirm.confirm_plan), whichever attempt paid."""
+    found = [find_trial(k.id, job.bank.experiment, job.tracking_uri()) for k in confirm_plan(job, context, trials)]
+    return [row["cost"] for row in found if row and row.get("cost") is not None]
+
+
 def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str,
-                  output_uri: str, lineage: dict | None = None, go_uri: str | None = None) -> dict:
-    """Evaluate the best trial on both splits, build the report, choose the adapter to register and log it
-    with its base (registry.log_version): the part of registration that needs the weights. go_uri: the
-    go/no-go's decision (steps.model.go_check), for the report's cost section."""
+                  output_uri: str, lineage: dict | None = None, go_uri: str | None = None,
+                  work_uri: str | None = None) -> dict:
+    """Choose the best trial (by seed mean over the finalists re-measured at more seeds: steps.model.
+    confirm_finalists, their adapters under work_uri + ".trials", default output_uri), evaluate it on both
+    splits, build the report, choose the adapter to register and log it with its base (registry.log_version):
+    the part of registration that needs the weights. go_uri: the go/no-go's decision (steps.model.go_check), for
+    the report's cost section. The confirmation runs here, not in a step of its own, to keep the unrolled
+    loop's Workflow within Argo's size limit (docs/architecture.md)."""
     best, trials, context = best_trial(state_uri)
+    finalists = confirm_finalists(job, context, trials, pruned_uri, data_uri, work_uri or output_uri)
+    if finalists:
+        best = next(o for o in trials if o.rank_vector == chosen(finalists))
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
     anchor = starting_trials(job)[0]
     go = storage.read_json(storage.local_dir(go_uri) / GO_DECISION) if go_uri else None
@@ -50,7 +66,8 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
                           anchor=anchor, stop_reason=stopped, go=go,
                           uniform_seconds=(go or {}).get("full_trial_seconds") or baseline_seconds(baselines_uri, anchor),
                           bootstrap_seconds=bootstrap_seconds(job, context) if go is None or go["go"] else None,
-                          bootstrap_fidelity=job.bootstrap_fidelity)
+                          bootstrap_fidelity=job.bootstrap_fidelity, best=best, finalists=finalists,
+                          confirm_seconds=confirm_seconds(job, context, trials))
     adapter, held_out = registered_adapter(report, best, ours, baselines, anchor, baselines_uri, job.target_task)
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
     logged = log_version(adapter, pruned_uri, held_out, job.registry_config(),
