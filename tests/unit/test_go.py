@@ -252,3 +252,35 @@ def test_the_screens_go_sends_its_finalists_first_and_the_planted_gain_is_regist
 
     diff, low, high = paired_bootstrap(report_rows(best), report_rows(uniform))
     assert choose_adapter(diff, low, high, noise=decision.noise).register == SEARCHED, (best, diff, low)
+
+
+def test_the_decision_says_what_earlier_tasks_screens_on_this_model_said(tmp_path, monkeypatch):
+    """A real bank (sqlite MLflow): task A's screen has an additive gain, task B's is flat. B's decision is its
+    own (no-go) and names A's screen as one that showed headroom; A's decision is the same with B's rows banked."""
+    from rankadaptor.flows.go import cheap_plan, decide_from_bank
+    from rankadaptor.flows.trials import record
+    from rankadaptor.job import load_job
+    from rankadaptor.trial import TrialContext
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    context = TrialContext("a" * 64, {"mode": "width"}, [100] * 4, [[0.0]] * 4, "d" * 64)
+    rng = np.random.default_rng(0)
+
+    def screened(task: str, slope: float):
+        job = load_job(None, {"target_task": task, "source_tasks": ["ppl:hellaswag"], "search": {"threshold": NOISE}})
+        for key in cheap_plan(job, context):
+            gain = slope * sum(r - job.baseline_rank for r in key.rank_vector[:2])  # layers 0 and 1 reward rank
+            record(job, context, key, 0.5 + gain + NOISE * rng.standard_normal(), "go", seconds=1.0)
+        return job
+
+    a = screened("ppl:piqa", 0.01)
+    alone = decide_from_bank(a, context, 10.0)
+    assert alone.go and alone.earlier == []
+    b = screened("ppl:boolq", 0.0)
+    decision = decide_from_bank(b, context, 10.0)
+    assert not decision.go and [e["task"] for e in decision.earlier] == ["ppl:piqa"] and decision.earlier[0]["go"]
+    assert decision_line(decision).endswith(
+        "; earlier tasks on this model and pruning: 1 of 1 screens showed headroom beyond their noise (ppl:piqa)")
+    again = decide_from_bank(a, context, 10.0)
+    assert (again.go, again.headroom, again.needed) == (alone.go, alone.headroom, alone.needed)
+    assert [(e["task"], e["go"]) for e in again.earlier] == [("ppl:boolq", False)]

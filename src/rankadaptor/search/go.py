@@ -48,6 +48,7 @@ class GoDecision:
     seconds_not_spent: float = 0.0  # trials_skipped x full_trial_seconds, on no-go
     fidelity: str = ""  # the cheap trials' fidelity (trial.fidelity of cheap_fraction)
     finalists: list[list[int]] | None = None  # decide_screen: the fit's best budget vectors, best first
+    earlier: list[dict] | None = None  # earlier_line's input: other tasks' screens on this model and pruning
 
 
 def decide(config: SearchConfig, uniform: list[float], candidates: list[float], trials_skipped: int,
@@ -192,10 +193,22 @@ def decide_screen(config: SearchConfig, uniform: list[int], uniform_scores: list
                       0.0 if go else saved, cheap, [pool[i] for i in order[:finalists]])
 
 
+def earlier_line(earlier: list[dict] | None) -> str:
+    """What the bank says of earlier tasks' screens on the same model and pruning ('' without any): how many
+    showed headroom beyond their noise, each task's figures in the decision's JSON."""
+    if not earlier:
+        return ""
+    went = [e["task"] for e in earlier if e["go"]]
+    return (f"; earlier tasks on this model and pruning: {len(went)} of {len(earlier)} screens showed headroom beyond "
+            f"their noise" + (f" ({', '.join(went)})" if went else ""))
+
+
 def decision_line(decision: GoDecision) -> str:
-    """The one terminal line that says what was decided, with its two figures and what was not spent."""
+    """The one terminal line that says what was decided, with its two figures and what was not spent, and what
+    earlier tasks' screens on this model said (earlier_line)."""
+    earlier = earlier_line(decision.earlier)
     if decision.go:
-        return f"go/no-go: {decision.reason}; the search runs"
+        return f"go/no-go: {decision.reason}; the search runs{earlier}"
     saved = (f"; about {decision.seconds_not_spent:,.0f} s of recovery not spent ({decision.trials_skipped} trials "
              f"x {decision.full_trial_seconds:,.1f} s)" if decision.full_trial_seconds else "")
-    return f"go/no-go: {decision.reason}; search skipped, uniform LoRA registered{saved}"
+    return f"go/no-go: {decision.reason}; search skipped, uniform LoRA registered{saved}{earlier}"
