@@ -3,18 +3,22 @@ iteration both when it converges early and when it reaches max_iterations. The l
 skips a condition on a named output of a multi-output task, so these runs also prove the gates run:
 a skipped gate would register nothing (neither branch) and the report would be missing."""
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import BUNDLED, TASKS_DIR
 from mlflow import MlflowClient
 
 from pipelines.local import run_local
 from rankadaptor import config as cfg
+from rankadaptor.evaluate.tasks import task_checksum
 from rankadaptor.infra import bank, tracking
 from rankadaptor.job import load_job
 from rankadaptor.report import OURS, PRUNED, UNIFORM
@@ -82,18 +86,26 @@ def run_command(tmp_path, job):
 
 
 @pytest.mark.slow
-def test_stops_at_max_iterations(tmp_path):
-    job = tiny_job(threshold=1e-12, max_iterations=2, bootstrap_trials=3, report_tasks=["boolq"])
+def test_stops_at_max_iterations_on_a_custom_task(tmp_path):
+    """`python -m pipelines run` with the user's own tasks (docs/tasks.md): target mc:everyday (the shipped
+    multiple-choice example), source ppl:notes (a text of the user's), 3 bootstrap trials, 2 search iterations."""
+    data = tmp_path / "tasks"
+    shutil.copytree(TASKS_DIR, data)
+    docs = [d for d in (BUNDLED / "text" / "train.txt").read_text().split("\n\n") if d.strip()][:40]
+    (data / "notes.txt").write_text("\n\n".join(docs))
+    job = dataclasses.replace(tiny_job(threshold=1e-12, max_iterations=2, bootstrap_trials=3,
+                                       report_tasks=["mc:everyday", "boolq"]),
+                              target_task="mc:everyday", source_tasks=["ppl:notes"], eval_data_dir=str(data))
     report, report_dir, client, stdout = run_command(tmp_path, job)
     # the terminal: one line per step, the search's progress, the table; everything else is in the log
     lines = stdout.splitlines()
     assert len(lines) < 100, stdout
-    assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  ppl:heldout search #") for line in lines) == 2
+    assert sum("done in" in line for line in lines) >= 12 and sum(line.startswith("  mc:everyday search #") for line in lines) == 2
     assert "Executing task" not in stdout
     registration = report["registration"]  # the last lines: the registered model and how to load it
     assert f"registered model {registration['model_name']} version {registration['version']}" in stdout
     assert "mlflow.pyfunc.load_model(" in lines[-2] and "mlflow models serve -m models:/" in lines[-1]
-    assert "search stopped: " in stdout and "ppl:heldout search #1: ranks " in stdout
+    assert "search stopped: " in stdout and "mc:everyday search #1: ranks " in stdout
     log = (tmp_path / "run" / "run.log").read_text()
     assert "Executing task" in log and len(log.splitlines()) > 10 * len(lines)
     assert report["iterations"] == 2
@@ -102,9 +114,26 @@ def test_stops_at_max_iterations(tmp_path):
     bootstrap = [r for r in client.search_runs([client.get_experiment_by_name(bank.DEFAULT_EXPERIMENT).experiment_id])
                  if r.data.tags.get("stage") == "bootstrap"]
     assert len(bootstrap) == 3  # one source task x 3 random vectors, used for meta-pretraining
+    assert {r.data.params["task"] for r in bootstrap} == {"ppl:notes"}  # on the user's text
+    for row in report["table"]:  # a multiple-choice task scores accuracies, on 10 rows of each split
+        assert all(0.0 <= row[f"mc:everyday ({split})"] <= 1.0 for split in ("select", "report"))
+    assert report["evaluation"]["report"]["tasks"]["mc:everyday"]["n"] == 10
+    searched = bank.load_observations(tracking_uri=tracking.default_tracking_uri(tmp_path / "mlflow"),
+                                      task="mc:everyday", seed=job.seed, split="select",
+                                      task_checksum=task_checksum("mc:everyday", str(data)))
+    assert len(searched) == 1 + 2  # the uniform anchor and two search trials, keyed by the file's content
     uniform = [job.baseline_rank] * 4
     assert all(h["rank_vector"] != uniform for h in report["history"])  # the baseline is never searched again
     assert report["best"]["trainable_params"] <= report["budget"]
+    # evaluate-best chose by seed mean: both searched vectors and uniform, each at the job's seed and one more
+    finalists = report["finalists"]
+    assert sorted(f["rank_vector"] for f in finalists[:2]) == sorted(h["rank_vector"] for h in report["history"])
+    assert finalists[2]["rank_vector"] == uniform and [f["seeds"] for f in finalists] == [2, 2, 2]
+    assert report["best"]["rank_vector"] == max(finalists, key=lambda f: f["mean"])["rank_vector"]
+    confirm = [r for r in client.search_runs([client.get_experiment_by_name(bank.DEFAULT_EXPERIMENT).experiment_id])
+               if r.data.tags.get("stage") == "confirm"]
+    assert sorted(int(r.data.params["seed"]) for r in confirm) == [job.seed + 1] * 3
+    assert "finalists by mean of 2 seeds" in stdout and "## Finalists" in (report_dir / "report.md").read_text()
     # The verdict states what the held-out interval against uniform LoRA says, with its numbers.
     versus = report["comparisons"][UNIFORM][job.target_task]
     assert report["significant"] == (versus["low"] > 0)

@@ -1,25 +1,20 @@
 """A user's own task (docs/tasks.md): the multiple-choice JSONL schema and its one-line errors, scoring equal to
 lm-eval's multiple-choice rule computed by hand, a text corpus as ppl:<name>, the task data in the trial's
-identity, and a search on a custom task end to end through the pipeline."""
+identity (a search on a custom task end to end: tests/integration/test_pipeline_local.py)."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import BUNDLED, ROOT, TASKS_DIR
+from conftest import BUNDLED, TASKS_DIR
 
 from rankadaptor.errors import UserError
 from rankadaptor.evaluate.config import EvalConfig
 from rankadaptor.evaluate.stage import run_evaluate, score
 from rankadaptor.evaluate.tasks import split_rows, task_checksum
 from rankadaptor.flows.trials import trial_key
-from rankadaptor.infra import bank, tracking
 from rankadaptor.job import load_job
 from rankadaptor.models.loading import load_model
 from rankadaptor.trial import TrialContext
@@ -182,46 +177,3 @@ def test_a_task_file_of_its_own_anywhere_is_read_checked_and_keyed_by_content(ti
         EvalConfig(tasks=["boolq"], task_files={"boolq": str(mine)}).validate()
     with pytest.raises(UserError, match=r"task_files names \['mc:other'\], which no task of the job uses"):
         load_job(None, {"task_files": {"mc:other": str(mine)}})
-
-@pytest.mark.slow
-def test_a_search_on_a_custom_task_end_to_end(tmp_path):
-    """`python -m pipelines run` on the bundled model: target mc:everyday, source task ppl:notes (a text of
-    the user's), 3 bootstrap trials, 2 search iterations."""
-    data = tmp_path / "tasks"
-    data.mkdir()
-    shutil.copy(EXAMPLE, data / "everyday.jsonl")
-    docs = [d for d in (BUNDLED / "text" / "train.txt").read_text().split("\n\n") if d.strip()][:40]
-    (data / "notes.txt").write_text("\n\n".join(docs))
-    job = {**yaml.safe_load((BUNDLED / "default.yaml").read_text()),
-           "base_model": str(BUNDLED / "aidreams-260k"), "eval_data_dir": str(data),
-           "target_task": "mc:everyday", "source_tasks": ["ppl:notes"], "report_tasks": ["mc:everyday"],
-           "bootstrap_trials": 3, "corpus_docs": 40,
-           "recover": {"cutoff": 96, "batch_size": 16, "epochs": 1, "lr": 0.002},
-           "evaluate": {"limit": 10, "batch_size": 32}, "surrogate": {"meta_iterations": 20, "ensemble": 2},
-           "search": {"threshold": 1e-12, "max_iterations": 2, "num_samples": 500, "patience": 1, "go": "always"},
-           "runtime": {"micro_batch_tokens": 768}, "registry": {"model_name": "custom"}}
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    tracking_uri = tracking.default_tracking_uri(tmp_path / "run" / "mlflow")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "pipelines", "run", "--config", str(tmp_path / "job.yaml"),
-                             "--root", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=900)
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
-    assert result.returncode == 0, "\n".join(errors[-20:])
-
-    report_path = max((tmp_path / "run" / "pipeline").glob("rankadaptor-*/register*/report/report.json"),
-                      key=lambda p: p.stat().st_mtime)
-    report = json.loads(report_path.read_text())
-    assert report["target_task"] == "mc:everyday" and report["iterations"] == 2
-    for row in report["table"]:
-        for split in ("select", "report"):
-            assert 0.0 <= row[f"mc:everyday ({split})"] <= 1.0
-    assert report["evaluation"]["report"]["tasks"]["mc:everyday"]["n"] == 10
-
-    runs = bank.load_observations(tracking_uri=tracking_uri)
-    assert sorted({o.task for o in runs}) == ["mc:everyday", "ppl:notes"]
-    assert len([o for o in runs if o.task == "ppl:notes"]) == 3  # the bootstrap trials on the user's text
-    searched = bank.load_observations(tracking_uri=tracking_uri, task="mc:everyday",
-                                      task_checksum=task_checksum("mc:everyday", str(data)))
-    assert len(searched) == 1 + 2  # the uniform anchor and two search trials, keyed by the file's content

@@ -1,6 +1,6 @@
 """What MLflow shows of a job: the bank's run names, times, steps and tags, the experiment's type, and the
 register run's metrics, params and descriptions (built from the report; the server-backed check is in
-tests/integration/test_mlflow_report.py)."""
+tests/integration/test_concurrent_runs.py)."""
 
 import re
 
