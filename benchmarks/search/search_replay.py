@@ -377,7 +377,7 @@ def plot(result: dict, trials: int, path: str) -> None:
 
 COST_BUDGETS = (2, 4, 8, 12)  # in full-trial equivalents
 COST_METHODS = ("uniform r8", "random", "optuna TPE", "TPE + Hyperband", "loop", "halving + go/no-go",
-                "screen + go/no-go", "screen + loop")
+                "screen + go/no-go", "screen + loop", "screen + loop + finalists x2")
 
 
 @dataclass
@@ -590,19 +590,24 @@ def cost_screen(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generat
 
 
 def cost_screen_loop(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator, per_task: int,
-                     finalists: int = 2) -> tuple[dict, bool]:
+                     finalists: int = 2, confirm: int = 0) -> tuple[dict, bool]:
     """The job on a go (issue 25): cost_screen's screen (uniform r8 at 2 cheap seeds and as many screening vectors
     as the budget leaves, here after uniform's and the `finalists`' full trials; each snapped to the nearest
     unmeasured pool vector), search.go.decide_screen over the pool; on a go, the loop (cost_loop's, one full trial
     each) starting from the fit's finalists, best first, with every full trial the budget has left. A no-go (or no
-    room for the screen) stops after the cheap trials and uniform's full one."""
+    room for the screen) stops after the cheap trials and uniform's full one. confirm > 0: the job's evaluate-best
+    (search.confirm): the loop's `confirm` best searched vectors and uniform get one more full trial each, at another
+    recorded seed (budget kept for them), and the pick is the best seed mean among those finalists alone."""
+    from rankadaptor.search.confirm import finalist_vectors, seed_table
     from rankadaptor.search.go import decide_screen, screening_vectors
+    from rankadaptor.trial import Observation
 
     pool, c, f = fid.full, fid.cost[fid.cheap_name], fid.cost["full"]
     config = SearchConfig(candidates=sorted({int(r) for r in pool.vectors.ravel()}), go="auto",
                           threshold=max(float(np.sqrt(np.mean([np.var(d, ddof=1) for d in fid.cheap if len(d) > 1]
                                                               or [0.0]))), 1e-9))
-    n = min(int((budget - (1 + finalists) * f - config.go_seeds * c) / c + 1e-9), len(pool.vectors) - 1)
+    reserved = (1 + finalists + (confirm + 1 if confirm else 0)) * f
+    n = min(int((budget - reserved - config.go_seeds * c) / c + 1e-9), len(pool.vectors) - 1)
     uniform = pool.vectors[pool.baseline].tolist()
     if n < 1:
         return {pool.baseline: m.full(pool.baseline)}, False
@@ -616,18 +621,35 @@ def cost_screen_loop(fid: Fidelities, budget: float, m: Meter, rng: np.random.Ge
     if not decision.go:
         return {pool.baseline: m.full(pool.baseline)}, False
     screen = m.spent
-    trials = max(1, int((budget - screen) / f + 1e-9))  # uniform r8's full trial included, as cost_loop counts
+    kept = (confirm + 1) * f if confirm else 0.0
+    trials = max(1, int((budget - screen - kept) / f + 1e-9))  # uniform r8's full trial included, as cost_loop counts
     select = np.zeros(len(pool.vectors))
     order_rng = np.random.default_rng(rng.integers(2 ** 31))
     draws = {}
+    seed_of = {}
     for i in range(len(pool.vectors)):  # as cost_loop: one full trial per vector, drawn now
         draws[i] = (pool.draws[i][k := int(order_rng.integers(len(pool.draws[i])))], pool.report_draws[i][k])
-        select[i] = draws[i][0]
+        select[i], seed_of[i] = draws[i][0], k
     order, _ = run_loop(pool, trials, rng, select, SurrogateConfig(seed=int(rng.integers(1000))),
                         SearchConfig(kappa=0.0, threshold=max(pool.noise_select, 1e-9)), per_task,
                         decision.finalists or [])
     m.spent = screen + len(order) * f
-    return {i: draws[i] for i in order}, True
+    if not confirm:
+        return {i: draws[i] for i in order}, True
+    seen = {tuple(pool.vectors[i].tolist()): i for i in order}
+    vectors = finalist_vectors([Observation("t", list(v), draws[i][0]) for v, i in seen.items()], uniform, confirm)
+    scores = {}
+    for v in vectors:
+        i = seen[tuple(v)]
+        others = [j for j in range(len(pool.draws[i])) if j != seed_of[i]]
+        scores[tuple(v)] = [draws[i][0]]
+        if others:  # a vector recorded at one seed only keeps it
+            scores[tuple(v)].append(pool.draws[i][others[int(order_rng.integers(len(others)))]])
+            m.spent += f
+    if not vectors:
+        return {i: draws[i] for i in order}, True
+    table = seed_table(vectors, scores)  # the pick (_pick: the best select) is search.confirm.chosen's
+    return {seen[tuple(r["rank_vector"])]: (r["mean"], draws[seen[tuple(r["rank_vector"])]][1]) for r in table}, True
 
 
 def cost_replay(fid: Fidelities, seeds: int, budgets=COST_BUDGETS, methods=COST_METHODS, per_task: int = 5) -> dict:
@@ -654,8 +676,9 @@ def cost_replay(fid: Fidelities, seeds: int, budgets=COST_BUDGETS, methods=COST_
                 elif method == "halving + go/no-go":
                     measured, searched = cost_halving(fid, budget, m, rng)
                     go.append(searched)
-                elif method == "screen + loop":
-                    measured, searched = cost_screen_loop(fid, budget, m, rng, per_task)
+                elif method in ("screen + loop", "screen + loop + finalists x2"):
+                    measured, searched = cost_screen_loop(fid, budget, m, rng, per_task,
+                                                          confirm=2 if method.endswith("x2") else 0)
                     go.append(searched)
                 else:
                     measured, searched = cost_screen(fid, budget, m, rng)
@@ -686,7 +709,9 @@ def cost_table(result: dict, fid: Fidelities, seeds: int) -> str:
             f"no search. screen + go/no-go: uniform r8 full + uniform x2 cheap + as many screening vectors as the "
             f"budget leaves after 1 finalist's full trial; a budget with room for none counts as no search. screen + "
             f"loop: the same screen, leaving room for uniform's and 2 finalists' full trials (none: no search); on a go "
-            f"the 2 finalists, then the loop at full fidelity with the rest of the budget.\n\n")
+            f"the 2 finalists, then the loop at full fidelity with the rest of the budget. + finalists x2: the job's "
+            f"evaluate-best too: the loop's 2 best searched vectors and uniform one more full trial each (another "
+            f"recorded seed), picked by seed mean.\n\n")
     lines = ["| method | budget | regret | P(beat uniform) | P(claim gain) | cost spent | P(go) |",
              "|---|---|---|---|---|---|---|"]
     for method, rows in result.items():
