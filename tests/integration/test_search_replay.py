@@ -130,6 +130,15 @@ def test_the_screen_loop_row_measures_the_screens_finalists_first_within_its_bud
     assert searched and decisions[0].go and meter.spent <= 8.0 + 1e-9
     vectors = fid.full.vectors.tolist()
     assert list(measured)[:3] == [fid.full.baseline, *(vectors.index(v) for v in decisions[0].finalists)]
+    # with the job's confirmation: 3 full trials kept for the loop's 2 best searched vectors and uniform at another
+    # seed; the pick is among those three by seed mean, within the budget
+    meter = search_replay.Meter(fid, np.random.default_rng(0))
+    confirmed, searched = search_replay.cost_screen_loop(fid, 10.0, meter, np.random.default_rng(1), per_task=2,
+                                                         confirm=2)
+    assert searched and meter.spent <= 10.0 + 1e-9 and len(confirmed) == 3 and fid.full.baseline in confirmed
+    for i, (select, _) in confirmed.items():
+        assert any(np.isclose(select, (a + b) / 2) for a in fid.full.draws[i] for b in fid.full.draws[i]
+                   if a is not b), (i, select)
 
 
 def test_cost_replay_refuses_a_pool_without_full_rows_in_one_line(tmp_path):
