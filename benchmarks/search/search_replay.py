@@ -54,6 +54,7 @@ from rankadaptor.errors import UserError, check
 from rankadaptor.search.config import SearchConfig
 from rankadaptor.search.loop import SearchState, converged, pending_finalists, propose_from, update
 from rankadaptor.search.proposers import tpe_vector
+from rankadaptor.search.sampling import nearest
 from rankadaptor.search.surrogate import SurrogateConfig, adapt, meta_pretrain, new_surrogate
 from rankadaptor.trial import Observation
 
@@ -432,9 +433,12 @@ def _pick(measured: dict[int, tuple[float, float]]) -> int:
 
 
 def _nearest(pool: Pool, want: np.ndarray, taken, rng: np.random.Generator) -> int:
-    distance = np.abs(pool.vectors - want).sum(axis=1).astype(float) + rng.random(len(pool.vectors)) * 1e-3
-    distance[list(taken)] = np.inf
-    return int(np.argmin(distance))
+    """The nearest pool vector not taken (search.sampling.nearest)."""
+    excluded = np.zeros(len(pool.vectors), bool)
+    excluded[list(taken)] = True
+    index = nearest(pool.vectors, want, excluded, rng)
+    check(index is not None, f"every one of the {len(pool.vectors)} pool vectors was measured")
+    return index
 
 
 def cost_random(fid: Fidelities, budget: float, m: Meter, rng: np.random.Generator) -> dict:

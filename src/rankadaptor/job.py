@@ -21,6 +21,7 @@ from rankadaptor.errors import UserError, check
 from rankadaptor.evaluate.config import EvalConfig
 from rankadaptor.evaluate.tasks import ACCEPTED, TASKS, task_ok
 from rankadaptor.infra.bank import DEFAULT_EXPERIMENT
+from rankadaptor.infra.claims import DIGEST
 from rankadaptor.prune.config import PruneConfig
 from rankadaptor.recover.config import RecoverConfig
 from rankadaptor.search.config import SearchConfig
@@ -38,7 +39,7 @@ MAIN_CHOICES = ("base_model", "data", "heldout_text", "target_task", "source_tas
 PROMOTED = ("prune.ratio", "recover.epochs", "search.max_iterations", "search.threshold", "registry.model_name")
 INPUTS = ("base_model", "data", "heldout_text", "eval_data_dir")  # the fields naming the user's weights and data
 FINGERPRINTS = "fingerprints"  # the job JSON's key for its inputs' content (rankadaptor.infra.fingerprint)
-DIGEST_TAG = "job_digest"  # a registered version's tag holding its job's digest (job_digest)
+DIGEST_TAG = DIGEST  # a registered version's tag holding its job's digest (job_digest), as a claim's
 
 
 def _runtime_fields() -> list[tuple[str, Any, dataclasses.Field]]:

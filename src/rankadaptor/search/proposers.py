@@ -20,7 +20,7 @@ import numpy as np
 from rankadaptor import widths
 from rankadaptor.errors import UserError, check
 from rankadaptor.search.config import SearchConfig
-from rankadaptor.search.sampling import sample_rank_vectors, searched_indices
+from rankadaptor.search.sampling import nearest, sample_rank_vectors, searched_indices
 from rankadaptor.trial import Observation
 from rankadaptor.widths import lora_parameters
 
@@ -71,10 +71,10 @@ def tpe_vector(measured: list[Observation], config: SearchConfig, cost_per_rank:
         if pool is not None:
             trial = study.ask(space)
             want = np.asarray([trial.params[f"r{i}"] for i in searched])
-            distance = np.abs(pool - want).sum(axis=1) + np.random.default_rng(seed).random(len(pool)) * 1e-3
-            distance[[tuple(v) in seen for v in pool.tolist()]] = np.inf
-            check(bool(np.isfinite(distance).any()), f"every one of the {len(pool)} pool vectors was measured")
-            return [int(r) for r in pool[int(np.argmin(distance))]]
+            index = nearest(pool, want, np.asarray([tuple(v) in seen for v in pool.tolist()]),
+                            np.random.default_rng(seed))
+            check(index is not None, f"every one of the {len(pool)} pool vectors was measured")
+            return [int(r) for r in pool[index]]
         budget = widths.budget(cost_per_rank, config.budget)
         for _ in range(MAX_ASKS):
             trial = study.ask(space)

@@ -63,3 +63,11 @@ def sample_rank_vectors(config: SearchConfig, cost_per_rank: list[int], rng: np.
     vectors = np.full((config.num_samples, len(cost)), config.fixed_rank, np.int64)
     vectors[:, searched] = candidates[idx]
     return np.unique(vectors, axis=0)
+
+
+def nearest(pool: np.ndarray, want: np.ndarray, excluded: np.ndarray, rng: np.random.Generator) -> int | None:
+    """The index of the pool vector [M, L] nearest to `want` (L1 over ranks, ties broken at random) that is not
+    excluded ([M] bool); None when every one is: how a replay measures a suggestion it can only take from a pool."""
+    distance = np.abs(pool - want).sum(axis=1).astype(float) + rng.random(len(pool)) * 1e-3
+    distance[np.asarray(excluded, bool)] = np.inf
+    return int(np.argmin(distance)) if np.isfinite(distance).any() else None
