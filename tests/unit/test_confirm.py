@@ -19,6 +19,7 @@ def test_finalists_are_the_best_searched_vectors_then_uniform():
     assert finalist_vectors(trials, UNIFORM, 5) == [[12, 8, 4], [8, 4, 12], [4, 8, 12], UNIFORM]
     assert finalist_vectors(trials[:1], UNIFORM, 2) == []  # no search trial: nothing to confirm
     assert finalist_vectors(trials, UNIFORM, 0) == []
+    assert finalist_vectors(trials[1:], UNIFORM, 1) == [[12, 8, 4]]  # no uniform anchor among the trials
 
 
 def test_the_choice_is_by_seed_mean_and_uniform_can_win():

@@ -14,6 +14,9 @@ from rankadaptor.trial import Observation, TrialContext, TrialKey
 
 
 def _finalists(job: JobConfig, context: TrialContext, trials: list[Observation]) -> list[list[int]]:
+    """search.confirm.finalist_vectors of the target's trials; none with confirm_seeds 1 (nothing to re-measure)."""
+    if job.search.confirm_seeds < 2:
+        return []
     return finalist_vectors(trials, [job.baseline_rank] * context.num_layers, job.search.confirm_top)
 
 

@@ -55,7 +55,8 @@ class SearchConfig:
     confirm_top: int = option(2, "searched vectors (the best by select score) re-measured with uniform at "
                                  "confirm_seeds seeds after the search; the best is chosen by seed mean "
                                  "(search.confirm); 0 = the best single trial")
-    confirm_seeds: int = option(2, "seeds each finalist is measured at, the job's seed first (1 = no re-measuring)")
+    confirm_seeds: int = option(2, "seeds each finalist is measured at, the job's seed first (1 = no "
+                                   "re-measuring: the best single trial)")
 
     def validate(self) -> None:
         check(len(self.candidates) >= 1 and all(1 <= r <= 4096 for r in self.candidates),

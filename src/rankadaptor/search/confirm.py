@@ -17,14 +17,16 @@ from rankadaptor.trial import Observation
 
 
 def finalist_vectors(trials: list[Observation], uniform: list[int], top: int) -> list[list[int]]:
-    """The `top` best searched vectors by their (job-seed) select score, uniform excluded, then uniform; none
-    when no searched vector was measured (nothing to confirm: a job without a search)."""
+    """The `top` best searched vectors by their (job-seed) select score, uniform excluded, then uniform (if it is
+    among the trials: the anchor); none when no searched vector was measured (nothing to confirm: a job without
+    a search)."""
     ranked = sorted((o for o in trials if o.rank_vector != uniform), key=lambda o: -o.score)
     vectors: list[list[int]] = []
     for o in ranked:
         if len(vectors) < top and o.rank_vector not in vectors:
             vectors.append(list(o.rank_vector))
-    return [*vectors, list(uniform)] if vectors else []
+    anchor = [list(uniform)] if any(o.rank_vector == uniform for o in trials) else []
+    return [*vectors, *anchor] if vectors else []
 
 
 def seed_table(vectors: list[list[int]], scores: dict[tuple[int, ...], list[float]]) -> list[dict[str, Any]]:
