@@ -642,6 +642,8 @@ def cost_screen_loop(fid: Fidelities, budget: float, m: Meter, rng: np.random.Ge
         return {i: draws[i] for i in order}, True
     seen = {tuple(pool.vectors[i].tolist()): i for i in order}
     vectors = finalist_vectors([Observation("t", list(v), draws[i][0]) for v, i in seen.items()], uniform, confirm)
+    if not vectors:
+        return {i: draws[i] for i in order}, True
     scores = {}
     for v in vectors:
         i = seen[tuple(v)]
@@ -650,8 +652,6 @@ def cost_screen_loop(fid: Fidelities, budget: float, m: Meter, rng: np.random.Ge
         if others:  # a vector recorded at one seed only keeps it
             scores[tuple(v)].append(pool.draws[i][others[int(order_rng.integers(len(others)))]])
             m.spent += f
-    if not vectors:
-        return {i: draws[i] for i in order}, True
     table = seed_table(vectors, scores)  # the pick (_pick: the best select) is search.confirm.chosen's
     return {seen[tuple(r["rank_vector"])]: (r["mean"], draws[seen[tuple(r["rank_vector"])]][1]) for r in table}, True
 

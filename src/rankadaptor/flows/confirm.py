@@ -28,12 +28,16 @@ def confirm_plan(job: JobConfig, context: TrialContext, trials: list[Observation
             for v in _finalists(job, context, trials) for i in range(1, job.search.confirm_seeds)]
 
 
-def confirmed_table(job: JobConfig, context: TrialContext, trials: list[Observation]) -> list[dict[str, Any]]:
+def confirmed_table(job: JobConfig, context: TrialContext,
+                    trials: list[Observation]) -> tuple[list[dict[str, Any]], list[float]]:
     """The finalists' seed table (search.confirm.seed_table): the job seed's score from the search's trials, the
-    other seeds' from the bank (confirm_plan's keys, measured first)."""
-    scores = {tuple(o.rank_vector): [o.score] for o in trials}
+    other seeds' from the bank (confirm_plan's keys, measured first); with it, those banked trials' seconds
+    (whichever attempt paid them: the report's cost row)."""
+    scores, seconds = {tuple(o.rank_vector): [o.score] for o in trials}, []
     for key in confirm_plan(job, context, trials):
         row = find_trial(key.id, job.bank.experiment, job.tracking_uri())
         if row is not None:
             scores[tuple(key.rank_vector)].append(float(row["score"]))
-    return seed_table(_finalists(job, context, trials), scores)
+            if row.get("cost") is not None:
+                seconds.append(row["cost"])
+    return seed_table(_finalists(job, context, trials), scores), seconds

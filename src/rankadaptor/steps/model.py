@@ -163,13 +163,13 @@ def go_check(job: JobConfig, pruned_uri: str, structure_uri: str, data_uri: str,
 
 
 def confirm_finalists(job: JobConfig, context: TrialContext, trials: list[Observation], pruned_uri: str,
-                      data_uri: str, work_uri: str) -> list[dict]:
+                      data_uri: str, work_uri: str) -> tuple[list[dict], list[float]]:
     """The search's finalists at search.confirm_seeds seeds (flows.confirm): the full trials the bank lacks
-    measured, then the seed table (search.confirm.seed_table), its line on the terminal; [] with nothing to
-    confirm (no searched trial, or confirm_top 0)."""
+    measured, then the seed table (search.confirm.seed_table), its line on the terminal, and the confirmation
+    trials' banked seconds; ([], []) with nothing to confirm (no searched trial, or confirm_top 0)."""
     measure_missing(job, context, pruned_uri, data_uri, confirm_plan(job, context, trials), "confirm", work_uri,
                     "finalists at more seeds")
-    table = confirmed_table(job, context, trials)
+    table, seconds = confirmed_table(job, context, trials)
     if table:
         progress(confirmation_line(job.target_task, table, [job.baseline_rank] * context.num_layers))
-    return table
+    return table, seconds

@@ -7,7 +7,6 @@ import re
 
 from rankadaptor.champion import SEARCHED
 from rankadaptor.flows.baselines import baseline_seconds, bootstrap_vectors
-from rankadaptor.flows.confirm import confirm_plan
 from rankadaptor.flows.progress import progress
 from rankadaptor.flows.register import model_description, registered_adapter, version_description
 from rankadaptor.flows.trials import bootstrap_keys, starting_trials, trial_key
@@ -34,12 +33,6 @@ def bootstrap_seconds(job: JobConfig, context) -> list[float]:
     return [row["cost"] for row in found if row and row.get("cost") is not None]
 
 
-def confirm_seconds(job: JobConfig, context, trials) -> list[float]:
-    """The banked seconds of the confirmation's trials (flows.confirm.confirm_plan), whichever attempt paid."""
-    found = [find_trial(k.id, job.bank.experiment, job.tracking_uri()) for k in confirm_plan(job, context, trials)]
-    return [row["cost"] for row in found if row and row.get("cost") is not None]
-
-
 def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str, baselines_uri: str,
                   output_uri: str, lineage: dict | None = None, go_uri: str | None = None,
                   work_uri: str | None = None) -> dict:
@@ -50,7 +43,7 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
     the report's cost section. The confirmation runs here, not in a step of its own, to keep the unrolled
     loop's Workflow within Argo's size limit (docs/architecture.md)."""
     best, trials, context = best_trial(state_uri)
-    finalists = confirm_finalists(job, context, trials, pruned_uri, data_uri, work_uri or output_uri)
+    finalists, confirm_seconds = confirm_finalists(job, context, trials, pruned_uri, data_uri, work_uri or output_uri)
     if finalists:
         best = next(o for o in trials if o.rank_vector == chosen(finalists))
     baselines = storage.read_json(storage.local_dir(baselines_uri) / "baselines.json")
@@ -67,7 +60,7 @@ def evaluate_best(job: JobConfig, state_uri: str, pruned_uri: str, data_uri: str
                           uniform_seconds=(go or {}).get("full_trial_seconds") or baseline_seconds(baselines_uri, anchor),
                           bootstrap_seconds=bootstrap_seconds(job, context) if go is None or go["go"] else None,
                           bootstrap_fidelity=job.bootstrap_fidelity, best=best, finalists=finalists,
-                          confirm_seconds=confirm_seconds(job, context, trials))
+                          confirm_seconds=confirm_seconds)
     adapter, held_out = registered_adapter(report, best, ours, baselines, anchor, baselines_uri, job.target_task)
     best_key = trial_key(job, context, job.target_task, "select", best.rank_vector)
     logged = log_version(adapter, pruned_uri, held_out, job.registry_config(),
